@@ -1,0 +1,1 @@
+"""feedrank: the command line, configuration and table schemas shared by the stages."""

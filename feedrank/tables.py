@@ -1,0 +1,177 @@
+"""Documented schemas of the parquet tables the stages hand each other.
+
+Every table is validated when written and when read: a missing or mistyped
+column raises :class:`TableError` naming the file and the column. Writes are
+atomic (a temporary file in the same folder, then a rename), so an interrupted
+stage never leaves half a parquet file for the next stage to read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+class TableError(ValueError):
+    """A table file is missing, unreadable, or does not match its schema."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A named table: its file name and its columns, each with a description."""
+
+    name: str
+    columns: tuple[tuple[str, pa.DataType, str], ...]
+
+    @property
+    def file_name(self) -> str:
+        """File name inside a data folder."""
+        return f"{self.name}.parquet"
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema, with each column's description as field metadata."""
+        return pa.schema(
+            [pa.field(n, t, metadata={"description": d}) for n, t, d in self.columns]
+        )
+
+
+USERS = TableSpec(
+    "users",
+    (
+        ("user_id", pa.int64(), "User id, 0..n_users-1."),
+        ("created_at", TS, "When the account was created."),
+    ),
+)
+FOLLOWS = TableSpec(
+    "follows",
+    (
+        ("user_id", pa.int64(), "The follower."),
+        ("author_id", pa.int64(), "The followee (a user id)."),
+    ),
+)
+TWEETS = TableSpec(
+    "tweets",
+    (
+        ("tweet_id", pa.int64(), "Tweet id, in order of creation."),
+        ("author_id", pa.int64(), "The user who posted it."),
+        ("topic", pa.int32(), "Topic id, 0..n_topics-1."),
+        ("media_type", pa.int32(), "0 text, 1 image, 2 video, 3 link."),
+        ("length", pa.int32(), "Text length in characters."),
+        ("created_at", TS, "When it was posted."),
+    ),
+)
+VISITS = TableSpec(
+    "visits",
+    (
+        ("visit_id", pa.int64(), "Visit id, in order of (user, time)."),
+        ("user_id", pa.int64(), "The visiting user."),
+        ("visit_time", TS, "When the user opened the feed."),
+        ("prev_visit_time", TS, "The user's previous visit (or the world's start)."),
+    ),
+)
+IMPRESSIONS = TableSpec(
+    "impressions",
+    (
+        ("impression_id", pa.int64(), "Impression id."),
+        ("visit_id", pa.int64(), "The visit that showed it."),
+        ("user_id", pa.int64(), "Who saw it."),
+        ("tweet_id", pa.int64(), "What was shown."),
+        ("author_id", pa.int64(), "The tweet's author."),
+        ("position", pa.int32(), "0-based slot in the feed of that visit."),
+        ("impression_time", TS, "When it was shown (the visit's time)."),
+        ("like", pa.bool_(), "Label: liked."),
+        ("reply", pa.bool_(), "Label: replied."),
+        ("retweet", pa.bool_(), "Label: retweeted."),
+        ("long_dwell", pa.bool_(), "Label: dwell_seconds >= the long-dwell threshold."),
+        ("hide", pa.bool_(), "Label: hidden."),
+        ("report", pa.bool_(), "Label: reported."),
+        ("dwell_seconds", pa.float32(), "Seconds spent viewing."),
+    ),
+)
+ORACLE = TableSpec(
+    "oracle",
+    (
+        ("impression_id", pa.int64(), "The impression these true probabilities belong to."),
+        ("p_like", pa.float32(), "True P(like) at position 0 (no position bias)."),
+        ("p_reply", pa.float32(), "True P(reply) at position 0."),
+        ("p_retweet", pa.float32(), "True P(retweet) at position 0."),
+        ("p_long_dwell", pa.float32(), "True P(long dwell) at position 0."),
+        ("p_hide", pa.float32(), "True P(hide) at position 0."),
+        ("p_report", pa.float32(), "True P(report) at position 0."),
+    ),
+)
+EVENTS = TableSpec(
+    "events",
+    (
+        ("event_id", pa.string(), "Unique event id: a retried event keeps its id."),
+        ("user_id", pa.int64(), "Who acted."),
+        ("tweet_id", pa.int64(), "On which tweet."),
+        ("action", pa.string(), "'impression' or one of the actions in metrics/actions.yaml."),
+        ("dwell_seconds", pa.float32(), "Viewing time for impressions; null otherwise."),
+        ("timestamp", TS, "When it happened."),
+    ),
+)
+
+
+def validate(table: pa.Table, spec: TableSpec, path: Path | str) -> pa.Table:
+    """Check that ``table`` has every column of ``spec`` with its type.
+
+    Extra columns are dropped, columns are put in the spec's order.
+
+    Raises:
+        TableError: naming ``path`` and the first missing or mistyped column.
+    """
+    for name, dtype, _ in spec.columns:
+        if name not in table.column_names:
+            raise TableError(f"{path}: missing column '{name}' ({dtype}) of table '{spec.name}'")
+        actual = table.schema.field(name).type
+        if actual != dtype:
+            raise TableError(
+                f"{path}: column '{name}' of table '{spec.name}' has type {actual}, expected {dtype}"
+            )
+    return table.select([n for n, _, _ in spec.columns]).cast(spec.schema)
+
+
+def write_table(table: pa.Table, spec: TableSpec, folder: Path) -> Path:
+    """Validate ``table`` and write it atomically to ``folder/<spec>.parquet``."""
+    path = folder / spec.file_name
+    table = validate(table, spec, path)
+    write_parquet_atomic(table, path)
+    return path
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write a parquet file through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(spec: TableSpec, folder: Path) -> pa.Table:
+    """Read and validate ``folder/<spec>.parquet``.
+
+    Raises:
+        TableError: the file is missing, not parquet, or off-schema.
+    """
+    path = folder / spec.file_name
+    if not path.exists():
+        raise TableError(f"{path}: no such file (run the stage that writes '{spec.name}' first)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
+    return validate(table, spec, path)

@@ -1,0 +1,1 @@
+"""Serving: the BentoML ranked-feed service."""

@@ -1,0 +1,1 @@
+"""The synthetic world: users, follow graph, tweets, visits and engagement with a hidden ground truth."""

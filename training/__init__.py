@@ -1,0 +1,1 @@
+"""Training: the training set from Feast, the multi-task engagement model, evaluation, MLflow."""
