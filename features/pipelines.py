@@ -1,0 +1,317 @@
+"""Batch feature pipelines: the world's tables in, time-stamped feature tables out.
+
+Each feature table is a series of snapshots. A snapshot stamped at time T is
+computed only from impressions strictly before T, so that Feast's
+point-in-time join (latest row at or before the impression, within the
+view's TTL) can never hand a training row a value from its future.
+
+Snapshots are taken at each day boundary of the world. Windowed counters use
+the last ``WINDOW_DAYS`` days. Rates are smoothed towards the global rate of
+the same window (``PRIOR_WEIGHT`` pseudo-impressions), so that a user with two
+impressions does not get a like rate of 50%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from feedrank import tables
+from metrics.actions import ActionSet, load_actions
+
+US_PER_DAY = 86_400_000_000
+WINDOW_DAYS = 7
+PRIOR_WEIGHT = 20.0
+POSITIVE = ("like", "reply", "retweet", "long_dwell")
+"""Actions counted as a positive engagement in affinity features."""
+
+FEATURE_TABLES = (
+    "user_stats",
+    "author_stats",
+    "tweet_content",
+    "tweet_engagement",
+    "user_author_affinity",
+)
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    """What a pipeline run wrote: rows per feature table."""
+
+    rows: dict[str, int]
+    snapshots: int
+
+
+def _day_index(times_us: np.ndarray, start_us: int) -> np.ndarray:
+    return ((times_us - start_us) // US_PER_DAY).astype(np.int64)
+
+
+def _snapshot_ts(start_us: int, days: np.ndarray) -> pa.Array:
+    return pa.array(start_us + days.astype(np.int64) * US_PER_DAY).cast(tables.TS)
+
+
+def _window(daily: np.ndarray, window: int | None) -> np.ndarray:
+    """Per-snapshot sums over the previous ``window`` days (None: all history).
+
+    ``daily`` has shape (entities, days, metrics); snapshot s covers days < s,
+    so the result has shape (entities, days + 1, metrics) with snapshot 0 empty.
+    """
+    cum = np.concatenate([np.zeros_like(daily[:, :1]), daily.cumsum(axis=1)], axis=1)
+    if window is None:
+        return cum
+    lagged = np.concatenate([np.zeros_like(cum[:, :window]), cum[:, :-window]], axis=1)
+    return cum - lagged
+
+
+def _smoothed(count: np.ndarray, shown: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    return ((count + PRIOR_WEIGHT * prior) / (shown + PRIOR_WEIGHT)).astype(np.float32)
+
+
+def _daily_counts(
+    keys: np.ndarray, day: np.ndarray, values: np.ndarray, n_keys: int, n_days: int
+) -> np.ndarray:
+    """Sum ``values`` (rows, metrics) into a dense (keys, days, metrics) grid."""
+    grid = np.zeros((n_keys * n_days, values.shape[1]), dtype=np.float64)
+    np.add.at(grid, keys * n_days + day, values)
+    return grid.reshape(n_keys, n_days, values.shape[1])
+
+
+def _rate_columns(
+    prefix: str, counts: np.ndarray, actions: ActionSet, suffix: str
+) -> dict[str, np.ndarray]:
+    """Smoothed per-action rates from a (entities, snapshots, 1 + n_actions) count grid."""
+    shown = counts[..., 0]
+    totals = counts.sum(axis=0)
+    out = {}
+    for j, name in enumerate(actions.names, start=1):
+        prior = totals[:, j] / np.maximum(totals[:, 0], 1.0)
+        out[f"{prefix}_{name}_rate{suffix}"] = _smoothed(counts[..., j], shown, prior[None, :])
+    return out
+
+
+def _flatten(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[keep] for name, values in columns.items()}
+
+
+def build_features(
+    world_dir: Path, out_dir: Path, actions: ActionSet | None = None
+) -> FeatureBuild:
+    """Compute every feature table from ``world_dir`` into ``out_dir``."""
+    actions = actions or load_actions()
+    users = tables.read_table(tables.USERS, world_dir)
+    follows = tables.read_table(tables.FOLLOWS, world_dir)
+    tweets = tables.read_table(tables.TWEETS, world_dir)
+    impressions = tables.read_table(tables.IMPRESSIONS, world_dir)
+
+    imp_time = impressions["impression_time"].cast(pa.int64()).to_numpy()
+    if len(imp_time) == 0:
+        raise tables.TableError(f"{world_dir / tables.IMPRESSIONS.file_name}: no impressions")
+    tweet_created = tweets["created_at"].cast(pa.int64()).to_numpy()
+    start_us = int(min(imp_time.min(), tweet_created.min()) // US_PER_DAY * US_PER_DAY)
+    n_days = int(_day_index(np.array([imp_time.max()]), start_us)[0]) + 1
+    day = _day_index(imp_time, start_us)
+    # Snapshots at day boundaries 1..n_days; the last one is "now" for serving.
+    snap_days = np.arange(1, n_days + 1)
+
+    labels = np.stack(
+        [impressions[a].to_numpy(zero_copy_only=False) for a in actions.names], axis=1
+    ).astype(np.float64)
+    per_imp = np.concatenate([np.ones((len(day), 1)), labels], axis=1)
+    dwell = impressions["dwell_seconds"].to_numpy().astype(np.float64)
+    imp_user = impressions["user_id"].to_numpy()
+    imp_author = impressions["author_id"].to_numpy()
+    imp_tweet = impressions["tweet_id"].to_numpy()
+    n_users = users.num_rows
+
+    written = {
+        "user_stats": _user_stats(
+            actions, per_imp, dwell, imp_user, day, n_users, n_days, start_us, snap_days,
+            topics=tweets["topic"].to_numpy()[imp_tweet],
+            n_topics=int(tweets["topic"].to_numpy().max()) + 1,
+        ),
+        "author_stats": _author_stats(
+            actions, per_imp, imp_author, follows, tweets, day, n_users, n_days, start_us,
+            snap_days,
+        ),
+        "tweet_content": _tweet_content(tweets),
+        "tweet_engagement": _tweet_engagement(
+            actions, per_imp, imp_tweet, tweets, day, n_days, start_us
+        ),
+        "user_author_affinity": _user_author_affinity(
+            actions, labels, imp_user, imp_author, day, start_us
+        ),
+    }
+    rows = {}
+    for name, table in written.items():
+        tables.write_parquet_atomic(table, out_dir / f"{name}.parquet")
+        rows[name] = table.num_rows
+    return FeatureBuild(rows=rows, snapshots=len(snap_days))
+
+
+def _user_stats(
+    actions: ActionSet,
+    per_imp: np.ndarray,
+    dwell: np.ndarray,
+    imp_user: np.ndarray,
+    day: np.ndarray,
+    n_users: int,
+    n_days: int,
+    start_us: int,
+    snap_days: np.ndarray,
+    topics: np.ndarray,
+    n_topics: int,
+) -> pa.Table:
+    """A user's own behaviour over the last week, and their engagement rate per topic."""
+    values = np.concatenate([per_imp, dwell[:, None]], axis=1)
+    counts = _window(_daily_counts(imp_user, day, values, n_users, n_days), WINDOW_DAYS)
+    counts = counts[:, snap_days]
+    n_act = len(actions.names)
+    shown = counts[..., 0]
+    columns = {
+        "user_impressions_7d": shown.astype(np.int64),
+        **_rate_columns("user", counts[..., : 1 + n_act], actions, "_7d"),
+        "user_mean_dwell_7d": (counts[..., -1] / np.maximum(shown, 1.0)).astype(np.float32),
+    }
+    # Topic affinity over all history: positive engagements per impression, per topic.
+    positive = per_imp[:, 1:][:, [actions.names.index(a) for a in POSITIVE]].sum(axis=1)
+    per_topic = np.stack([np.ones_like(positive), positive], axis=1)
+    grid = _daily_counts(imp_user * n_topics + topics, day, per_topic, n_users * n_topics, n_days)
+    topic_counts = _window(grid, None)[:, snap_days].reshape(n_users, n_topics, len(snap_days), 2)
+    user_total = topic_counts.sum(axis=1)
+    user_prior = (user_total[..., 1] + 1.0) / (user_total[..., 0] + 10.0)
+    topic_rate = _smoothed(
+        topic_counts[..., 1], topic_counts[..., 0], user_prior[:, None, :]
+    ).transpose(0, 2, 1)
+    user_ids = np.repeat(np.arange(n_users, dtype=np.int64), len(snap_days))
+    flat = {k: v.reshape(-1) for k, v in columns.items()}
+    return pa.table(
+        {
+            "user_id": user_ids,
+            "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
+            **flat,
+            "user_topic_rates": pa.FixedSizeListArray.from_arrays(
+                pa.array(topic_rate.reshape(-1), pa.float32()), n_topics
+            ).cast(pa.list_(pa.float32())),
+        }
+    )
+
+
+def _author_stats(
+    actions: ActionSet,
+    per_imp: np.ndarray,
+    imp_author: np.ndarray,
+    follows: pa.Table,
+    tweets: pa.Table,
+    day: np.ndarray,
+    n_users: int,
+    n_days: int,
+    start_us: int,
+    snap_days: np.ndarray,
+) -> pa.Table:
+    """What an author's tweets received over the last week, and the author's reach."""
+    counts = _window(_daily_counts(imp_author, day, per_imp, n_users, n_days), WINDOW_DAYS)
+    counts = counts[:, snap_days]
+    tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), start_us)
+    posted = _window(
+        _daily_counts(
+            tweets["author_id"].to_numpy(),
+            np.clip(tweet_day, 0, n_days - 1),
+            np.ones((tweets.num_rows, 1)),
+            n_users,
+            n_days,
+        ),
+        WINDOW_DAYS,
+    )[:, snap_days, 0]
+    followers = np.bincount(follows["author_id"].to_numpy(), minlength=n_users)
+    columns = {
+        "author_followers": np.repeat(followers[:, None], len(snap_days), axis=1),
+        "author_tweets_7d": posted.astype(np.int64),
+        "author_impressions_7d": counts[..., 0].astype(np.int64),
+        **_rate_columns("author", counts, actions, "_7d"),
+    }
+    return pa.table(
+        {
+            "author_id": np.repeat(np.arange(n_users, dtype=np.int64), len(snap_days)),
+            "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
+            **{k: v.reshape(-1) for k, v in columns.items()},
+        }
+    )
+
+
+def _tweet_content(tweets: pa.Table) -> pa.Table:
+    """What a tweet is, stamped at its creation: it never changes."""
+    created = tweets["created_at"]
+    return pa.table(
+        {
+            "tweet_id": tweets["tweet_id"],
+            "event_timestamp": created,
+            "tweet_topic": tweets["topic"].cast(pa.int64()),
+            "tweet_media_type": tweets["media_type"].cast(pa.int64()),
+            "tweet_length": tweets["length"].cast(pa.int64()),
+            "tweet_created_s": pa.array(created.cast(pa.int64()).to_numpy() // 1_000_000),
+        }
+    )
+
+
+def _tweet_engagement(
+    actions: ActionSet,
+    per_imp: np.ndarray,
+    imp_tweet: np.ndarray,
+    tweets: pa.Table,
+    day: np.ndarray,
+    n_days: int,
+    start_us: int,
+) -> pa.Table:
+    """Engagement a tweet received so far, one row per day it changed.
+
+    The same columns are pushed live through the PushSource as events arrive.
+    """
+    n_tweets = tweets.num_rows
+    daily = _daily_counts(imp_tweet, day, per_imp, n_tweets, n_days)
+    cum = _window(daily, None)[:, 1:]  # snapshot at the end of each day
+    changed = daily[..., 0] > 0
+    tweet_idx, day_idx = np.nonzero(changed)
+    snap = cum[tweet_idx, day_idx]
+    return pa.table(
+        {
+            "tweet_id": tweet_idx.astype(np.int64),
+            "event_timestamp": _snapshot_ts(start_us, day_idx + 1),
+            "tweet_impressions": snap[:, 0].astype(np.int64),
+            **{f"tweet_{a}_count": snap[:, j].astype(np.int64) for j, a in enumerate(actions.names, 1)},
+        }
+    )
+
+
+def _user_author_affinity(
+    actions: ActionSet,
+    labels: np.ndarray,
+    imp_user: np.ndarray,
+    imp_author: np.ndarray,
+    day: np.ndarray,
+    start_us: int,
+) -> pa.Table:
+    """A user's history with an author, all time, one row per day the pair was active."""
+    positive = labels[:, [actions.names.index(a) for a in POSITIVE]].sum(axis=1)
+    negative = labels[:, [actions.names.index(a) for a in actions.negative]].sum(axis=1)
+    frame = pd.DataFrame(
+        {"user_id": imp_user, "author_id": imp_author, "day": day, "shown": 1.0,
+         "positive": positive, "negative": negative}
+    )
+    daily = frame.groupby(["user_id", "author_id", "day"], sort=True).sum().reset_index()
+    cum = daily.groupby(["user_id", "author_id"], sort=False)[["shown", "positive", "negative"]]
+    cum = cum.cumsum()
+    return pa.table(
+        {
+            "user_id": daily["user_id"].to_numpy(np.int64),
+            "author_id": daily["author_id"].to_numpy(np.int64),
+            "event_timestamp": _snapshot_ts(start_us, daily["day"].to_numpy() + 1),
+            "ua_impressions": cum["shown"].to_numpy(np.int64),
+            "ua_positive_rate": _smoothed(cum["positive"].to_numpy(), cum["shown"].to_numpy(),
+                                          np.float64(0.1)),
+            "ua_negative_count": cum["negative"].to_numpy(np.int64),
+        }
+    )

@@ -1,0 +1,94 @@
+"""Open the Feast store of a workspace, in the embedded or the production profile.
+
+A workspace is a folder holding ``feature_repo/`` (the declarative Feast repo)
+and ``data/`` (what the stages write). The repo's paths are relative, so a
+copy of the workspace (as the tests make) is a self-contained store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
+
+Profile = Literal["embedded", "production"]
+
+PROFILE_FILES: dict[str, str] = {
+    "embedded": "feature_store.yaml",
+    "production": "feature_store.production.yaml",
+}
+REDIS_URL_ENV = "FEEDRANK_REDIS_URL"
+REGISTRY_URL_ENV = "FEEDRANK_REGISTRY_URL"
+FEATURE_SERVICE = "ranker_v1"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the feature repo and the data of one pipeline live."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        """The Feast repo."""
+        return self.root / "feature_repo"
+
+    @property
+    def data(self) -> Path:
+        """Everything the stages write."""
+        return self.root / "data"
+
+    @property
+    def world(self) -> Path:
+        """The simulator's observable tables."""
+        return self.data / "world"
+
+    @property
+    def truth(self) -> Path:
+        """The simulator's hidden ground truth (evaluation only)."""
+        return self.data / "truth"
+
+    @property
+    def features(self) -> Path:
+        """Feature tables, the Feast offline store."""
+        return self.data / "features"
+
+    @property
+    def datasets(self) -> Path:
+        """Training sets."""
+        return self.data / "datasets"
+
+
+def repo_config(workspace: Workspace, profile: Profile = "embedded", project: str | None = None) -> RepoConfig:
+    """Load the profile's feature_store.yaml, with deployment overrides from the environment.
+
+    Args:
+        workspace: the workspace whose feature repo to use.
+        profile: ``embedded`` (SQLite, files) or ``production`` (Redis, SQL registry).
+        project: override the Feast project (tests use one per test for isolation).
+    """
+    path = workspace.repo / PROFILE_FILES[profile]
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read Feast config: {exc}") from exc
+    if profile == "production":
+        if os.environ.get(REDIS_URL_ENV):
+            raw["online_store"]["connection_string"] = os.environ[REDIS_URL_ENV]
+        if os.environ.get(REGISTRY_URL_ENV):
+            raw["registry"]["path"] = os.environ[REGISTRY_URL_ENV]
+    if project:
+        raw["project"] = project
+    return RepoConfig(repo_path=workspace.repo, **raw)
+
+
+def open_store(
+    workspace: Workspace, profile: Profile = "embedded", project: str | None = None
+) -> FeatureStore:
+    """A FeatureStore on the workspace's repo in the given profile."""
+    return FeatureStore(repo_path=str(workspace.repo), config=repo_config(workspace, profile, project))

@@ -1,0 +1,373 @@
+"""Generate the synthetic world: users, follow graph, tweets, visits, impressions.
+
+Everything is vectorised with numpy; a world of 10M impressions is built in
+chunks of visits so memory stays bounded. The tables written are the
+observable world (``world/``) and the hidden truth (``truth/``): the oracle's
+true probabilities per impression and the latent state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedrank import tables
+from metrics.actions import IMPRESSION, ActionSet, load_actions
+from simulation.config import WorldConfig
+from simulation.truth import Latent, draw_latent, sample_outcomes, true_probabilities
+
+US_PER_DAY = 86_400_000_000
+_VISIT_CHUNK = 20_000
+WORLD_CONFIG_FILE = "world.json"
+
+
+@dataclass(frozen=True)
+class WorldSummary:
+    """Counts of what was generated."""
+
+    users: int
+    follows: int
+    tweets: int
+    visits: int
+    impressions: int
+    events: int
+
+
+def load_world_config(world_dir: Path) -> WorldConfig:
+    """The config a world was generated with (its ``world.json``)."""
+    path = world_dir / WORLD_CONFIG_FILE
+    try:
+        return WorldConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise tables.TableError(f"{path}: no such file (run `feedrank data generate`)") from None
+    except ValueError as exc:
+        raise tables.TableError(f"{path}: invalid world config: {exc}") from exc
+
+
+def world_end(config: WorldConfig) -> datetime:
+    """The last instant of the simulated period: "now" for the online store."""
+    return config.start + timedelta(days=config.days)
+
+
+def _micros(config: WorldConfig) -> int:
+    return int(config.start.timestamp() * 1_000_000)
+
+
+def _ts(values: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.int64), type=pa.int64()).cast(tables.TS)
+
+
+def build_follows(rng: np.random.Generator, config: WorldConfig, latent: Latent) -> np.ndarray:
+    """A directed follow graph with a heavy-tailed follower distribution.
+
+    Popularity is Pareto-distributed; each user follows some authors drawn by
+    popularity alone and some drawn by popularity within a topic the user is
+    interested in (homophily). Returns (n, 2) int64 pairs (user, author), unique.
+    """
+    n = config.n_users
+    popularity = rng.pareto(config.popularity_alpha, n) + 1.0
+    followees = np.clip(rng.poisson(config.mean_followees, n), 1, n - 1)
+    users = np.repeat(np.arange(n, dtype=np.int64), followees)
+    topical = rng.random(len(users)) < config.topical_follow_share
+
+    # Global draws by popularity: inverse CDF over the cumulative popularity.
+    cum = np.cumsum(popularity)
+    authors = np.searchsorted(cum, rng.random(len(users)) * cum[-1], side="right")
+
+    # Topical draws: authors grouped by main topic, a uniform draw inside the
+    # segment of the cumulative popularity that belongs to the chosen topic.
+    main_topic = latent.author_topics.argmax(axis=1)
+    order = np.argsort(main_topic, kind="stable")
+    cum_t = np.cumsum(popularity[order])
+    seg_end = np.searchsorted(main_topic[order], np.arange(config.n_topics), side="right")
+    seg_lo = np.concatenate([[0.0], cum_t])[np.r_[0, seg_end[:-1]]]
+    seg_hi = np.concatenate([[0.0], cum_t])[seg_end]
+    u_interest = latent.interests[users[topical]].cumsum(axis=1)
+    topic = (u_interest < rng.random(len(u_interest))[:, None]).sum(axis=1)
+    topic = np.minimum(topic, config.n_topics - 1)
+    draw = seg_lo[topic] + rng.random(len(topic)) * (seg_hi[topic] - seg_lo[topic])
+    pos = np.minimum(np.searchsorted(cum_t, draw, side="right"), n - 1)
+    empty = seg_hi[topic] <= seg_lo[topic]
+    authors[topical] = np.where(empty, authors[topical], order[pos])
+
+    pairs = np.stack([users, authors.astype(np.int64)], axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0)
+
+
+def build_tweets(rng: np.random.Generator, config: WorldConfig, latent: Latent) -> dict:
+    """Tweets: author, topic (from the author's mix), media type, length, time."""
+    n = config.n_users
+    rate = config.tweets_per_author_day * rng.lognormal(-0.32, 0.8, n)
+    counts = rng.poisson(rate * config.days)
+    authors = np.repeat(np.arange(n, dtype=np.int64), counts)
+    created = _micros(config) + (rng.random(len(authors)) * config.days * US_PER_DAY).astype(
+        np.int64
+    )
+    order = np.argsort(created, kind="stable")
+    authors, created = authors[order], created[order]
+    mix = latent.author_topics[authors].cumsum(axis=1)
+    topic = np.minimum((mix < rng.random(len(authors))[:, None]).sum(axis=1), config.n_topics - 1)
+    media = rng.choice(4, size=len(authors), p=[0.55, 0.25, 0.1, 0.1])
+    length = np.clip(rng.normal(120, 70, len(authors)), 5, 280)
+    return {
+        "tweet_id": np.arange(len(authors), dtype=np.int64),
+        "author_id": authors,
+        "topic": topic.astype(np.int32),
+        "media_type": media.astype(np.int32),
+        "length": length.astype(np.int32),
+        "created_at": created,
+    }
+
+
+def build_visits(rng: np.random.Generator, config: WorldConfig) -> dict:
+    """Feed visits, several a day per user, each with the user's previous visit time."""
+    n = config.n_users
+    activity = config.visits_per_user_day * rng.lognormal(-0.18, 0.6, n)
+    counts = rng.poisson(activity * config.days)
+    users = np.repeat(np.arange(n, dtype=np.int64), counts)
+    times = _micros(config) + (rng.random(len(users)) * config.days * US_PER_DAY).astype(np.int64)
+    order = np.lexsort((times, users))
+    users, times = users[order], times[order]
+    first = np.r_[True, users[1:] != users[:-1]]
+    prev = np.where(first, _micros(config), np.r_[0, times[:-1]])
+    return {
+        "visit_id": np.arange(len(users), dtype=np.int64),
+        "user_id": users,
+        "visit_time": times,
+        "prev_visit_time": prev,
+    }
+
+
+def candidates_for_visits(
+    follows: np.ndarray,
+    tweets: dict,
+    visit_users: np.ndarray,
+    visit_lo: np.ndarray,
+    visit_hi: np.ndarray,
+    max_feed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The brief's baseline candidates: followees' tweets in (lo, hi], newest ``max_feed``.
+
+    ``follows`` must be sorted by user. Returns (visit index, tweet id) pairs
+    ordered by visit then newest first.
+    """
+    n_users_total = int(max(follows[:, 0].max(), visit_users.max())) + 1
+    starts = np.searchsorted(follows[:, 0], np.arange(n_users_total + 1))
+    n_followees = starts[visit_users + 1] - starts[visit_users]
+    pair_visit = np.repeat(np.arange(len(visit_users)), n_followees)
+    first = np.repeat(starts[visit_users], n_followees)
+    within = np.arange(len(pair_visit)) - np.repeat(np.cumsum(n_followees) - n_followees, n_followees)
+    pair_author = follows[first + within, 1]
+
+    # Tweets sorted by (author, time): one searchsorted per (visit, followee).
+    span = np.int64(1) << np.int64(42)
+    t_order = np.lexsort((tweets["created_at"], tweets["author_id"]))
+    keys = tweets["author_id"][t_order] * span + (tweets["created_at"][t_order] - visit_lo.min())
+    lo = np.searchsorted(keys, pair_author * span + (visit_lo[pair_visit] - visit_lo.min()), "right")
+    hi = np.searchsorted(keys, pair_author * span + (visit_hi[pair_visit] - visit_lo.min()), "right")
+    n = hi - lo
+    cand_visit = np.repeat(pair_visit, n)
+    offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    cand_tweet = t_order[np.repeat(lo, n) + offsets]
+
+    # Newest first within a visit, then keep the first max_feed.
+    created = tweets["created_at"][cand_tweet]
+    order = np.lexsort((-created, cand_visit))
+    cand_visit, cand_tweet = cand_visit[order], cand_tweet[order]
+    visit_start = np.searchsorted(cand_visit, cand_visit, side="left")
+    keep = (np.arange(len(cand_visit)) - visit_start) < max_feed
+    return cand_visit[keep], cand_tweet[keep].astype(np.int64)
+
+
+def generate_world(
+    config: WorldConfig,
+    out_dir: Path,
+    actions: ActionSet | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> WorldSummary:
+    """Generate the world into ``out_dir/world`` and its ground truth into ``out_dir/truth``.
+
+    Args:
+        config: size and shape of the world.
+        out_dir: data folder; existing tables are replaced atomically.
+        actions: the engagement actions (default: metrics/actions.yaml).
+        progress: called with (visits done, visits total) after each chunk.
+    """
+    actions = actions or load_actions()
+    rng = np.random.default_rng(config.seed)
+    latent = draw_latent(rng, config.n_users, config.n_topics, len(actions.names))
+    follows = build_follows(rng, config, latent)
+    tweets = build_tweets(rng, config, latent)
+    visits = build_visits(rng, config)
+
+    world, truth = out_dir / "world", out_dir / "truth"
+    start = _micros(config)
+    tables.write_table(
+        pa.table(
+            {
+                "user_id": np.arange(config.n_users, dtype=np.int64),
+                "created_at": _ts(
+                    start - rng.integers(30, 3000, config.n_users, dtype=np.int64) * US_PER_DAY
+                ),
+            }
+        ),
+        tables.USERS,
+        world,
+    )
+    tables.write_table(
+        pa.table({"user_id": follows[:, 0], "author_id": follows[:, 1]}), tables.FOLLOWS, world
+    )
+    tables.write_table(
+        pa.table({**tweets, "created_at": _ts(tweets["created_at"])}), tables.TWEETS, world
+    )
+    tables.write_table(
+        pa.table(
+            {
+                **visits,
+                "visit_time": _ts(visits["visit_time"]),
+                "prev_visit_time": _ts(visits["prev_visit_time"]),
+            }
+        ),
+        tables.VISITS,
+        world,
+    )
+
+    impression_parts, oracle_parts = [], []
+    next_id = 0
+    n_visits = len(visits["visit_id"])
+    for lo in range(0, n_visits, _VISIT_CHUNK):
+        sl = slice(lo, min(lo + _VISIT_CHUNK, n_visits))
+        cand_visit, cand_tweet = candidates_for_visits(
+            follows,
+            tweets,
+            visits["user_id"][sl],
+            visits["prev_visit_time"][sl],
+            visits["visit_time"][sl],
+            config.max_feed,
+        )
+        imp, probs = _impressions(rng, actions, latent, tweets, visits, sl, cand_visit, cand_tweet)
+        imp["impression_id"] = np.arange(next_id, next_id + len(cand_visit), dtype=np.int64)
+        next_id += len(cand_visit)
+        impression_parts.append(pa.table(imp))
+        oracle_parts.append(
+            pa.table(
+                {
+                    "impression_id": imp["impression_id"],
+                    **{f"p_{a}": probs[:, j] for j, a in enumerate(actions.names)},
+                }
+            )
+        )
+        if progress:
+            progress(sl.stop, n_visits)
+
+    impressions = pa.concat_tables(impression_parts)
+    impressions = impressions.set_column(
+        impressions.schema.get_field_index("impression_time"),
+        "impression_time",
+        impressions["impression_time"].cast(pa.int64()).cast(tables.TS),
+    )
+    tables.write_table(impressions, tables.IMPRESSIONS, world)
+    tables.write_table(pa.concat_tables(oracle_parts), tables.ORACLE, truth)
+    latent.save(truth / "latent.npz")
+    tmp = world / f".{WORLD_CONFIG_FILE}.tmp"
+    tmp.write_text(config.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(world / WORLD_CONFIG_FILE)
+    events = impressions_to_events(impressions, actions)
+    tables.write_table(events, tables.EVENTS, world)
+    return WorldSummary(
+        users=config.n_users,
+        follows=len(follows),
+        tweets=len(tweets["tweet_id"]),
+        visits=n_visits,
+        impressions=impressions.num_rows,
+        events=events.num_rows,
+    )
+
+
+def _impressions(
+    rng: np.random.Generator,
+    actions: ActionSet,
+    latent: Latent,
+    tweets: dict,
+    visits: dict,
+    sl: slice,
+    cand_visit: np.ndarray,
+    cand_tweet: np.ndarray,
+) -> tuple[dict, np.ndarray]:
+    """Impressions of one chunk of visits: slots, true probabilities, sampled labels.
+
+    The logging policy shows each visit's candidates in a random order, so that
+    a slot's position bias is independent of the tweet (unbiased training labels).
+    """
+    visit = cand_visit + sl.start
+    users = visits["user_id"][visit]
+    authors = tweets["author_id"][cand_tweet]
+    when = visits["visit_time"][visit]
+    shuffle = np.lexsort((rng.random(len(visit)), visit))
+    first = np.searchsorted(visit[shuffle], visit[shuffle], side="left")
+    position = np.empty(len(visit), dtype=np.int32)
+    position[shuffle] = np.arange(len(visit)) - first
+    age_days = (when - tweets["created_at"][cand_tweet]) / US_PER_DAY
+    probs = true_probabilities(
+        latent,
+        actions,
+        users,
+        authors,
+        tweets["topic"][cand_tweet],
+        tweets["media_type"][cand_tweet],
+        age_days,
+    )
+    outcomes, dwell = sample_outcomes(rng, probs, position, actions)
+    imp = {
+        "visit_id": visit.astype(np.int64),
+        "user_id": users,
+        "tweet_id": cand_tweet,
+        "author_id": authors,
+        "position": position,
+        "impression_time": when,
+        **{a: outcomes[:, j] for j, a in enumerate(actions.names)},
+        "dwell_seconds": dwell,
+    }
+    return imp, probs
+
+
+def impressions_to_events(impressions: pa.Table, actions: ActionSet) -> pa.Table:
+    """The long event log: one 'impression' event per impression plus one per action taken."""
+    ids = pc.cast(impressions["impression_id"], pa.string())
+    parts = [
+        pa.table(
+            {
+                "event_id": pc.binary_join_element_wise(ids, IMPRESSION, ":"),
+                "user_id": impressions["user_id"],
+                "tweet_id": impressions["tweet_id"],
+                "action": pa.array([IMPRESSION] * impressions.num_rows, pa.string()),
+                "dwell_seconds": impressions["dwell_seconds"],
+                "timestamp": impressions["impression_time"],
+            }
+        )
+    ]
+    for name in actions.names:
+        taken = impressions.filter(impressions[name])
+        parts.append(
+            pa.table(
+                {
+                    "event_id": pc.binary_join_element_wise(
+                        pc.cast(taken["impression_id"], pa.string()), name, ":"
+                    ),
+                    "user_id": taken["user_id"],
+                    "tweet_id": taken["tweet_id"],
+                    "action": pa.array([name] * taken.num_rows, pa.string()),
+                    "dwell_seconds": pa.nulls(taken.num_rows, pa.float32()),
+                    "timestamp": taken["impression_time"],
+                }
+            )
+        )
+    return pa.concat_tables(parts).sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+

@@ -1,0 +1,103 @@
+"""The training set: point-in-time features from Feast, labels joined by impression.
+
+The impressions are the entity dataframe: each row asks Feast for the
+features as they were at the impression's time (``event_timestamp``), through
+the same FeatureService that serving reads. Labels come from the impressions
+table, joined by ``impression_id``. The oracle's true probabilities are not
+joined: they stay in ``truth/`` for evaluation only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from feast import FeatureStore
+
+from feedrank import tables
+from features.store import FEATURE_SERVICE, Workspace
+from metrics.actions import ActionSet, load_actions
+
+KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
+"""Columns carried next to the features: ids for joins, the slot for position-aware evaluation."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Where the training set was written and its size."""
+
+    path: Path
+    rows: int
+    features: tuple[str, ...]
+
+
+def feature_names(store: FeatureStore, service: str = FEATURE_SERVICE) -> list[str]:
+    """The service's features in its own order, as ``view__feature`` -> ``feature`` names."""
+    fs = store.get_feature_service(service)
+    return [f.name for projection in fs.feature_view_projections for f in projection.features]
+
+
+def build_training_set(
+    store: FeatureStore,
+    workspace: Workspace,
+    actions: ActionSet | None = None,
+    max_rows: int | None = None,
+    chunk_rows: int = 250_000,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainingSet:
+    """Join point-in-time features to every impression and write the training set.
+
+    Args:
+        store: the Feast store (its registry must hold ``ranker_v1``).
+        workspace: where the world is read and the dataset written.
+        actions: label columns (default: metrics/actions.yaml).
+        max_rows: keep only the latest ``max_rows`` impressions (None: all).
+        chunk_rows: entity rows per ``get_historical_features`` call (bounds memory).
+        progress: called with (rows done, rows total).
+    """
+    actions = actions or load_actions()
+    impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
+    if max_rows is not None and impressions.num_rows > max_rows:
+        impressions = impressions.slice(impressions.num_rows - max_rows)
+    entity = pd.DataFrame(
+        {
+            "impression_id": impressions["impression_id"].to_numpy(),
+            "user_id": impressions["user_id"].to_numpy(),
+            "author_id": impressions["author_id"].to_numpy(),
+            "tweet_id": impressions["tweet_id"].to_numpy(),
+            "event_timestamp": impressions["impression_time"].to_pandas(),
+        }
+    )
+    entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
+    service = store.get_feature_service(FEATURE_SERVICE)
+    parts = []
+    for lo in range(0, len(entity), chunk_rows):
+        # Feast 0.66's DuckDB offline store opens FileSource paths relative to the
+        # working directory, not the repo (the file store does the latter).
+        with contextlib.chdir(workspace.repo):
+            job = store.get_historical_features(
+                entity_df=entity.iloc[lo : lo + chunk_rows], features=service
+            )
+            parts.append(job.to_df())
+        if progress:
+            progress(min(lo + chunk_rows, len(entity)), len(entity))
+    joined = pd.concat(parts, ignore_index=True).sort_values("impression_id", kind="stable")
+    labels = impressions.select(
+        ["impression_id", "visit_id", "position", *actions.names]
+    ).to_pandas()
+    dataset = joined.merge(labels, on="impression_id", how="inner", validate="one_to_one")
+    if len(dataset) != impressions.num_rows:
+        raise RuntimeError(
+            f"training set has {len(dataset)} rows for {impressions.num_rows} impressions"
+        )
+    names = feature_names(store)
+    ordered = [*KEY_COLUMNS, "event_timestamp", *names, *actions.names]
+    table = pa.Table.from_pandas(dataset[ordered], preserve_index=False)
+    path = workspace.datasets / f"{FEATURE_SERVICE}.parquet"
+    tables.write_parquet_atomic(table, path)
+    return TrainingSet(path=path, rows=table.num_rows, features=tuple(names))
+
