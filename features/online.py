@@ -39,6 +39,7 @@ from features.store import Workspace
 
 _SENTINEL = 0x0102030405060708
 _STATE_FILE = "online_fill_state.json"
+_NO_TTL = timedelta(days=3650)
 
 
 def apply_repo(store: FeatureStore, workspace: Workspace) -> list[str]:
@@ -63,17 +64,27 @@ def apply_repo(store: FeatureStore, workspace: Workspace) -> list[str]:
     return sorted(o.name for o in (*contents.feature_views, *contents.feature_services))
 
 
-def materialize_feast(store: FeatureStore, end: datetime, views: list[str] | None = None) -> None:
-    """Feast's own path (``feast materialize-incremental``), for comparison and parity."""
-    store.materialize_incremental(end_date=end, feature_views=views)
+def materialize_feast(store: FeatureStore, workspace: Workspace, end: datetime) -> None:
+    """Feast's own path, for comparison and parity: ``materialize`` view by view.
+
+    Each view gets the window that ``materialize-incremental`` gives it on a
+    first run, ``[end - ttl, end]``, with ``end`` (not the wall clock) as now:
+    the simulated world lives in its own time.
+    """
+    # Feast 0.66's DuckDB offline store opens FileSource paths relative to the
+    # working directory, not the repo.
+    with contextlib.chdir(workspace.repo):
+        for view in store.list_feature_views():
+            start = end - (view.ttl or _NO_TTL)
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
 
 
 def _latest_rows(path: Path, view: FeatureView, start: datetime, end: datetime) -> pa.Table:
-    """Per entity, the latest row stamped in (start, end], as ``materialize`` selects it."""
+    """Per entity, the latest row stamped in [start, end], as ``materialize`` selects it."""
     table = pq.read_table(path)
     ts = table["event_timestamp"]
     table = table.filter(
-        pc.and_(pc.greater(ts, pa.scalar(start, ts.type)), pc.less_equal(ts, pa.scalar(end, ts.type)))
+        pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less_equal(ts, pa.scalar(end, ts.type)))
     )
     keys = list(view.join_keys)
     order = table.sort_by([*[(k, "ascending") for k in keys], ("event_timestamp", "descending")])
@@ -217,7 +228,7 @@ def fill_online(
         if not path.is_absolute():
             path = workspace.repo / path
         since = project_state.get(view.name)
-        start = datetime.fromisoformat(since) if since else end - (view.ttl or timedelta(days=3650))
+        start = datetime.fromisoformat(since) if since else end - (view.ttl or _NO_TTL)
         table = _latest_rows(path, view, start, end)
         if online_type == "sqlite":
             _write_sqlite(store, view, table)

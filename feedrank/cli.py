@@ -195,7 +195,7 @@ def features_materialize(
     store = open_store(ws, profile)  # type: ignore[arg-type]
     start = time.perf_counter()
     if feast_default:
-        materialize_feast(store, until)
+        materialize_feast(store, ws, until)
         click.echo(f"materialized with Feast up to {until.isoformat()}")
         return
     written = fill_online(store, ws, until)

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny pipeline workspace and the real services of the production profile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from features.store import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REDIS = ("127.0.0.1", 6379)
+POSTGRES = ("127.0.0.1", 5432)
+
+
+def new_workspace(root: Path) -> Workspace:
+    """An empty workspace with a copy of the feature repo."""
+    shutil.copytree(
+        REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return Workspace(root)
+
+
+def require_service(name: str, address: tuple[str, int]) -> None:
+    """Skip when a service is down, unless FEEDRANK_REQUIRE_SERVICES is set: then fail."""
+    try:
+        with socket.create_connection(address, timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable at {address[0]}:{address[1]}: {exc}"
+        if os.environ.get("FEEDRANK_REQUIRE_SERVICES"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The whole foundation pipeline on the tiny preset: world, features, Feast, training set.
+
+    Session-scoped and built once; tests must not modify it (copy it instead).
+    """
+    from features.online import apply_repo, fill_online  # pylint: disable=import-outside-toplevel
+    from features.pipelines import build_features  # pylint: disable=import-outside-toplevel
+    from features.store import open_store  # pylint: disable=import-outside-toplevel
+    from simulation.config import world_config  # pylint: disable=import-outside-toplevel
+    from simulation.world import generate_world, world_end  # pylint: disable=import-outside-toplevel
+    from training.dataset import build_training_set  # pylint: disable=import-outside-toplevel
+
+    ws = new_workspace(tmp_path_factory.mktemp("tiny"))
+    config = world_config("tiny")
+    generate_world(config, ws.data)
+    build_features(ws.world, ws.features)
+    store = open_store(ws)
+    apply_repo(store, ws)
+    fill_online(store, ws, world_end(config))
+    build_training_set(store, ws)
+    return ws
+
+
+@pytest.fixture
+def redis_service() -> None:
+    """The local Redis of the production profile."""
+    require_service("Redis", REDIS)
+
+
+@pytest.fixture
+def postgres_service() -> None:
+    """The local PostgreSQL of the production profile."""
+    require_service("PostgreSQL", POSTGRES)
+
+
+@pytest.fixture
+def feast_project(redis_service: None, postgres_service: None) -> Iterator[str]:
+    """A Feast project name of its own, so tests sharing Redis and the registry do not collide."""
+    yield f"t{uuid.uuid4().hex[:12]}"
