@@ -69,7 +69,9 @@ tweet_content = FeatureView(
     ttl=timedelta(days=365),
     schema=[
         Field(name="tweet_topic", dtype=Int64, description="Topic id."),
-        Field(name="tweet_media_type", dtype=Int64, description="0 text, 1 image, 2 video, 3 link."),
+        Field(
+            name="tweet_media_type", dtype=Int64, description="0 text, 1 image, 2 video, 3 link."
+        ),
         Field(name="tweet_length", dtype=Int64, description="Characters."),
         Field(name="tweet_created_s", dtype=Int64, description="Creation time, Unix seconds."),
     ],
@@ -83,10 +85,7 @@ tweet_engagement = FeatureView(
     ttl=timedelta(days=30),
     schema=[
         Field(name="tweet_impressions", dtype=Int64, description="Times shown so far."),
-        *[
-            Field(name=f"tweet_{a}_count", dtype=Int64, description=f"{a} so far.")
-            for a in ACTIONS
-        ],
+        *[Field(name=f"tweet_{a}_count", dtype=Int64, description=f"{a} so far.") for a in ACTIONS],
     ],
     source=tweet_engagement_push,
     description="Engagement a tweet received so far: daily batch plus live pushes.",
@@ -97,7 +96,9 @@ user_author_affinity = FeatureView(
     entities=[user, author],
     ttl=timedelta(days=90),
     schema=[
-        Field(name="ua_impressions", dtype=Int64, description="The author's tweets shown to the user."),
+        Field(
+            name="ua_impressions", dtype=Int64, description="The author's tweets shown to the user."
+        ),
         Field(name="ua_positive_rate", dtype=Float32, description="Smoothed positive rate, pair."),
         Field(name="ua_negative_count", dtype=Int64, description="Hides and reports, pair."),
     ],

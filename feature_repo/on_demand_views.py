@@ -27,8 +27,10 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     topic = inputs["tweet_topic"]
     out["user_topic_affinity"] = np.array(
         [
-            rates[int(t)] if isinstance(rates, (list, np.ndarray)) and 0 <= t < len(rates) else np.nan
-            for rates, t in zip(inputs["user_topic_rates"], topic.fillna(-1))
+            rates[int(t)]
+            if isinstance(rates, (list, np.ndarray)) and 0 <= t < len(rates)
+            else np.nan
+            for rates, t in zip(inputs["user_topic_rates"], topic.fillna(-1), strict=True)
         ],
         dtype="float32",
     )

@@ -1,1 +1,1 @@
-"""Batch feature pipelines and the bridge to the Feast feature repo (apply, materialize, online fill)."""
+"""Feature pipelines and the bridge to the Feast repo: apply, online fill."""

@@ -84,7 +84,10 @@ def _latest_rows(path: Path, view: FeatureView, start: datetime, end: datetime) 
     table = pq.read_table(path)
     ts = table["event_timestamp"]
     table = table.filter(
-        pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less_equal(ts, pa.scalar(end, ts.type)))
+        pc.and_(
+            pc.greater_equal(ts, pa.scalar(start, ts.type)),
+            pc.less_equal(ts, pa.scalar(end, ts.type)),
+        )
     )
     keys = list(view.join_keys)
     order = table.sort_by([*[(k, "ascending") for k in keys], ("event_timestamp", "descending")])
@@ -140,7 +143,9 @@ def _encode(column: pa.ChunkedArray, dtype: object) -> list[bytes]:
         encoded = [Value(int64_val=int(v)).SerializeToString() for v in uniques]
         return [encoded[i] for i in inverse]
     if dtype == Array(Float32):
-        return [Value(float_list_val=FloatList(val=v)).SerializeToString() for v in column.to_pylist()]
+        return [
+            Value(float_list_val=FloatList(val=v)).SerializeToString() for v in column.to_pylist()
+        ]
     raise TypeError(f"no fast encoding for {dtype}; use materialize_feast")
 
 
@@ -235,7 +240,9 @@ def fill_online(
         elif online_type == "redis":
             _write_redis(store, view, table)
         else:
-            raise ValueError(f"no fast fill for online store {online_type!r}; use materialize_feast")
+            raise ValueError(
+                f"no fast fill for online store {online_type!r}; use materialize_feast"
+            )
         store.registry.apply_materialization(view, store.config.project, start, end)
         project_state[view.name] = end.astimezone(UTC).isoformat()
         written[view.name] = table.num_rows

@@ -129,12 +129,28 @@ def build_features(
 
     written = {
         "user_stats": _user_stats(
-            actions, per_imp, dwell, imp_user, day, n_users, n_days, start_us, snap_days,
+            actions,
+            per_imp,
+            dwell,
+            imp_user,
+            day,
+            n_users,
+            n_days,
+            start_us,
+            snap_days,
             topics=tweets["topic"].to_numpy()[imp_tweet],
             n_topics=int(tweets["topic"].to_numpy().max()) + 1,
         ),
         "author_stats": _author_stats(
-            actions, per_imp, imp_author, follows, tweets, day, n_users, n_days, start_us,
+            actions,
+            per_imp,
+            imp_author,
+            follows,
+            tweets,
+            day,
+            n_users,
+            n_days,
+            start_us,
             snap_days,
         ),
         "tweet_content": _tweet_content(tweets),
@@ -281,7 +297,10 @@ def _tweet_engagement(
             "tweet_id": tweet_idx.astype(np.int64),
             "event_timestamp": _snapshot_ts(start_us, day_idx + 1),
             "tweet_impressions": snap[:, 0].astype(np.int64),
-            **{f"tweet_{a}_count": snap[:, j].astype(np.int64) for j, a in enumerate(actions.names, 1)},
+            **{
+                f"tweet_{a}_count": snap[:, j].astype(np.int64)
+                for j, a in enumerate(actions.names, 1)
+            },
         }
     )
 
@@ -298,8 +317,14 @@ def _user_author_affinity(
     positive = labels[:, [actions.names.index(a) for a in POSITIVE]].sum(axis=1)
     negative = labels[:, [actions.names.index(a) for a in actions.negative]].sum(axis=1)
     frame = pd.DataFrame(
-        {"user_id": imp_user, "author_id": imp_author, "day": day, "shown": 1.0,
-         "positive": positive, "negative": negative}
+        {
+            "user_id": imp_user,
+            "author_id": imp_author,
+            "day": day,
+            "shown": 1.0,
+            "positive": positive,
+            "negative": negative,
+        }
     )
     daily = frame.groupby(["user_id", "author_id", "day"], sort=True).sum().reset_index()
     cum = daily.groupby(["user_id", "author_id"], sort=False)[["shown", "positive", "negative"]]
@@ -310,8 +335,9 @@ def _user_author_affinity(
             "author_id": daily["author_id"].to_numpy(np.int64),
             "event_timestamp": _snapshot_ts(start_us, daily["day"].to_numpy() + 1),
             "ua_impressions": cum["shown"].to_numpy(np.int64),
-            "ua_positive_rate": _smoothed(cum["positive"].to_numpy(), cum["shown"].to_numpy(),
-                                          np.float64(0.1)),
+            "ua_positive_rate": _smoothed(
+                cum["positive"].to_numpy(), cum["shown"].to_numpy(), np.float64(0.1)
+            ),
             "ua_negative_count": cum["negative"].to_numpy(np.int64),
         }
     )

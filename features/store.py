@@ -64,7 +64,9 @@ class Workspace:
         return self.data / "datasets"
 
 
-def repo_config(workspace: Workspace, profile: Profile = "embedded", project: str | None = None) -> RepoConfig:
+def repo_config(
+    workspace: Workspace, profile: Profile = "embedded", project: str | None = None
+) -> RepoConfig:
     """Load the profile's feature_store.yaml, with deployment overrides from the environment.
 
     Args:
@@ -91,4 +93,6 @@ def open_store(
     workspace: Workspace, profile: Profile = "embedded", project: str | None = None
 ) -> FeatureStore:
     """A FeatureStore on the workspace's repo in the given profile."""
-    return FeatureStore(repo_path=str(workspace.repo), config=repo_config(workspace, profile, project))
+    return FeatureStore(
+        repo_path=str(workspace.repo), config=repo_config(workspace, profile, project)
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 # Each command imports its stage inside the function: Feast, MLflow and torch
 # take seconds to import, and `feedrank --help` should not wait for them.
 # pylint: disable=import-outside-toplevel
-
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 import click
 from tqdm import tqdm
 
-from feedrank import tables
 from features.store import PROFILE_FILES, Workspace
+from feedrank import tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,14 +68,14 @@ def _stage(name: str) -> Iterator[None]:
 
 def _bar(desc: str) -> Callable[[int, int], None]:
     """A tqdm progress callback taking (done, total)."""
-    bar: dict[str, tqdm] = {}
+    state: dict[str, tqdm] = {}
 
     def update(done: int, total: int) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="row", leave=False)
-        bar["bar"].update(done - bar["bar"].n)
+        if "tqdm" not in state:
+            state["tqdm"] = tqdm(total=total, desc=desc, unit="row", leave=False)
+        state["tqdm"].update(done - state["tqdm"].n)
         if done >= total:
-            bar["bar"].close()
+            state["tqdm"].close()
 
     return update
 
@@ -105,9 +104,15 @@ def data() -> None:
     show_default=True,
     help="Size: tiny (tests, seconds), demo (>= 1M impressions), large (>= 10M impressions).",
 )
-@click.option("--seed", type=int, default=None, help="Random seed (default 7). Same seed, same world.")
-@click.option("--users", type=click.IntRange(min=2), default=None, help="Override the number of users.")
-@click.option("--days", type=click.IntRange(min=2), default=None, help="Override the number of days.")
+@click.option(
+    "--seed", type=int, default=None, help="Random seed (default 7). Same seed, same world."
+)
+@click.option(
+    "--users", type=click.IntRange(min=2), default=None, help="Override the number of users."
+)
+@click.option(
+    "--days", type=click.IntRange(min=2), default=None, help="Override the number of days."
+)
 @click.option(
     "--mean-followees",
     type=click.FloatRange(min=0, min_open=True),
@@ -116,7 +121,11 @@ def data() -> None:
 )
 @_clear_errors
 def data_generate(
-    workspace: Path, preset: str, seed: int | None, users: int | None, days: int | None,
+    workspace: Path,
+    preset: str,
+    seed: int | None,
+    users: int | None,
+    days: int | None,
     mean_followees: float | None,
 ) -> None:
     """Generate the world into DATA/world and its hidden truth into DATA/truth."""
@@ -124,7 +133,11 @@ def data_generate(
     from simulation.world import generate_world
 
     config = world_config(
-        preset, seed=seed, n_users=users, days=days, mean_followees=mean_followees  # type: ignore[arg-type]
+        preset,
+        seed=seed,
+        n_users=users,
+        days=days,
+        mean_followees=mean_followees,  # type: ignore[arg-type]
     )
     summary = generate_world(config, Workspace(workspace).data, progress=_bar("visits"))
     click.echo(
@@ -228,7 +241,9 @@ def dataset_build(workspace: Path, max_rows: int | None) -> None:
 
     ws = Workspace(workspace)
     result = build_training_set(open_store(ws), ws, max_rows=max_rows, progress=_bar("rows"))
-    click.echo(f"training set: {result.rows:,} rows x {len(result.features)} features -> {result.path}")
+    click.echo(
+        f"training set: {result.rows:,} rows x {len(result.features)} features -> {result.path}"
+    )
 
 
 @main.command()
@@ -245,4 +260,4 @@ def demo(workspace: Path, preset: str) -> None:
     """Run the whole pipeline on the embedded defaults and print a summary."""
     from feedrank.demo import run_demo
 
-    run_demo(Workspace(workspace), preset, stage=_stage, bar=_bar)
+    run_demo(Workspace(workspace), preset, stage=_stage, progress_bar=_bar)

@@ -25,7 +25,9 @@ Stage = Callable[[str], AbstractContextManager[None]]
 Bar = Callable[[str], Callable[[int, int], None]]
 
 
-def run_demo(workspace: Workspace, preset: str, stage: Stage, bar: Bar) -> dict[str, object]:
+def run_demo(
+    workspace: Workspace, preset: str, stage: Stage, progress_bar: Bar
+) -> dict[str, object]:
     """Generate the world, build features, apply and fill Feast, build the training set.
 
     A fresh Feast registry and online store are made each run, so the demo is
@@ -37,7 +39,7 @@ def run_demo(workspace: Workspace, preset: str, stage: Stage, bar: Bar) -> dict[
     actions = load_actions()
     config = world_config(preset)  # type: ignore[arg-type]
     with stage("world"):
-        world = generate_world(config, workspace.data, actions, progress=bar("visits"))
+        world = generate_world(config, workspace.data, actions, progress=progress_bar("visits"))
     with stage("features"):
         built = build_features(workspace.world, workspace.features, actions)
     with stage("feast apply"):
@@ -47,7 +49,7 @@ def run_demo(workspace: Workspace, preset: str, stage: Stage, bar: Bar) -> dict[
     with stage("online store fill"):
         filled = fill_online(store, workspace, world_end(config))
     with stage("training set"):
-        training = build_training_set(store, workspace, actions, progress=bar("rows"))
+        training = build_training_set(store, workspace, actions, progress=progress_bar("rows"))
 
     labels = pq.read_table(training.path, columns=list(actions.names))
     rates = {a: labels[a].to_numpy(zero_copy_only=False).mean() for a in actions.names}

@@ -38,9 +38,7 @@ class TableSpec:
     @property
     def schema(self) -> pa.Schema:
         """The Arrow schema, with each column's description as field metadata."""
-        return pa.schema(
-            [pa.field(n, t, metadata={"description": d}) for n, t, d in self.columns]
-        )
+        return pa.schema([pa.field(n, t, metadata={"description": d}) for n, t, d in self.columns])
 
 
 USERS = TableSpec(
@@ -135,7 +133,8 @@ def validate(table: pa.Table, spec: TableSpec, path: Path | str) -> pa.Table:
         actual = table.schema.field(name).type
         if actual != dtype:
             raise TableError(
-                f"{path}: column '{name}' of table '{spec.name}' has type {actual}, expected {dtype}"
+                f"{path}: column '{name}' of table '{spec.name}' "
+                f"has type {actual}, expected {dtype}"
             )
     return table.select([n for n, _, _ in spec.columns]).cast(spec.schema)
 

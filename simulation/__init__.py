@@ -1,1 +1,1 @@
-"""The synthetic world: users, follow graph, tweets, visits and engagement with a hidden ground truth."""
+"""The synthetic world: users, follows, tweets, visits, engagement, hidden truth."""

@@ -29,8 +29,12 @@ class WorldConfig(BaseModel):
     topical_follow_share: float = Field(
         0.5, ge=0, le=1, description="Share of follows chosen within the user's interests."
     )
-    tweets_per_author_day: float = Field(0.5, gt=0, description="Mean tweets an author posts a day.")
-    visits_per_user_day: float = Field(3.0, gt=0, description="Mean feed visits a user makes a day.")
+    tweets_per_author_day: float = Field(
+        0.5, gt=0, description="Mean tweets an author posts a day."
+    )
+    visits_per_user_day: float = Field(
+        3.0, gt=0, description="Mean feed visits a user makes a day."
+    )
     max_feed: int = Field(100, gt=0, description="Newest candidates shown per visit.")
 
 

@@ -163,15 +163,21 @@ def candidates_for_visits(
     n_followees = starts[visit_users + 1] - starts[visit_users]
     pair_visit = np.repeat(np.arange(len(visit_users)), n_followees)
     first = np.repeat(starts[visit_users], n_followees)
-    within = np.arange(len(pair_visit)) - np.repeat(np.cumsum(n_followees) - n_followees, n_followees)
+    within = np.arange(len(pair_visit)) - np.repeat(
+        np.cumsum(n_followees) - n_followees, n_followees
+    )
     pair_author = follows[first + within, 1]
 
     # Tweets sorted by (author, time): one searchsorted per (visit, followee).
     span = np.int64(1) << np.int64(42)
     t_order = np.lexsort((tweets["created_at"], tweets["author_id"]))
     keys = tweets["author_id"][t_order] * span + (tweets["created_at"][t_order] - visit_lo.min())
-    lo = np.searchsorted(keys, pair_author * span + (visit_lo[pair_visit] - visit_lo.min()), "right")
-    hi = np.searchsorted(keys, pair_author * span + (visit_hi[pair_visit] - visit_lo.min()), "right")
+    lo = np.searchsorted(
+        keys, pair_author * span + (visit_lo[pair_visit] - visit_lo.min()), "right"
+    )
+    hi = np.searchsorted(
+        keys, pair_author * span + (visit_hi[pair_visit] - visit_lo.min()), "right"
+    )
     n = hi - lo
     cand_visit = np.repeat(pair_visit, n)
     offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
@@ -370,4 +376,3 @@ def impressions_to_events(impressions: pa.Table, actions: ActionSet) -> pa.Table
             )
         )
     return pa.concat_tables(parts).sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
-

@@ -21,7 +21,9 @@ POSTGRES = ("127.0.0.1", 5432)
 def new_workspace(root: Path) -> Workspace:
     """An empty workspace with a copy of the feature repo."""
     shutil.copytree(
-        REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")
+        REPO_ROOT / "feature_repo",
+        root / "feature_repo",
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     return Workspace(root)
 

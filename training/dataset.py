@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore
 
-from feedrank import tables
 from features.store import FEATURE_SERVICE, Workspace
+from feedrank import tables
 from metrics.actions import ActionSet, load_actions
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
@@ -100,4 +100,3 @@ def build_training_set(
     path = workspace.datasets / f"{FEATURE_SERVICE}.parquet"
     tables.write_parquet_atomic(table, path)
     return TrainingSet(path=path, rows=table.num_rows, features=tuple(names))
-

@@ -61,9 +61,7 @@ def test_no_value_stamped_after_an_impression_reaches_it(
     for rows, shift, value in ((after, 1, -999), (before, -1, -777)):
         template = stats.drop_duplicates("user_id").set_index("user_id").loc[rows.user_id]
         template = template.reset_index()
-        template["event_timestamp"] = (
-            rows.impression_time.to_numpy() + pd.Timedelta(seconds=shift)
-        )
+        template["event_timestamp"] = rows.impression_time.to_numpy() + pd.Timedelta(seconds=shift)
         template["user_impressions_7d"] = value
         planted.append(template)
     poisoned = pd.concat([stats, *planted], ignore_index=True)
@@ -92,8 +90,12 @@ def test_fast_fill_reads_back_exactly_like_feast_materialize(
     training = _training(tiny_workspace)
     rows = training.sample(200, random_state=1)
     entity_rows = [
-        {"user_id": int(r.user_id), "author_id": int(r.author_id), "tweet_id": int(r.tweet_id),
-         "request_ts": 1_768_000_000}
+        {
+            "user_id": int(r.user_id),
+            "author_id": int(r.author_id),
+            "tweet_id": int(r.tweet_id),
+            "request_ts": 1_768_000_000,
+        }
         for r in rows.itertuples()
     ]
     entity_rows.append({"user_id": 10**9, "author_id": 10**9, "tweet_id": 10**9, "request_ts": 0})

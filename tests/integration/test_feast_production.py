@@ -14,8 +14,12 @@ def _entity_rows(ws: Workspace) -> list[dict[str, int]]:
 
     training = pq.read_table(ws.datasets / f"{FEATURE_SERVICE}.parquet").to_pandas()
     return [
-        {"user_id": int(r.user_id), "author_id": int(r.author_id), "tweet_id": int(r.tweet_id),
-         "request_ts": 1_768_000_000}
+        {
+            "user_id": int(r.user_id),
+            "author_id": int(r.author_id),
+            "tweet_id": int(r.tweet_id),
+            "request_ts": 1_768_000_000,
+        }
         for r in training.sample(150, random_state=2).itertuples()
     ]
 
@@ -57,7 +61,10 @@ def test_registry_lives_in_postgres(tiny_workspace: Workspace, feast_project: st
         # A second store object (another process, in production) sees the same registry.
         other = open_store(tiny_workspace, "production", project=feast_project)
         assert {fv.name for fv in other.list_feature_views()} == {
-            "user_stats", "author_stats", "tweet_content", "tweet_engagement",
+            "user_stats",
+            "author_stats",
+            "tweet_content",
+            "tweet_engagement",
             "user_author_affinity",
         }
         assert store.config.registry.registry_type == "sql"
