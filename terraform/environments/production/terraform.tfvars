@@ -1,0 +1,32 @@
+# Production: Multi-AZ everything, managed Redis. No secrets here: the Redis
+# auth token and the Feast registry password are Secrets Manager names.
+# The image digest is not here either: CD passes -var image_digest=... .
+
+environment        = "production"
+aws_region         = "eu-west-1"
+cluster_name       = "feedrank-production"
+vpc_id             = "vpc-0a1b2c3d4e5f60002"
+private_subnet_ids = ["subnet-0a1b2c3d4e5f60021", "subnet-0a1b2c3d4e5f60022", "subnet-0a1b2c3d4e5f60023"]
+
+image_repository = "ghcr.io/feedrank/feedrank"
+min_replicas     = 3
+max_replicas     = 30
+ranker_resources = {
+  cpu_request    = "1"
+  cpu_limit      = "2"
+  memory_request = "2Gi"
+  memory_limit   = "2Gi"
+}
+
+mlflow_image             = "ghcr.io/feedrank/mlflow-server:3.17.0"
+mlflow_replicas          = 2
+db_instance_class        = "db.r7g.large"
+db_allocated_storage_gb  = 100
+db_backup_retention_days = 30
+
+feast_registry_password_secret_name = "feedrank/production/feast-registry-password"
+
+online_store_mode            = "managed"
+redis_auth_token_secret_name = "feedrank/production/redis-auth-token"
+redis_node_type              = "cache.r7g.large"
+redis_num_cache_clusters     = 3

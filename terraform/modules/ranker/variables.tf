@@ -1,0 +1,122 @@
+variable "name" {
+  description = "Name of the Deployment, Service, HPA and PodDisruptionBudget."
+  type        = string
+  default     = "feedrank"
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace created for the ranker."
+  type        = string
+  default     = "feedrank"
+}
+
+variable "image" {
+  description = "Container image of the BentoML FeedRanker service, pinned by digest (REPOSITORY[:TAG]@sha256:DIGEST). CD passes the digest it pushed."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.image)) > 0
+    error_message = "image must not be empty."
+  }
+
+  validation {
+    condition     = !can(regex(":latest(@|$)", var.image))
+    error_message = "image must not use the mutable tag latest."
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "image must be pinned by digest: REPOSITORY[:TAG]@sha256:<64 hex digits>."
+  }
+}
+
+variable "model_version" {
+  description = "MLflow registry version of the ranking model to load, or the alias champion. A change rolls the pods."
+  type        = string
+  default     = "champion"
+
+  validation {
+    condition     = can(regex("^([0-9]+|champion)$", var.model_version))
+    error_message = "model_version must be a registry version number or champion."
+  }
+}
+
+variable "min_replicas" {
+  description = "Fewest ranker pods the HorizontalPodAutoscaler keeps."
+  type        = number
+
+  validation {
+    condition     = var.min_replicas >= 1
+    error_message = "min_replicas must be at least 1."
+  }
+}
+
+variable "max_replicas" {
+  description = "Most ranker pods the HorizontalPodAutoscaler may run."
+  type        = number
+
+  validation {
+    condition     = var.max_replicas >= var.min_replicas
+    error_message = "max_replicas must be greater than or equal to min_replicas."
+  }
+}
+
+variable "target_cpu_utilization" {
+  description = "Average CPU utilisation (percent of the request) the HorizontalPodAutoscaler aims for."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.target_cpu_utilization > 0 && var.target_cpu_utilization <= 100
+    error_message = "target_cpu_utilization must be in (0, 100]."
+  }
+}
+
+variable "resources" {
+  description = "CPU and memory requests and limits of the ranker container (Kubernetes quantities)."
+  type = object({
+    cpu_request    = string
+    cpu_limit      = string
+    memory_request = string
+    memory_limit   = string
+  })
+}
+
+variable "mlflow_tracking_uri" {
+  description = "URL of the MLflow tracking server the service loads the model from."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https?://", var.mlflow_tracking_uri))
+    error_message = "mlflow_tracking_uri must be an http(s) URL."
+  }
+}
+
+variable "redis" {
+  description = "Endpoint of the Feast online store (Redis): host, port and whether it speaks TLS."
+  type = object({
+    host = string
+    port = number
+    tls  = bool
+  })
+}
+
+variable "redis_password_remote_key" {
+  description = "Name of the AWS Secrets Manager secret holding the Redis auth token (synced into the namespace by External Secrets Operator)."
+  type        = string
+}
+
+variable "feast_registry_url" {
+  description = "SQLAlchemy URL of the Feast SQL registry, without a password (libpq reads PGPASSWORD)."
+  type        = string
+}
+
+variable "feast_registry_password_remote_key" {
+  description = "Name of the AWS Secrets Manager secret holding the Feast registry role's password."
+  type        = string
+}
+
+variable "secret_store_name" {
+  description = "External Secrets Operator ClusterSecretStore backed by AWS Secrets Manager."
+  type        = string
+}

@@ -1,0 +1,339 @@
+"""Structure of the GitHub Actions workflows: what actionlint and the schema cannot know.
+
+actionlint and check-jsonschema (scripts/lint.sh) check that the files are
+valid workflows; these tests check that they are *these* workflows: CI runs the
+developers' test script, continuous training is a chain that stops at the
+first failure, and production waits for a human.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))
+TRAINING_STAGES = [
+    "data",
+    "features",
+    "dataset",
+    "train",
+    "evaluate",
+    "register",
+    "approval",
+    "promote",
+    "deploy",
+]
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as True.
+    if True in workflow:
+        workflow["on"] = workflow.pop(True)
+    return workflow
+
+
+def jobs(name: str) -> dict[str, dict[str, Any]]:
+    return load(name)["jobs"]
+
+
+def needs(job: dict[str, Any]) -> list[str]:
+    value = job.get("needs", [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return job.get("steps", [])
+
+
+def runs(job: dict[str, Any]) -> list[str]:
+    return [step["run"] for step in steps(job) if "run" in step]
+
+
+def environment_name(job: dict[str, Any]) -> str | None:
+    value = job.get("environment")
+    return value.get("name") if isinstance(value, dict) else value
+
+
+def uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [step for step in steps(job) if str(step.get("uses", "")).startswith(f"{action}@")]
+
+
+def walk(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+def test_the_three_workflows_exist() -> None:
+    assert {path.name for path in WORKFLOW_FILES} >= {"ci.yml", "cd.yml", "train.yml"}
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_workflow_parses_with_triggers_and_jobs(path: Path) -> None:
+    workflow = load(path.name)
+    assert workflow["on"], f"{path.name} has no trigger"
+    assert workflow["jobs"], f"{path.name} has no jobs"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_no_continue_on_error(path: Path) -> None:
+    assert "continue-on-error" not in path.read_text(encoding="utf-8")
+    assert all(key != "continue-on-error" for key, _ in walk(load(path.name)))
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_permissions_are_declared_and_minimal_at_the_top(path: Path) -> None:
+    permissions = load(path.name)["permissions"]
+    assert permissions == {"contents": "read"}
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_actions_are_pinned_to_a_version(path: Path) -> None:
+    for key, value in walk(load(path.name)):
+        if key == "uses" and not value.startswith("./"):
+            assert re.search(r"@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$", value), (
+                f"unpinned action: {value}"
+            )
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_untrusted_input_never_reaches_a_shell_directly(path: Path) -> None:
+    """inputs.* and github.event.* go through env:, never into run: text (script injection)."""
+    for key, value in walk(load(path.name)):
+        if key == "run" and isinstance(value, str):
+            assert not re.search(r"\$\{\{\s*(inputs|github\.event)\.", value), value
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_no_static_cloud_keys(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "aws-access-key-id" not in text
+    assert "aws-secret-access-key" not in text
+    assert "AWS_SECRET_ACCESS_KEY" not in text
+
+
+# ---------------------------------------------------------------- ci.yml
+
+
+def test_ci_runs_the_developers_test_script_exactly() -> None:
+    test = jobs("ci.yml")["test"]
+    assert [run.strip() for run in runs(test)] == ["./scripts/test.sh"]
+    # .ci/run, the README's command and CI: one script.
+    assert "./scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert (ROOT / "scripts" / "test.sh").exists()
+
+
+def test_ci_triggers_on_push_and_pull_request_and_cancels_superseded_runs() -> None:
+    workflow = load("ci.yml")
+    assert {"push", "pull_request"} <= set(workflow["on"])
+    assert workflow["concurrency"]["cancel-in-progress"] is True
+    assert "github.ref" in workflow["concurrency"]["group"]
+
+
+def test_ci_matrix_covers_the_supported_pythons() -> None:
+    test = jobs("ci.yml")["test"]
+    assert test["strategy"]["matrix"]["python-version"] == ["3.11", "3.12"]
+    setup = one_step(test, "actions/setup-python")
+    assert setup["with"]["python-version"] == "${{ matrix.python-version }}"
+    assert setup["with"]["cache"] == "pip"
+
+
+def test_ci_environment_requires_services_and_cpu_torch() -> None:
+    env = jobs("ci.yml")["test"]["env"]
+    assert env["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert str(env["FEEDRANK_REQUIRE_SERVICES"]) == "1"
+
+
+def test_ci_service_containers_on_default_ports() -> None:
+    services = jobs("ci.yml")["test"]["services"]
+    assert "6379:6379" in services["redis"]["ports"]
+    assert "5432:5432" in services["postgres"]["ports"]
+    assert services["postgres"]["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert services["postgres"]["env"]["POSTGRES_DB"] == "test"
+    for service in services.values():
+        assert "--health-cmd" in service["options"], "CI must wait for the service to be healthy"
+
+
+def test_ci_uploads_coverage_to_codecov() -> None:
+    upload = one_step(jobs("ci.yml")["test"], "codecov/codecov-action")
+    assert upload["with"]["token"] == "${{ secrets.CODECOV_TOKEN }}"
+    assert upload["with"]["files"] == "coverage.xml"
+    assert "--cov-report=xml" in (ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
+
+
+def test_ci_checks_terraform_format_and_validates_every_environment() -> None:
+    terraform = jobs("ci.yml")["terraform"]
+    assert uses(terraform, "hashicorp/setup-terraform")
+    commands = " ".join(runs(terraform))
+    assert "terraform fmt -check -recursive" in commands
+    assert "init -backend=false" in commands
+    assert "validate" in commands
+    environments = sorted(
+        path.name for path in (ROOT / "terraform" / "environments").iterdir() if path.is_dir()
+    )
+    assert sorted(terraform["strategy"]["matrix"]["environment"]) == environments
+
+
+def one_step(job: dict[str, Any], action: str) -> dict[str, Any]:
+    found = uses(job, action)
+    assert len(found) == 1, f"expected one {action} step, found {len(found)}"
+    return found[0]
+
+
+# ---------------------------------------------------------------- cd.yml
+
+
+def test_cd_triggers_on_main_tags_and_from_continuous_training() -> None:
+    triggers = load("cd.yml")["on"]
+    assert triggers["push"]["branches"] == ["main"]
+    assert triggers["push"]["tags"] == ["v*"]
+    assert "model_version" in triggers["workflow_call"]["inputs"]
+
+
+def test_cd_builds_the_bento_from_the_serving_bentofile_and_pushes_by_git_sha() -> None:
+    build = jobs("cd.yml")["build"]
+    commands = "\n".join(runs(build))
+    assert "bentoml build --bentofile serving/bentofile.yaml" in commands
+    assert "bentoml containerize" in commands
+    assert '--image-tag "$repository:$GITHUB_SHA"' in commands
+    assert 'docker push "$repository:$GITHUB_SHA"' in commands
+    assert build["permissions"]["packages"] == "write"
+    login = one_step(build, "docker/login-action")
+    assert login["with"]["registry"] == "ghcr.io"
+    assert login["with"]["password"] == "${{ secrets.GITHUB_TOKEN }}"
+
+
+@pytest.mark.parametrize("job_name", ["deploy-staging", "deploy-production"])
+def test_cd_deploys_with_oidc_terraform_and_a_smoke_test(job_name: str) -> None:
+    job = jobs("cd.yml")[job_name]
+    assert job["permissions"]["id-token"] == "write"
+    credentials = one_step(job, "aws-actions/configure-aws-credentials")
+    assert credentials["with"]["role-to-assume"].startswith("${{ vars.")
+    environment = job_name.removeprefix("deploy-")
+    commands = "\n".join(runs(job))
+    assert f"terraform/environments/{environment}" == job["env"]["TF_DIR"]
+    assert f"key=feedrank/{environment}.tfstate" in commands
+    assert "plan -input=false -out=tfplan" in commands
+    assert '-var "image_digest=$IMAGE_DIGEST"' in commands
+    assert "apply -input=false tfplan" in commands
+    assert job["env"]["IMAGE_DIGEST"] == "${{ needs.build.outputs.image_digest }}"
+    smoke = next(run for run in runs(job) if "/rank" in run)
+    assert "curl --fail" in smoke
+    assert "-d '{\"user_id\": 1}'" in smoke
+    assert "http://127.0.0.1:8080/rank" in smoke
+    assert job["concurrency"]["cancel-in-progress"] is False
+
+
+def test_cd_production_waits_for_staging_and_a_human() -> None:
+    production = jobs("cd.yml")["deploy-production"]
+    assert environment_name(production) == "production"
+    assert "deploy-staging" in needs(production)
+    assert environment_name(jobs("cd.yml")["deploy-staging"]) == "staging"
+
+
+# ---------------------------------------------------------------- train.yml
+
+
+def test_train_triggers_daily_by_hand_and_on_drift() -> None:
+    triggers = load("train.yml")["on"]
+    assert triggers["schedule"][0]["cron"]
+    assert {"preset", "reason"} <= set(triggers["workflow_dispatch"]["inputs"])
+    assert triggers["repository_dispatch"]["types"] == ["drift-detected"]
+
+
+def test_train_stages_form_a_chain() -> None:
+    stages = {name: job for name, job in jobs("train.yml").items() if name != "notify"}
+    assert list(stages) == TRAINING_STAGES
+    assert needs(stages[TRAINING_STAGES[0]]) == []
+    for previous, stage in itertools.pairwise(TRAINING_STAGES):
+        assert needs(stages[stage]) == [previous], f"{stage} must need exactly {previous}"
+        assert "if" not in stages[stage], f"{stage} must not run after a failed {previous}"
+
+
+def test_train_stages_run_the_pipeline_commands_in_order() -> None:
+    train = jobs("train.yml")
+    expected = {
+        "data": ["feedrank data generate"],
+        "features": [
+            "feedrank features build",
+            "feedrank features apply",
+            "feedrank features materialize",
+        ],
+        "dataset": ["feedrank dataset build"],
+        "train": ["feedrank train"],
+        "evaluate": ["feedrank evaluate"],
+        "register": ["feedrank promote --require-approval"],
+        "promote": ["feedrank promote --approve"],
+    }
+    for stage, commands in expected.items():
+        text = "\n".join(runs(train[stage]))
+        positions = [text.find(command) for command in commands]
+        assert -1 not in positions, f"{stage} misses one of {commands}"
+        assert positions == sorted(positions), f"{stage} runs {commands} out of order"
+
+
+def test_train_every_stage_sets_up_with_bootstrap_before_running_feedrank() -> None:
+    assert load("train.yml")["env"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    for name, job in jobs("train.yml").items():
+        commands = runs(job)
+        feedrank = [index for index, run in enumerate(commands) if "feedrank " in run]
+        if not feedrank:
+            continue
+        bootstrap = [index for index, run in enumerate(commands) if "./scripts/bootstrap.sh" in run]
+        assert bootstrap and bootstrap[0] < feedrank[0], (
+            f"{name} runs feedrank before ./scripts/bootstrap.sh"
+        )
+
+
+def test_train_stages_hand_over_artifacts() -> None:
+    train = jobs("train.yml")
+    with_artifacts = TRAINING_STAGES[: TRAINING_STAGES.index("register") + 1]
+    for previous, stage in zip(with_artifacts, [*with_artifacts[1:], "promote"], strict=True):
+        uploaded = one_step(train[previous], "actions/upload-artifact")["with"]["name"]
+        downloaded = one_step(train[stage], "actions/download-artifact")["with"]["name"]
+        assert downloaded == uploaded, (
+            f"{stage} downloads {downloaded}, {previous} uploaded {uploaded}"
+        )
+
+
+def test_train_waits_for_the_owner_before_promoting() -> None:
+    train = jobs("train.yml")
+    assert environment_name(train["approval"]) == "model-approval"
+    assert environment_name(train["promote"]) is None
+    version = train["promote"]["steps"][-1]["env"]["VERSION"]
+    assert version == "${{ needs.approval.outputs.version }}"
+    assert train["approval"]["outputs"]["version"] == "${{ needs.register.outputs.version }}"
+
+
+def test_train_deploys_through_cd() -> None:
+    deploy = jobs("train.yml")["deploy"]
+    assert deploy["uses"] == "./.github/workflows/cd.yml"
+    assert deploy["with"]["model_version"] == "${{ needs.promote.outputs.version }}"
+    assert deploy["permissions"]["packages"] == "write"
+    assert deploy["permissions"]["id-token"] == "write"
+
+
+def test_train_failure_opens_an_issue_naming_the_stage() -> None:
+    notify = jobs("train.yml")["notify"]
+    assert notify["if"] == "failure()"
+    assert needs(notify) == TRAINING_STAGES
+    assert notify["permissions"] == {"issues": "write"}
+    script = one_step(notify, "actions/github-script")["with"]["script"]
+    assert "issues.create" in script and "issues.createComment" in script
+    assert "failed at stage: ${stage}" in script
