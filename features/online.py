@@ -174,7 +174,8 @@ def _write_sqlite(store: FeatureStore, view: FeatureView, table: pa.Table) -> No
     try:
         with conn:
             conn.executemany(
-                f'INSERT INTO "{name}" '  # nosec B608: name from the registry
+                # The table name comes from the Feast registry, not from input.
+                f'INSERT INTO "{name}" '  # nosec B608
                 "(entity_key, feature_name, value, event_ts, created_ts) "
                 "VALUES (?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) "
                 "DO UPDATE SET value = excluded.value, event_ts = excluded.event_ts",
