@@ -261,3 +261,13 @@ def demo(workspace: Path, preset: str) -> None:
     from feedrank.demo import run_demo
 
     run_demo(Workspace(workspace), preset, stage=_stage, progress_bar=_bar)
+
+
+def _register_stage_groups() -> None:
+    """Attach the command groups that stages define next to their code."""
+    from metrics.commands import metrics as metrics_group
+
+    main.add_command(metrics_group)
+
+
+_register_stage_groups()
