@@ -76,8 +76,8 @@ def _daily_counts(
 ) -> np.ndarray:
     """Sum ``values`` (rows, metrics) into a dense (keys, days, metrics) grid."""
     grid = np.zeros((n_keys * n_days, values.shape[1]), dtype=np.float64)
-    np.add.at(grid, keys * n_days + day, values)  # pylint: disable=too-many-function-args
-    return grid.reshape(n_keys, n_days, values.shape[1])
+    np.add.at(grid, keys * n_days + day, values)
+    return grid.reshape(n_keys, n_days, values.shape[1])  # pylint: disable=too-many-function-args
 
 
 def _rate_columns(
