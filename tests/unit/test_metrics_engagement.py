@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -326,21 +326,30 @@ def test_report_command_compares_variants_and_writes_csv(tmp_path: Path) -> None
     assert output.read_text().count("\n") == 3  # header + control + treatment
 
 
+def missing_file(folder: Path) -> Path:
+    return folder / "missing.parquet"
+
+
+def not_parquet(folder: Path) -> Path:
+    path = folder / "bad.parquet"
+    path.write_bytes(b"not parquet")
+    return path
+
+
+def without_user_id(folder: Path) -> Path:
+    return write_log(folder, day_of_behaviour(2, 2, {}, DAY1).drop_columns(["user_id"]))
+
+
 @pytest.mark.parametrize(
     ("make_file", "message"),
     [
-        (lambda folder: folder / "missing.parquet", "missing.parquet: no such file"),
-        (lambda folder: _write_bytes(folder / "bad.parquet", b"not parquet"), "bad.parquet"),
-        (
-            lambda folder: write_log(
-                folder, day_of_behaviour(2, 2, {}, DAY1).drop_columns(["user_id"])
-            ),
-            "missing column 'user_id'",
-        ),
+        (missing_file, "missing.parquet: no such file"),
+        (not_parquet, "bad.parquet: not a readable parquet file"),
+        (without_user_id, "events.parquet: missing column 'user_id'"),
     ],
 )
 def test_report_command_fails_in_one_line_naming_the_problem(
-    tmp_path: Path, make_file, message: str
+    tmp_path: Path, make_file: Callable[[Path], Path], message: str
 ) -> None:
     path = make_file(tmp_path)
 
@@ -359,8 +368,3 @@ def test_report_command_rejects_an_experiment_without_by(tmp_path: Path) -> None
 
     assert result.exit_code != 0
     assert "--by variant and --experiment go together" in result.output
-
-
-def _write_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
