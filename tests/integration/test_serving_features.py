@@ -1,0 +1,101 @@
+"""The serving feature reader returns what Feast's get_online_features returns, on both stores."""
+
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from feast import FeatureStore
+
+from features.online import apply_repo, fill_online
+from features.store import FEATURE_SERVICE, Workspace, open_store
+from serving.features import FeatureStoreUnavailable, OnlineFeatureReader, RowCache
+from simulation.world import load_world_config, world_end
+
+pytestmark = pytest.mark.integration
+REQUEST_TS = 1_768_000_000
+
+
+def _entities(ws: Workspace, seed: int, n: int = 120) -> dict[str, np.ndarray]:
+    """One user and n candidate tweets (some unknown), like a /rank request."""
+    tweets = pq.read_table(ws.world / "tweets.parquet").to_pandas().sample(n, random_state=seed)
+    authors = tweets.author_id.to_numpy().copy()
+    ids = tweets.tweet_id.to_numpy().copy()
+    ids[:3] = 10**9 + np.arange(3)  # unknown tweets: all features missing
+    user = int(np.random.default_rng(seed).integers(0, 300))
+    return {"user_id": np.full(n, user), "author_id": authors, "tweet_id": ids}
+
+
+def _assert_same(reader: OnlineFeatureReader, store: FeatureStore, e: dict) -> None:
+    got = reader.read(e, REQUEST_TS)
+    rows = [
+        {"user_id": int(u), "author_id": int(a), "tweet_id": int(t), "request_ts": REQUEST_TS}
+        for u, a, t in zip(e["user_id"], e["author_id"], e["tweet_id"], strict=True)
+    ]
+    want = store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE), entity_rows=rows
+    ).to_dict()
+    assert list(got) == reader.names
+    for name, values in got.items():
+        if name == "user_topic_rates":
+            assert values == [None if v is None else list(v) for v in want[name]], name
+            continue
+        expected = np.array([np.nan if v is None else v for v in want[name]], dtype=float)
+        np.testing.assert_array_equal(np.asarray(values), expected, err_msg=name)
+    assert np.isnan(got["tweet_topic"][:3]).all()
+    assert not np.isnan(got["tweet_topic"][3:]).any()
+
+
+def test_parity_on_sqlite_cold_and_cached(tiny_workspace: Workspace) -> None:
+    store = open_store(tiny_workspace)
+    reader = OnlineFeatureReader(store)
+    for seed in range(4):
+        entities = _entities(tiny_workspace, seed)
+        _assert_same(reader, store, entities)  # cold: read from SQLite
+        _assert_same(reader, store, entities)  # warm: from the in-process cache
+
+
+def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
+    store = open_store(tiny_workspace, "production", project=feast_project)
+    try:
+        apply_repo(store, tiny_workspace)
+        fill_online(store, tiny_workspace, world_end(load_world_config(tiny_workspace.world)))
+        reader = OnlineFeatureReader(store, freshness={"tweet_content": 0})
+        for seed in range(3):
+            _assert_same(reader, store, _entities(tiny_workspace, seed))
+    finally:
+        store.teardown()
+
+
+def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_path) -> None:
+    store = open_store(tiny_workspace)
+    reader = OnlineFeatureReader(
+        store,
+        freshness={
+            v: 0
+            for v in (
+                "tweet_content",
+                "user_stats",
+                "author_stats",
+                "user_author_affinity",
+                "tweet_engagement",
+            )
+        },
+    )
+    store.config.online_store.path = str(tmp_path / "missing" / "online.db")
+    with pytest.raises(FeatureStoreUnavailable, match="sqlite online store"):
+        reader.read(_entities(tiny_workspace, 0), REQUEST_TS)
+
+
+@pytest.mark.unit
+def test_row_cache_expires_and_stays_bounded() -> None:
+    cache = RowCache(ttl=10.0, max_entries=8)
+    now = time.monotonic()
+    cache.put(b"a", 1, now)
+    assert cache.get(b"a", now + 9.9) == 1
+    assert cache.get(b"a", now + 10.1) is None
+    for i in range(20):
+        cache.put(bytes([i]), i, now)
+    assert len(cache._rows) <= 8  # pylint: disable=protected-access
+    assert cache.get(bytes([19]), now) == 19
+    assert RowCache(ttl=0, max_entries=8).get(b"x", now) is None
