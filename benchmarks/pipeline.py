@@ -20,7 +20,8 @@ from pathlib import Path
 
 from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features
-from features.store import Workspace, open_store
+from features.store import open_store
+from feedrank.workspace import Workspace
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
 from training.dataset import build_training_set

@@ -1,20 +1,19 @@
 """Open the Feast store of a workspace, in the embedded or the production profile.
 
-A workspace is a folder holding ``feature_repo/`` (the declarative Feast repo)
-and ``data/`` (what the stages write). The repo's paths are relative, so a
-copy of the workspace (as the tests make) is a self-contained store.
+The repo's paths are relative, so a copy of a workspace (as the tests make)
+is a self-contained store.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
+
+from feedrank.workspace import Workspace
 
 Profile = Literal["embedded", "production"]
 
@@ -25,43 +24,6 @@ PROFILE_FILES: dict[str, str] = {
 REDIS_URL_ENV = "FEEDRANK_REDIS_URL"
 REGISTRY_URL_ENV = "FEEDRANK_REGISTRY_URL"
 FEATURE_SERVICE = "ranker_v1"
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where the feature repo and the data of one pipeline live."""
-
-    root: Path
-
-    @property
-    def repo(self) -> Path:
-        """The Feast repo."""
-        return self.root / "feature_repo"
-
-    @property
-    def data(self) -> Path:
-        """Everything the stages write."""
-        return self.root / "data"
-
-    @property
-    def world(self) -> Path:
-        """The simulator's observable tables."""
-        return self.data / "world"
-
-    @property
-    def truth(self) -> Path:
-        """The simulator's hidden ground truth (evaluation only)."""
-        return self.data / "truth"
-
-    @property
-    def features(self) -> Path:
-        """Feature tables, the Feast offline store."""
-        return self.data / "features"
-
-    @property
-    def datasets(self) -> Path:
-        """Training sets."""
-        return self.data / "datasets"
 
 
 def repo_config(

@@ -11,18 +11,19 @@ from __future__ import annotations
 # take seconds to import, and `feedrank --help` should not wait for them.
 # pylint: disable=import-outside-toplevel
 import functools
+import importlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 from tqdm import tqdm
 
-from features.store import PROFILE_FILES, Workspace
 from feedrank import tables
+from feedrank.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,7 +52,7 @@ workspace_option = click.option(
 )
 profile_option = click.option(
     "--profile",
-    type=click.Choice(sorted(PROFILE_FILES)),
+    type=click.Choice(["embedded", "production"]),
     default="embedded",
     show_default=True,
     help="Feast profile: embedded (SQLite + files) or production (Redis + SQL registry).",
@@ -80,7 +81,44 @@ def _bar(desc: str) -> Callable[[int, int], None]:
     return update
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """A group whose stage commands live next to their code and load only when used."""
+
+    lazy: ClassVar[dict[str, str]] = {
+        "metrics": "metrics.commands:metrics",
+        "train": "training.commands:train_command",
+        "evaluate": "training.commands:evaluate_command",
+        "promote": "training.commands:promote_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, _LAZY_HELP.get(name) or self.get_command(ctx, name).get_short_help_str())
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+_LAZY_HELP = {
+    "metrics": "Weighted engagement per user and A/B analysis over the event log.",
+    "train": "Train the engagement model, log it to MLflow and register it.",
+    "evaluate": "Evaluate a registered model against the oracle.",
+    "promote": "Give the champion alias to the challenger if it passes the gate.",
+}
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="feedrank")
 def main() -> None:
     """feedrank: rank the tweets a user sees by predicted engagement.
@@ -261,13 +299,3 @@ def demo(workspace: Path, preset: str) -> None:
     from feedrank.demo import run_demo
 
     run_demo(Workspace(workspace), preset, stage=_stage, progress_bar=_bar)
-
-
-def _register_stage_groups() -> None:
-    """Attach the command groups that stages define next to their code."""
-    from metrics.commands import metrics as metrics_group
-
-    main.add_command(metrics_group)
-
-
-_register_stage_groups()

@@ -15,10 +15,12 @@ import pyarrow.parquet as pq
 
 from features.online import apply_repo, fill_online
 from features.pipelines import build_features
-from features.store import Workspace, open_store
+from features.store import open_store
+from feedrank.workspace import Workspace
 from metrics.actions import load_actions
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
+from training.commands import run_training_pipeline
 from training.dataset import build_training_set
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -28,7 +30,7 @@ Bar = Callable[[str], Callable[[int, int], None]]
 def run_demo(
     workspace: Workspace, preset: str, stage: Stage, progress_bar: Bar
 ) -> dict[str, object]:
-    """Generate the world, build features, apply and fill Feast, build the training set.
+    """Generate the world, build features, fill Feast, build the training set, train, promote.
 
     A fresh Feast registry and online store are made each run, so the demo is
     repeatable on the same workspace.
@@ -50,6 +52,8 @@ def run_demo(
         filled = fill_online(store, workspace, world_end(config))
     with stage("training set"):
         training = build_training_set(store, workspace, actions, progress=progress_bar("rows"))
+    with stage("train, evaluate, register, promote"):
+        trained = run_training_pipeline(workspace.root, progress=True)
 
     labels = pq.read_table(training.path, columns=list(actions.names))
     rates = {a: labels[a].to_numpy(zero_copy_only=False).mean() for a in actions.names}
@@ -69,4 +73,20 @@ def run_demo(
         click.echo(f"  {key:<16} {value:>12,}")
     click.echo("  label rates      " + "  ".join(f"{a} {r:.4f}" for a, r in rates.items()))
     click.echo(f"  training set     {training.path}")
+    click.echo(
+        f"\nmodel feed-ranker v{trained.get('version')}: {trained.get('promotion')} "
+        f"({trained.get('promotion_reason')})"
+    )
+    click.echo(f"  {'head':<12} {'AUC':>7} {'oracle AUC':>11} {'ECE':>7}")
+    for action in actions.names:
+        click.echo(
+            f"  {action:<12} {trained[f'auc_{action}']:>7.3f} "
+            f"{trained[f'oracle_auc_{action}']:>11.3f} {trained[f'ece_{action}']:>7.4f}"
+        )
+    for k in (10, 50):
+        click.echo(
+            f"  share of the oracle's lift over chronological @{k}: "
+            f"{trained[f'oracle_lift_share_at_{k}']:.3f}"
+        )
+    summary.update(trained)
     return summary

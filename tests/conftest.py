@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from features.store import Workspace
+from feedrank.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REDIS = ("127.0.0.1", 6379)

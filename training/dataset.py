@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore
 
-from features.store import FEATURE_SERVICE, Workspace
+from features.store import FEATURE_SERVICE
 from feedrank import tables
+from feedrank.workspace import Workspace
 from metrics.actions import ActionSet, load_actions
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.online import apply_repo, materialize_feast
-from features.store import FEATURE_SERVICE, Workspace, open_store
+from features.store import FEATURE_SERVICE, open_store
+from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
 from tests.conftest import new_workspace
 from training.dataset import build_training_set

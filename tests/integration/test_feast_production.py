@@ -3,7 +3,8 @@
 import pytest
 
 from features.online import apply_repo, fill_online, materialize_feast
-from features.store import FEATURE_SERVICE, Workspace, open_store
+from features.store import FEATURE_SERVICE, open_store
+from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,8 @@ import pytest
 from feast import FeatureStore
 
 from features.online import apply_repo, fill_online
-from features.store import FEATURE_SERVICE, Workspace, open_store
+from features.store import FEATURE_SERVICE, open_store
+from feedrank.workspace import Workspace
 from serving.features import FeatureStoreUnavailable, OnlineFeatureReader, RowCache
 from simulation.world import load_world_config, world_end
 

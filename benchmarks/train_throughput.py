@@ -1,0 +1,143 @@
+"""Training throughput: the vectorised loop against a per-row Dataset + DataLoader.
+
+Both paths train the same network with the same loss, optimiser, batch size
+and data (the training days of a workspace's training set) in one run, so the
+ratio is measured under the same machine load. The naive path is what a
+tutorial writes: a ``Dataset`` whose ``__getitem__`` returns one row's
+tensors, collated by a ``DataLoader``.
+
+    python benchmarks/train_throughput.py --workspace /tmp/wsd --rows 200000
+
+Ends with ``RESULT {json}``: train_rows_per_s, naive_rows_per_s, train_speedup.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from features.store import FEATURE_SERVICE
+from feedrank.workspace import Workspace
+from metrics.actions import load_actions
+from training.model import RankerNet, negative_rates
+from training.preprocessing import Batch, Preprocessor
+from training.train import TrainConfig, load_splits, train_epoch, weighted_bce
+
+
+class RowDataset(Dataset):
+    """One row per ``__getitem__``: the naive baseline."""
+
+    def __init__(self, inputs: Batch, labels: torch.Tensor) -> None:
+        self.inputs = inputs
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.inputs.numeric[i], self.inputs.categorical[i], self.labels[i]
+
+
+def _naive_epoch(
+    net: RankerNet,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    neg_weight: torch.Tensor,
+) -> None:
+    net.train()
+    for numeric, categorical, labels in loader:
+        loss = weighted_bce(net(numeric, categorical), labels, neg_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+@click.command()
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(__file__).resolve().parents[1],
+    show_default="the repository root",
+    help="Workspace whose training set to read.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="Training rows used (the first N of the training days).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Epochs timed per path (the best epoch of each is reported).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Rows per step, both paths.",
+)
+def main(workspace: Path, rows: int, epochs: int, batch_size: int) -> None:
+    """Print rows/s of both training loops and their ratio."""
+    config = TrainConfig(batch_size=batch_size)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    actions = load_actions()
+    ws = Workspace(workspace)
+    splits = load_splits(ws.datasets / f"{FEATURE_SERVICE}.parquet", config, actions)
+    columns = {name: values[:rows] for name, values in splits.train.columns.items()}
+    labels = torch.from_numpy(splits.train.labels[:rows])
+    numeric = [f for f in splits.features if f not in config.exclude + config.categorical]
+    pre = Preprocessor.fit(columns, numeric, list(config.categorical), config.clamp)
+    inputs = pre.transform(columns)
+    rates = negative_rates(labels.mean(dim=0).tolist(), config.target_rate)
+    neg_weight = torch.tensor(rates)
+
+    def fresh() -> tuple[RankerNet, torch.optim.Optimizer]:
+        net = RankerNet(
+            pre.numeric_width, pre.cardinalities, len(actions.names), config.model, rates
+        )
+        return net, torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
+
+    net, opt = fresh()
+    generator = torch.Generator().manual_seed(config.seed)
+    fast = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        train_epoch(net, opt, inputs, labels, neg_weight, batch_size, generator)
+        fast.append(len(labels) / (time.perf_counter() - start))
+    net, opt = fresh()
+    loader = DataLoader(
+        RowDataset(inputs, labels),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    naive = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        _naive_epoch(net, opt, loader, neg_weight)
+        naive.append(len(labels) / (time.perf_counter() - start))
+    result = {
+        "rows": len(labels),
+        "batch_size": batch_size,
+        "train_rows_per_s": round(max(fast)),
+        "naive_rows_per_s": round(max(naive)),
+        "train_speedup": round(max(fast) / max(naive), 2),
+    }
+    click.echo(f"vectorised: {result['train_rows_per_s']:,} rows/s per epoch")
+    click.echo(f"naive Dataset + DataLoader: {result['naive_rows_per_s']:,} rows/s per epoch")
+    click.echo("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()  # pylint: disable=no-value-for-parameter

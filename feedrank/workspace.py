@@ -1,0 +1,48 @@
+"""Where one pipeline's files live.
+
+A workspace is a folder holding ``feature_repo/`` (the declarative Feast repo)
+and ``data/`` (what the stages write). The default is the repository root;
+tests use temporary copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the feature repo and the data of one pipeline live."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        """The Feast repo."""
+        return self.root / "feature_repo"
+
+    @property
+    def data(self) -> Path:
+        """Everything the stages write."""
+        return self.root / "data"
+
+    @property
+    def world(self) -> Path:
+        """The simulator's observable tables."""
+        return self.data / "world"
+
+    @property
+    def truth(self) -> Path:
+        """The simulator's hidden ground truth (evaluation only)."""
+        return self.data / "truth"
+
+    @property
+    def features(self) -> Path:
+        """Feature tables, the Feast offline store."""
+        return self.data / "features"
+
+    @property
+    def datasets(self) -> Path:
+        """Training sets."""
+        return self.data / "datasets"

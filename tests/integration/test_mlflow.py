@@ -1,0 +1,247 @@
+"""MLflow: a training run, the registered model and its aliases, promotion, a real server.
+
+The local store tests use the workspace's own SQLite backend; the server tests
+start ``mlflow server`` as a subprocess (SQLite backend, and PostgreSQL when
+it is up) and talk to it over the REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from feedrank.workspace import Workspace
+from training import registry
+from training.commands import evaluate_command, promote_command, run_training_pipeline
+from training.train import TrainConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QUICK = TrainConfig(max_epochs=2, batch_size=1024)
+
+
+def _copy(tiny: Workspace, root: Path) -> Workspace:
+    shutil.copytree(tiny.root, root, ignore=shutil.ignore_patterns("mlflow", "__pycache__"))
+    return Workspace(root)
+
+
+@pytest.fixture(name="trained", scope="module")
+def fixture_trained(
+    tiny_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Workspace, dict]]:
+    """A workspace copy with one run registered and promoted (no champion before)."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    ws = _copy(tiny_workspace, tmp_path_factory.mktemp("mlflow") / "ws")
+    summary = run_training_pipeline(ws.root, QUICK, progress=False)
+    yield ws, summary
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def test_run_logs_params_metrics_plots_and_lineage(trained: tuple[Workspace, dict]) -> None:
+    ws, summary = trained
+    client = MlflowClient(registry.tracking_uri(ws))
+    assert registry.tracking_uri(ws).startswith("sqlite:///")
+    assert (ws.data / "mlflow" / "mlflow.db").exists()
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["batch_size"] == "1024"
+    assert run.data.params["model.architecture"] == "shared_bottom"
+    assert run.data.tags["feature_service"] == "ranker_v1"
+    assert len(run.data.tags["data_sha256"]) == 64
+    assert {"auc_like", "oracle_lift_share_at_50", "ece_report"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == summary["epochs"]
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"calibration_like.png", "roc_like.png", "lift.png"} <= plots
+    features = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/features.json")
+    assert features["feature_service"] == "ranker_v1"
+    assert "ua_positive_rate" in features["features"]
+    assert "tweet_created_s" not in features["features"]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.artifact_location.startswith((ws.data / "mlflow" / "artifacts").as_uri())
+
+
+def test_registered_with_aliases_and_first_promotion(trained: tuple[Workspace, dict]) -> None:
+    ws, summary = trained
+    client = MlflowClient(registry.tracking_uri(ws))
+    version = client.get_model_version_by_alias(registry.MODEL_NAME, "challenger")
+    assert str(version.version) == summary["version"]
+    assert version.run_id == summary["run_id"]
+    champion = client.get_model_version_by_alias(registry.MODEL_NAME, "champion")
+    assert str(champion.version) == summary["version"]
+    assert champion.tags["promotion.decision"] == "promoted"
+    assert champion.tags["promotion.reason"] == "no champion yet"
+
+
+def test_pyfunc_and_bare_ranker_agree_on_named_features(trained: tuple[Workspace, dict]) -> None:
+    ws, _ = trained
+    ranker = registry.load_ranker(ws, "champion")
+    registry.connect(ws)
+    model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    example = model.input_example
+    assert list(example.columns) == list(ranker.preprocessor.feature_names)
+    shuffled = example[list(reversed(example.columns))]
+    out = model.predict(shuffled)
+    assert list(out.columns) == [f"p_{a}" for a in ranker.actions]
+    np.testing.assert_allclose(out.to_numpy(), ranker.predict_proba(example.to_dict("series")))
+    assert model.metadata.signature is not None
+
+
+def test_evaluate_command_ends_with_result(trained: tuple[Workspace, dict]) -> None:
+    ws, _ = trained
+    result = CliRunner().invoke(evaluate_command, ["--workspace", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT {")
+    assert '"oracle_lift_share_at_50"' in last and '"ece_max"' in last
+
+
+def _champion(client: MlflowClient) -> str:
+    return str(client.get_model_version_by_alias(registry.MODEL_NAME, "champion").version)
+
+
+def test_gate_refuses_an_equal_challenger_then_approval_flow(
+    trained: tuple[Workspace, dict],
+) -> None:
+    ws, first = trained
+    second = run_training_pipeline(ws.root, QUICK, promote=False, progress=False)
+    assert second["version"] != first["version"]
+    refused = registry.promote(ws)
+    assert refused["decision"] == "refused"  # same seed and data: identical, not better
+    client = MlflowClient(registry.tracking_uri(ws))
+    tags = client.get_model_version(registry.MODEL_NAME, second["version"]).tags
+    assert tags["promotion.decision"] == "refused" and "does not beat" in tags["promotion.reason"]
+    assert _champion(client) == first["version"]
+    pending = registry.promote(ws, require_approval=True, min_gain=-1.0)
+    assert pending["decision"] == "pending"
+    assert _champion(client) == first["version"]
+    result = CliRunner().invoke(
+        promote_command, ["--workspace", str(ws.root), "--approve", second["version"]]
+    )
+    assert result.exit_code == 0, result.output
+    assert _champion(client) == second["version"]
+    again = CliRunner().invoke(
+        promote_command, ["--workspace", str(ws.root), "--approve", second["version"]]
+    )
+    assert again.exit_code == 1
+    assert again.output.count("\n") == 1 and "no pending promotion" in again.output
+
+
+def test_expired_approval_is_refused_and_tagged(trained: tuple[Workspace, dict]) -> None:
+    ws, _ = trained
+    third = run_training_pipeline(ws.root, QUICK, promote=False, progress=False)
+    registry.promote(ws, require_approval=True, min_gain=-1.0)
+    time.sleep(0.1)
+    with pytest.raises(registry.PromotionError, match="expired"):
+        registry.approve(ws, third["version"], ttl_hours=1e-6)
+    client = MlflowClient(registry.tracking_uri(ws))
+    tags = client.get_model_version(registry.MODEL_NAME, third["version"]).tags
+    assert tags["promotion.decision"] == "expired"
+
+
+def test_commands_fail_in_one_line_without_a_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(evaluate_command, ["--workspace", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mlflow_server(backend: str, artifacts: Path) -> Iterator[str]:
+    port = _free_port()
+    log = artifacts.parent / "server.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--default-artifact-root",
+            artifacts.as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not answer within 90 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _train_against(url: str, tiny: Workspace, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    ws = _copy(tiny, root)
+    summary = run_training_pipeline(ws.root, QUICK, progress=False)
+    api = f"{url}/api/2.0/mlflow"
+    run = requests.get(f"{api}/runs/get", params={"run_id": summary["run_id"]}, timeout=10).json()
+    assert run["run"]["info"]["status"] == "FINISHED"
+    metrics = {m["key"] for m in run["run"]["data"]["metrics"]}
+    assert "oracle_lift_share_at_50" in metrics
+    model = requests.get(
+        f"{api}/registered-models/get", params={"name": registry.MODEL_NAME}, timeout=10
+    ).json()["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+    assert str(aliases["challenger"]) == summary["version"]
+    assert "champion" in aliases
+    assert not (ws.data / "mlflow").exists()  # nothing written to the local store
+    assert registry.load_ranker(ws, "challenger").actions
+
+
+def test_mlflow_server_sqlite_rest_api(
+    tiny_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in _mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"):
+        _train_against(url, tiny_workspace, tmp_path / "ws", monkeypatch)
+
+
+def test_mlflow_server_postgres_rest_api(
+    postgres_service: None,
+    tiny_workspace: Workspace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The production backend: an MLflow server on the local PostgreSQL ``test`` database."""
+    del postgres_service
+    backend = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    monkeypatch.setattr(registry, "MODEL_NAME", f"feed-ranker-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(registry, "EXPERIMENT", f"feed-ranker-{uuid.uuid4().hex[:8]}")
+    for url in _mlflow_server(backend, tmp_path / "artifacts"):
+        _train_against(url, tiny_workspace, tmp_path / "ws", monkeypatch)

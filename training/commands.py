@@ -1,0 +1,273 @@
+"""``feedrank train | evaluate | promote``: thin drivers over the training library.
+
+Each command parses options, calls :mod:`training.train`,
+:mod:`training.evaluate` or :mod:`training.registry`, and ends with a
+``RESULT {json}`` line. Errors a user can fix are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from mlflow.exceptions import MlflowException
+
+from features.store import FEATURE_SERVICE
+from feedrank.tables import TableError
+from feedrank.workspace import Workspace
+from metrics.actions import ActionsFileError, load_actions
+from training import registry
+from training.evaluate import evaluate
+from training.model import ModelConfig
+from training.train import TrainConfig, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+F = TypeVar("F", bound=Callable[..., Any])
+_USER_ERRORS = (TableError, ActionsFileError, MlflowException, ValueError, OSError, KeyError)
+
+
+def _one_line_errors(func: F) -> F:
+    """Turn the errors a user can fix into one-line CLI errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (
+            TableError,
+            ActionsFileError,
+            MlflowException,
+            ValueError,
+            OSError,
+            KeyError,
+        ) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(message) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+_workspace = click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT,
+    show_default="the repository root",
+    envvar="FEEDRANK_WORKSPACE",
+    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
+)
+
+
+def run_training_pipeline(
+    workspace: Path,
+    config: TrainConfig | None = None,
+    register: bool = True,
+    promote: bool = True,
+    require_approval: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate on the test days, log and register, then run the promotion gate.
+
+    Under ``torchrun`` only rank 0 evaluates and logs; other ranks return after training.
+
+    Returns:
+        The evaluation's RESULT keys plus training time, epochs, the registered
+        version, the promotion decision and each rank's weight digest.
+    """
+    ws = Workspace(workspace)
+    config = config or TrainConfig()
+    dataset = ws.datasets / f"{FEATURE_SERVICE}.parquet"
+    if not dataset.exists():
+        raise ValueError(f"{dataset}: no training set (run the dataset stage first)")
+    actions = load_actions()
+    result = train(dataset, config, actions, progress=progress)
+    summary: dict[str, Any] = {
+        "train_seconds": round(result.seconds, 1),
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "train_rows": len(result.splits.train),
+        "weights_sha256": result.weights_sha256,
+    }
+    if int(_rank()) != 0:
+        return summary
+    with tempfile.TemporaryDirectory() as plots:  # the plots live on as run artifacts
+        evaluation = evaluate(result.ranker, result.splits.test, ws, actions, Path(plots))
+        summary = {**evaluation.result(actions), **summary}
+        if register:
+            logged = registry.log_training(ws, config, result, evaluation, REPO_ROOT)
+            summary.update(run_id=logged.run_id, version=logged.version)
+        if promote:
+            decision = registry.promote(ws, require_approval=require_approval)
+            summary.update(promotion=decision["decision"], promotion_reason=decision["reason"])
+    return summary
+
+
+def _rank() -> str:
+    """This process's rank under torchrun ("0" when not distributed)."""
+    return os.environ.get("RANK", "0")
+
+
+@click.command("train")
+@_workspace
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Maximum epochs (early stopping on validation loss may end sooner).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Rows per optimiser step, summed over all ranks.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="AdamW learning rate.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Seed of initialisation and batch order (runs are reproducible).",
+)
+@click.option(
+    "--architecture",
+    type=click.Choice(["shared_bottom", "mmoe"]),
+    default="shared_bottom",
+    show_default=True,
+    help="Shared-bottom MLP or multi-gate mixture of experts.",
+)
+@click.option(
+    "--register/--no-register",
+    default=True,
+    show_default=True,
+    help="Log the run to MLflow and register the model as the challenger.",
+)
+@click.option(
+    "--promote/--no-promote",
+    "promote_after",
+    default=False,
+    show_default=True,
+    help="Run the promotion gate right after registering.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show a progress bar with the live loss.",
+)
+@_one_line_errors
+def train_command(
+    workspace: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    architecture: str,
+    register: bool,
+    promote_after: bool,
+    progress: bool,
+) -> None:
+    """Train the ranker on the training days and evaluate it on the test day.
+
+    Works unchanged under `torchrun --nproc_per_node=N -m training.train`
+    (DistributedDataParallel; rank 0 evaluates and logs).
+    """
+    config = TrainConfig(
+        max_epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        seed=seed,
+        model=ModelConfig.model_validate({"architecture": architecture}),
+    )
+    summary = run_training_pipeline(
+        workspace, config, register=register, promote=promote_after, progress=progress
+    )
+    if _rank() == "0":
+        click.echo(registry.result_line(summary))
+
+
+@click.command("evaluate")
+@_workspace
+@click.option(
+    "--model",
+    "ref",
+    default=registry.CHALLENGER,
+    show_default=True,
+    help="Registered version number or alias of feed-ranker to evaluate.",
+)
+@click.option(
+    "--plots-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write calibration, ROC and lift plots here (default: no plots).",
+)
+@_one_line_errors
+def evaluate_command(workspace: Path, ref: str, plots_dir: Path | None) -> None:
+    """Evaluate a registered model on the workspace's test day against the oracle."""
+    evaluation = registry.evaluate_version(Workspace(workspace), ref, plots_dir=plots_dir)
+    click.echo(registry.result_line(evaluation.result(load_actions())))
+
+
+@click.command("promote")
+@_workspace
+@click.option(
+    "--require-approval",
+    is_flag=True,
+    help="Stop at a pending state (tag) instead of moving the champion alias.",
+)
+@click.option(
+    "--approve",
+    "approve_version",
+    default=None,
+    metavar="VERSION",
+    help="Grant the pending promotion of VERSION (skips the gate, already passed).",
+)
+@click.option(
+    "--auc-tolerance",
+    type=click.FloatRange(min=0),
+    default=0.005,
+    show_default=True,
+    help="Refuse when any head's AUC is lower than the champion's by more than this.",
+)
+@click.option(
+    "--min-gain",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Required gain in share of oracle lift at 50 over the champion.",
+)
+@click.option(
+    "--approval-ttl-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=72.0,
+    show_default=True,
+    help="A pending promotion older than this expires instead of being approved.",
+)
+@_one_line_errors
+def promote_command(
+    workspace: Path,
+    require_approval: bool,
+    approve_version: str | None,
+    auc_tolerance: float,
+    min_gain: float,
+    approval_ttl_hours: float,
+) -> None:
+    """Give the champion alias to the challenger if it passes the gate."""
+    ws = Workspace(workspace)
+    if approve_version is not None:
+        outcome = registry.approve(ws, approve_version, approval_ttl_hours)
+    else:
+        outcome = registry.promote(ws, require_approval, auc_tolerance, min_gain)
+    click.echo(registry.result_line(outcome))

@@ -1,0 +1,209 @@
+"""Feature preprocessing learned on the training split and shipped with the model.
+
+Training and serving call the same :meth:`Preprocessor.transform`, addressing
+features by name in the order recorded at fit time, so a reordered or extended
+FeatureService cannot silently shift columns. The fitted state is plain JSON
+(no pickle), saved next to the weights.
+
+Numeric features follow the "double norm log" of Twitter's recap ranker:
+``log1p(max(x, 0))`` for non-negative columns (counts and rates have heavy
+right tails), then standardisation with the training mean and deviation and a
+clamp, so an outlier at serving time cannot push activations far outside what
+the network saw. A missing value becomes 0 after standardisation (the training
+mean) and, for columns that had nulls in training, a 0/1 missing indicator
+tells the network that the 0 is not an observation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NumericSpec:
+    """The fitted transform of one numeric feature."""
+
+    name: str
+    log: bool
+    mean: float
+    std: float
+    has_missing: bool
+
+
+@dataclass(frozen=True)
+class CategoricalSpec:
+    """One categorical feature: ids ``0..cardinality-1``; anything else maps to the OOV id."""
+
+    name: str
+    cardinality: int
+
+    @property
+    def oov(self) -> int:
+        """The id of unknown, negative or missing values (the last embedding row)."""
+        return self.cardinality
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model inputs: standardised numerics (+ missing indicators) and categorical ids."""
+
+    numeric: torch.Tensor
+    categorical: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.numeric.shape[0])
+
+    def index(self, rows: torch.Tensor | slice) -> Batch:
+        """The rows ``rows`` of both tensors (a view for a slice, a gather for indices)."""
+        return Batch(self.numeric[rows], self.categorical[rows])
+
+
+class Preprocessor:
+    """Fitted feature transform: named columns in, model tensors out."""
+
+    def __init__(
+        self,
+        numeric: Sequence[NumericSpec],
+        categorical: Sequence[CategoricalSpec],
+        clamp: float = 5.0,
+    ) -> None:
+        self.numeric = tuple(numeric)
+        self.categorical = tuple(categorical)
+        self.clamp = clamp
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Every input feature, numeric then categorical, in the recorded order."""
+        return tuple(s.name for s in self.numeric) + tuple(s.name for s in self.categorical)
+
+    @property
+    def numeric_width(self) -> int:
+        """Columns of the numeric tensor: one per feature plus one per missing indicator."""
+        return len(self.numeric) + sum(s.has_missing for s in self.numeric)
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        """Embedding rows per categorical feature (its cardinality plus the OOV row)."""
+        return tuple(s.cardinality + 1 for s in self.categorical)
+
+    @classmethod
+    def fit(
+        cls,
+        columns: Mapping[str, np.ndarray],
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        clamp: float = 5.0,
+    ) -> Preprocessor:
+        """Learn the transform from the training split.
+
+        Args:
+            columns: feature name to its values (NaN marks a missing value).
+            numeric: numeric feature names, in the order the model will read them.
+            categorical: categorical feature names (non-negative integer ids).
+            clamp: standardised values are clipped to ``[-clamp, clamp]``.
+        """
+        specs = []
+        for name in numeric:
+            values = np.asarray(columns[name], dtype=np.float64)
+            present = values[~np.isnan(values)]
+            log = bool(present.size) and bool(present.min() >= 0)
+            shaped = np.log1p(present) if log else present
+            mean = float(shaped.mean()) if shaped.size else 0.0
+            std = float(shaped.std()) if shaped.size else 1.0
+            specs.append(
+                NumericSpec(
+                    name=name,
+                    log=log,
+                    mean=mean,
+                    std=std if std > 1e-12 else 1.0,
+                    has_missing=bool(present.size < values.size),
+                )
+            )
+        cats = []
+        for name in categorical:
+            values = np.asarray(columns[name], dtype=np.float64)
+            present = values[~np.isnan(values) & (values >= 0)]
+            cats.append(CategoricalSpec(name, int(present.max()) + 1 if present.size else 0))
+        return cls(specs, cats, clamp)
+
+    def transform(self, columns: Mapping[str, np.ndarray]) -> Batch:
+        """Turn named feature columns into model tensors.
+
+        Args:
+            columns: feature name to a 1-d array; NaN or None marks a missing value.
+                Extra names are ignored, so a whole feature-store response can be passed.
+
+        Raises:
+            KeyError: a recorded feature is absent (naming it).
+        """
+        missing = [name for name in self.feature_names if name not in columns]
+        if missing:
+            raise KeyError(f"features missing from the input: {', '.join(missing)}")
+        n = len(np.asarray(columns[self.feature_names[0]])) if self.feature_names else 0
+        numeric = np.zeros((n, self.numeric_width), dtype=np.float32)
+        extra = len(self.numeric)
+        for j, spec in enumerate(self.numeric):
+            values = _as_float(columns[spec.name])
+            absent = np.isnan(values)
+            if spec.log:
+                values = np.log1p(np.maximum(values, 0.0))
+            scaled = np.clip((values - spec.mean) / spec.std, -self.clamp, self.clamp)
+            numeric[:, j] = np.where(absent, 0.0, scaled)
+            if spec.has_missing:
+                numeric[:, extra] = absent
+                extra += 1
+        categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, cat in enumerate(self.categorical):
+            values = _as_float(columns[cat.name])
+            known = ~np.isnan(values) & (values >= 0) & (values < cat.cardinality)
+            categorical[:, j] = np.where(known, np.nan_to_num(values), cat.oov)
+        return Batch(torch.from_numpy(numeric), torch.from_numpy(categorical))
+
+    def to_dict(self) -> dict:
+        """The fitted state as JSON-ready data."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "clamp": self.clamp,
+            "numeric": [asdict(s) for s in self.numeric],
+            "categorical": [asdict(s) for s in self.categorical],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Preprocessor:
+        """Rebuild what :meth:`to_dict` produced.
+
+        Raises:
+            ValueError: an unknown format version.
+        """
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported preprocessor format {data.get('format_version')!r}")
+        return cls(
+            [NumericSpec(**s) for s in data["numeric"]],
+            [CategoricalSpec(**s) for s in data["categorical"]],
+            float(data["clamp"]),
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the fitted state as JSON."""
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessor:
+        """Read what :meth:`save` wrote."""
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _as_float(values: object) -> np.ndarray:
+    """A float64 array with NaN for None/null (object columns from an online store)."""
+    array = np.asarray(values)
+    if array.dtype == object:
+        array = np.array([np.nan if v is None else v for v in array], dtype=np.float64)
+    return array.astype(np.float64, copy=False)

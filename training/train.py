@@ -1,0 +1,388 @@
+"""Train the engagement model on the Feast training set, split by time.
+
+The split is by day, never random across time: the last ``test_days`` are the
+test set, the ``val_days`` before them the validation set, everything earlier
+trains. A random split would leak tomorrow's engagement counters into
+yesterday's rows and overstate every metric.
+
+The loop keeps the whole split in memory as two tensors and batches by
+slicing a seeded ``randperm`` (no per-row ``Dataset`` on the hot path; see
+``benchmarks/train_throughput.py``). Under ``torchrun`` the same entry point
+runs DistributedDataParallel: every rank draws the same permutation and takes
+every ``world_size``-th batch, gradients are averaged, so all ranks hold the
+same weights after each step.
+
+``position`` is deliberately not a feature. The logging policy shuffled
+candidates, so position is independent of the tweet and the model learns the
+position-averaged probability ``p(x) * E[bias]``: the same constant factor for
+every candidate, so rankings are unchanged, and predictions are calibrated
+against the labels of the same logged rows. A position feature would need a
+made-up serving value and would let the model explain away engagement with
+the slot instead of the content.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from tqdm import tqdm
+
+from features.store import FEATURE_SERVICE
+from metrics.actions import ActionSet, load_actions
+from training.dataset import KEY_COLUMNS
+from training.model import ModelConfig, Ranker, RankerNet, negative_rates
+from training.preprocessing import Batch, Preprocessor
+
+DAY_US = 86_400 * 10**6
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run (logged in full as run parameters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(7, description="Seed of initialisation and batch order.")
+    max_epochs: int = Field(12, ge=1, description="Upper bound on epochs.")
+    patience: int = Field(2, ge=1, description="Epochs without validation gain before stopping.")
+    batch_size: int = Field(2048, ge=1, description="Rows per optimiser step (over all ranks).")
+    learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    val_days: int = Field(1, ge=1, description="Days before the test days used for validation.")
+    test_days: int = Field(1, ge=1, description="Last days held out for testing.")
+    target_rate: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Actions rarer than this get negatives down-weighted to about this rate.",
+    )
+    threads: int = Field(
+        1,
+        ge=1,
+        description="Intra-op CPU threads per process. One is fastest for this small MLP "
+        "(measured 3x faster than two on a busy 2-core machine); scale out with torchrun ranks.",
+    )
+    clamp: float = Field(5.0, gt=0, description="Clamp of standardised numeric features.")
+    categorical: tuple[str, ...] = Field(
+        ("tweet_topic", "tweet_media_type"), description="Features embedded as categories."
+    )
+    exclude: tuple[str, ...] = Field(
+        ("tweet_created_s",),
+        description="Features not fed to the model (raw timestamps: the age feature carries it).",
+    )
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig.model_validate({}), description="Network shape."
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """One time split: named feature columns, labels (n, heads) and the row keys."""
+
+    columns: dict[str, np.ndarray]
+    labels: np.ndarray
+    keys: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and test splits of one training set."""
+
+    train: Split
+    val: Split
+    test: Split
+    features: tuple[str, ...]
+    days: dict[str, list[str]]
+
+
+@dataclass
+class TrainResult:
+    """A trained model and how it got there."""
+
+    ranker: Ranker
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    data_sha256: str
+    splits: Splits
+    weights_sha256: list[str] = field(default_factory=list)
+
+
+def feature_columns(schema: pa.Schema, actions: ActionSet) -> tuple[str, ...]:
+    """Model-readable feature columns of a training set, in the service's order.
+
+    Keys, the timestamp, labels and list-typed columns are left out.
+    """
+    skip = {*KEY_COLUMNS, "event_timestamp", *actions.names}
+    return tuple(f.name for f in schema if f.name not in skip and not pa.types.is_list(f.type))
+
+
+def file_sha256(path: Path) -> str:
+    """Fingerprint of the training data, logged with the run."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_splits(path: Path, config: TrainConfig, actions: ActionSet | None = None) -> Splits:
+    """Read the training set and split it by UTC day.
+
+    Raises:
+        ValueError: fewer days than ``val_days + test_days + 1``.
+    """
+    actions = actions or load_actions()
+    schema = pq.read_schema(path)
+    features = feature_columns(schema, actions)
+    table = pq.read_table(
+        path, columns=[*KEY_COLUMNS, "event_timestamp", *features, *actions.names]
+    )
+    day = pc.divide(table["event_timestamp"].cast(pa.int64()), DAY_US).to_numpy()
+    days = np.unique(day)
+    if len(days) < config.val_days + config.test_days + 1:
+        raise ValueError(
+            f"{path}: {len(days)} day(s) of data; need more than "
+            f"{config.val_days} validation + {config.test_days} test day(s)"
+        )
+    test_from = days[-config.test_days]
+    val_from = days[-config.test_days - config.val_days]
+    masks = {
+        "train": day < val_from,
+        "val": (day >= val_from) & (day < test_from),
+        "test": day >= test_from,
+    }
+    columns = {
+        name: table[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in features
+    }
+    labels = np.column_stack(
+        [table[a].to_numpy(zero_copy_only=False) for a in actions.names]
+    ).astype(np.float32)
+    keys = {name: table[name].to_numpy() for name in KEY_COLUMNS}
+
+    def take(mask: np.ndarray) -> Split:
+        return Split(
+            {n: c[mask] for n, c in columns.items()},
+            labels[mask],
+            {n: k[mask] for n, k in keys.items()},
+        )
+
+    def dates(mask: np.ndarray) -> list[str]:
+        return [
+            str(np.datetime64(int(d) * DAY_US, "us").astype("M8[D]"))
+            for d in days
+            if mask[day == d].any()
+        ]
+
+    return Splits(
+        train=take(masks["train"]),
+        val=take(masks["val"]),
+        test=take(masks["test"]),
+        features=features,
+        days={name: dates(mask) for name, mask in masks.items()},
+    )
+
+
+def weighted_bce(
+    logits: torch.Tensor, labels: torch.Tensor, neg_weight: torch.Tensor
+) -> torch.Tensor:
+    """Sum over heads of the negative-weighted mean binary cross-entropy.
+
+    A negative of head ``a`` counts ``neg_weight[a]``; each head's loss is
+    normalised by its total weight, so down-weighting acts as downsampling.
+    """
+    weights = labels + (1.0 - labels) * neg_weight
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return ((loss * weights).sum(dim=0) / weights.sum(dim=0)).sum()
+
+
+def normalized_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-head log loss divided by the entropy of the head's base rate (lower is better).
+
+    Used for early stopping because it weighs every head alike: the raw log
+    loss of a 0.05 % action is tiny and would never move the sum.
+    """
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    loss = -(labels * np.log(p) + (1 - labels) * np.log1p(-p)).mean(axis=0)
+    base = np.clip(labels.mean(axis=0), 1e-7, 1 - 1e-7)
+    entropy = -(base * np.log(base) + (1 - base) * np.log1p(-base))
+    return loss / entropy
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def weights_sha256(net: nn.Module) -> str:
+    """A digest of the parameters' bytes: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Batch,
+    labels: torch.Tensor,
+    neg_weight: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """One pass over shuffled batches; returns the mean training loss.
+
+    Every rank draws the same permutation and takes batches ``rank``,
+    ``rank + world``, ...; the count is trimmed to a multiple of ``world`` so
+    that every rank joins every gradient all-reduce.
+    """
+    model.train()
+    order = torch.randperm(len(labels), generator=generator)
+    batches = order.split(batch_size)
+    batches = batches[: len(batches) - len(batches) % world] if world > 1 else batches
+    total, steps = 0.0, 0
+    for idx in batches[rank::world]:
+        part = inputs.index(idx)
+        loss = weighted_bce(model(part.numeric, part.categorical), labels[idx], neg_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        steps += 1
+        if on_step:
+            on_step(len(idx) * world, total / steps)
+    return total / max(steps, 1)
+
+
+def train(
+    dataset: Path,
+    config: TrainConfig | None = None,
+    actions: ActionSet | None = None,
+    progress: bool = True,
+    feature_service: str = FEATURE_SERVICE,
+) -> TrainResult:
+    """Fit preprocessing and the network on the training days, early-stopped on validation.
+
+    Args:
+        dataset: the training-set parquet written by :mod:`training.dataset`.
+        config: the run's settings (default :class:`TrainConfig`).
+        actions: the heads (default ``metrics/actions.yaml``).
+        progress: show a tqdm bar with the live loss (rank 0 only).
+        feature_service: recorded with the model so serving reads the same features.
+    """
+    config = config or TrainConfig()
+    actions = actions or load_actions()
+    start = time.perf_counter()
+    rank, world = _distributed()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True)
+    splits = load_splits(dataset, config, actions)
+    numeric = [f for f in splits.features if f not in config.exclude + config.categorical]
+    categorical = [f for f in config.categorical if f in splits.features]
+    pre = Preprocessor.fit(splits.train.columns, numeric, categorical, config.clamp)
+    rates = negative_rates(splits.train.labels.mean(axis=0).tolist(), config.target_rate)
+    net = RankerNet(pre.numeric_width, pre.cardinalities, len(actions.names), config.model, rates)
+    model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    train_x = pre.transform(splits.train.columns)
+    train_y = torch.from_numpy(splits.train.labels)
+    val_x = pre.transform(splits.val.columns)
+    neg_weight = torch.tensor(rates, dtype=torch.float32)
+    ranker = Ranker(pre, net, actions.names, feature_service)
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(net.state_dict())
+    for epoch in range(1, config.max_epochs + 1):
+        progress_bar = tqdm(
+            total=len(train_y),
+            desc=f"epoch {epoch}/{config.max_epochs}",
+            unit="row",
+            unit_scale=True,
+            leave=False,
+            disable=not progress or rank != 0,
+        )
+
+        def on_step(rows: int, loss: float, shown: tqdm = progress_bar) -> None:
+            shown.update(rows)
+            shown.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        epoch_start = time.perf_counter()
+        train_loss = train_epoch(
+            model,
+            optimizer,
+            train_x,
+            train_y,
+            neg_weight,
+            config.batch_size // world,
+            generator,
+            rank,
+            world,
+            on_step,
+        )
+        seconds = time.perf_counter() - epoch_start
+        progress_bar.close()
+        val_nce = normalized_entropy(ranker.predict_batch(val_x), splits.val.labels)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": float(val_nce.mean()),
+                **{f"val_nce_{a}": float(v) for a, v in zip(actions.names, val_nce, strict=True)},
+                "train_rows_per_s": len(train_y) / seconds,
+            }
+        )
+        if history[-1]["val_loss"] < best_loss - 1e-5:
+            best_loss, best_epoch = history[-1]["val_loss"], epoch
+            best_state = copy.deepcopy(net.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    net.load_state_dict(best_state)
+    digest = weights_sha256(net)
+    digests = [digest]
+    if world > 1:
+        gathered: list[str | None] = [None] * world
+        dist.all_gather_object(gathered, digest)
+        digests = [str(d) for d in gathered]
+    return TrainResult(
+        ranker=ranker,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - start,
+        data_sha256=file_sha256(dataset),
+        splits=splits,
+        weights_sha256=digests,
+    )
+
+
+if __name__ == "__main__":
+    # `torchrun --nproc_per_node=N -m training.train ...` runs the `feedrank train` command.
+    from training.commands import train_command  # pylint: disable=cyclic-import
+
+    train_command()  # pylint: disable=no-value-for-parameter
