@@ -16,6 +16,13 @@ from metrics.actions import ActionSet
 
 MEDIA_TYPES = ("text", "image", "video", "link")
 
+# Hidden noise no feature can observe directly: a user's own bias per action
+# and a persistent per-pair affinity. Features estimate both only from the
+# user's history, so the larger they are, the further any model stays from
+# the oracle however good it is.
+PROPENSITY_SD = 0.5
+PAIR_NOISE_SD = 0.6
+
 # Per-action effect sizes of the ground truth, in the order of the columns:
 # base logit, user-topic interest, user-author affinity, author quality,
 # freshness (per day of age), author toxicity. Positive actions rise with
@@ -79,7 +86,7 @@ def draw_latent(rng: np.random.Generator, n_users: int, n_topics: int, n_actions
         author_topics=rng.dirichlet(np.full(n_topics, 0.15), size=n_users),
         quality=rng.standard_normal(n_users),
         toxicity=(rng.random(n_users) < 0.03).astype(np.float64),
-        propensity=rng.normal(0.0, 0.5, size=(n_users, n_actions)),
+        propensity=rng.normal(0.0, PROPENSITY_SD, size=(n_users, n_actions)),
         pair_salt=rng.integers(0, 2**62, size=1, dtype=np.int64),
     )
 
@@ -103,7 +110,7 @@ def pair_affinity(latent: Latent, users: np.ndarray, authors: np.ndarray) -> np.
     u1 = ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
     u2 = ((_splitmix64(h) >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
     noise = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-    return np.log1p(shared * n_topics) - 0.7 + 0.6 * noise
+    return np.log1p(shared * n_topics) - 0.7 + PAIR_NOISE_SD * noise
 
 
 def true_probabilities(

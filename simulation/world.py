@@ -24,7 +24,7 @@ from simulation.config import WorldConfig
 from simulation.truth import Latent, draw_latent, sample_outcomes, true_probabilities
 
 US_PER_DAY = 86_400_000_000
-_VISIT_CHUNK = 20_000
+_VISIT_CHUNK = 100_000
 WORLD_CONFIG_FILE = "world.json"
 
 
@@ -146,51 +146,52 @@ def build_visits(rng: np.random.Generator, config: WorldConfig) -> dict:
     }
 
 
-def candidates_for_visits(
-    follows: np.ndarray,
-    tweets: dict,
-    visit_users: np.ndarray,
-    visit_lo: np.ndarray,
-    visit_hi: np.ndarray,
-    max_feed: int,
+def candidates(
+    follows: np.ndarray, tweets: dict, visits: dict, max_feed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The brief's baseline candidates: followees' tweets in (lo, hi], newest ``max_feed``.
+    """The brief's baseline candidates: followees' tweets since the user's last visit.
 
-    ``follows`` must be sorted by user. Returns (visit index, tweet id) pairs
-    ordered by visit then newest first.
+    A tweet reaches each follower of its author at the follower's first visit
+    at or after the tweet's creation, which is exactly the visit whose window
+    (previous visit, this visit] holds it. So one search per (tweet, follower)
+    pair in the visits sorted by (user, time) finds every candidate; it is
+    cheaper than one search per (visit, followee) pair, since most pairs of
+    the latter kind hold no tweet. Each visit keeps its newest ``max_feed``.
+
+    Returns:
+        (visit index, tweet id) pairs, ordered by visit then newest first.
     """
-    n_users_total = int(max(follows[:, 0].max(), visit_users.max())) + 1
-    starts = np.searchsorted(follows[:, 0], np.arange(n_users_total + 1))
-    n_followees = starts[visit_users + 1] - starts[visit_users]
-    pair_visit = np.repeat(np.arange(len(visit_users)), n_followees)
-    first = np.repeat(starts[visit_users], n_followees)
-    within = np.arange(len(pair_visit)) - np.repeat(
-        np.cumsum(n_followees) - n_followees, n_followees
-    )
-    pair_author = follows[first + within, 1]
+    by_author = follows[np.argsort(follows[:, 1], kind="stable")]
+    n_authors = int(max(by_author[:, 1].max(), tweets["author_id"].max())) + 1
+    starts = np.searchsorted(by_author[:, 1], np.arange(n_authors + 1))
+    n_followers = starts[tweets["author_id"] + 1] - starts[tweets["author_id"]]
 
-    # Tweets sorted by (author, time): one searchsorted per (visit, followee).
-    span = np.int64(1) << np.int64(42)
-    t_order = np.lexsort((tweets["created_at"], tweets["author_id"]))
-    keys = tweets["author_id"][t_order] * span + (tweets["created_at"][t_order] - visit_lo.min())
-    lo = np.searchsorted(
-        keys, pair_author * span + (visit_lo[pair_visit] - visit_lo.min()), "right"
-    )
-    hi = np.searchsorted(
-        keys, pair_author * span + (visit_hi[pair_visit] - visit_lo.min()), "right"
-    )
-    n = hi - lo
-    cand_visit = np.repeat(pair_visit, n)
-    offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    cand_tweet = t_order[np.repeat(lo, n) + offsets]
+    t0 = min(int(visits["visit_time"].min()), int(tweets["created_at"].min()))
+    span = np.int64(1) << np.int64(42)  # > the world's length in µs: keys never overlap
+    visit_keys = visits["user_id"] * span + (visits["visit_time"] - t0)
 
-    # Newest first within a visit, then keep the first max_feed.
+    parts_visit, parts_tweet = [], []
+    chunk = 50_000
+    for lo in range(0, len(n_followers), chunk):
+        counts = n_followers[lo : lo + chunk]
+        pair_tweet = np.repeat(np.arange(lo, lo + len(counts)), counts)
+        within = np.arange(len(pair_tweet)) - np.repeat(np.cumsum(counts) - counts, counts)
+        follower = by_author[starts[tweets["author_id"][pair_tweet]] + within, 0]
+        query = follower * span + (tweets["created_at"][pair_tweet] - t0)
+        visit = np.searchsorted(visit_keys, query, side="left")
+        found = visit < len(visit_keys)
+        found[found] &= visits["user_id"][visit[found]] == follower[found]
+        parts_visit.append(visit[found])
+        parts_tweet.append(pair_tweet[found])
+    cand_visit = np.concatenate(parts_visit)
+    cand_tweet = np.concatenate(parts_tweet).astype(np.int64)
+
     created = tweets["created_at"][cand_tweet]
     order = np.lexsort((-created, cand_visit))
     cand_visit, cand_tweet = cand_visit[order], cand_tweet[order]
     visit_start = np.searchsorted(cand_visit, cand_visit, side="left")
     keep = (np.arange(len(cand_visit)) - visit_start) < max_feed
-    return cand_visit[keep], cand_tweet[keep].astype(np.int64)
+    return cand_visit[keep], cand_tweet[keep]
 
 
 def generate_world(
@@ -249,16 +250,11 @@ def generate_world(
     impression_parts, oracle_parts = [], []
     next_id = 0
     n_visits = len(visits["visit_id"])
+    all_visit, all_tweet = candidates(follows, tweets, visits, config.max_feed)
     for lo in range(0, n_visits, _VISIT_CHUNK):
         sl = slice(lo, min(lo + _VISIT_CHUNK, n_visits))
-        cand_visit, cand_tweet = candidates_for_visits(
-            follows,
-            tweets,
-            visits["user_id"][sl],
-            visits["prev_visit_time"][sl],
-            visits["visit_time"][sl],
-            config.max_feed,
-        )
+        rows = slice(*np.searchsorted(all_visit, [sl.start, sl.stop]))
+        cand_visit, cand_tweet = all_visit[rows] - sl.start, all_tweet[rows]
         imp, probs = _impressions(rng, actions, latent, tweets, visits, sl, cand_visit, cand_tweet)
         imp["impression_id"] = np.arange(next_id, next_id + len(cand_visit), dtype=np.int64)
         next_id += len(cand_visit)
