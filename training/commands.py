@@ -198,7 +198,7 @@ def train_command(
         click.echo(registry.result_line(summary))
 
 
-@click.command("evaluate")
+@click.group("evaluate", invoke_without_command=True)
 @_workspace
 @click.option(
     "--model",
@@ -213,11 +213,79 @@ def train_command(
     default=None,
     help="Write calibration, ROC and lift plots here (default: no plots).",
 )
+@click.pass_context
 @_one_line_errors
-def evaluate_command(workspace: Path, ref: str, plots_dir: Path | None) -> None:
-    """Evaluate a registered model on the workspace's test day against the oracle."""
+def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: Path | None) -> None:
+    """Evaluate a registered model on the workspace's test day against the oracle.
+
+    `feedrank evaluate replay` replays the held-out visits under every policy.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     evaluation = registry.evaluate_version(Workspace(workspace), ref, plots_dir=plots_dir)
     click.echo(registry.result_line(evaluation.result(load_actions())))
+
+
+@evaluate_command.command("replay")
+@_workspace
+@click.option(
+    "--model",
+    "ref",
+    default=registry.CHAMPION,
+    show_default=True,
+    help="Registered version number or alias of feed-ranker to replay.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 500),
+    default=50,
+    show_default=True,
+    help="Tweets shown per visit.",
+)
+@click.option(
+    "--explore-share",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Share of the shown slots that model+explore gives to fresh tweets.",
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Independent simulations of each held-out visit (narrower intervals).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replay.")
+@_one_line_errors
+def replay_command(
+    workspace: Path, ref: str, limit: int, explore_share: float, draws: int, seed: int
+) -> None:
+    """Replay held-out visits: chrono, model, model+explore and oracle, as an A/B table.
+
+    The table and a PNG plot are printed/written and logged to the MLflow run
+    of the model version.
+    """
+    from training import replay as replaying  # pylint: disable=import-outside-toplevel
+
+    ws = Workspace(workspace)
+    result = replaying.replay(
+        ws,
+        registry.load_ranker(ws, ref),
+        limit=limit,
+        explore_share=explore_share,
+        draws=draws,
+        seed=seed,
+    )
+    out = ws.data / "replay"
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "replay.csv"
+    result.table.to_csv(csv, index=False)
+    png = replaying.plot(result, out / "replay.png")
+    registry.log_replay(ws, ref, result.result(), [csv, png])
+    click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(f"plot: {png}")
+    click.echo(registry.result_line(result.result()))
 
 
 @click.command("promote")

@@ -427,6 +427,18 @@ def approve(workspace: Workspace, version: str, ttl_hours: float = 72.0) -> dict
     return {"version": str(found.version), "decision": "promoted", "reason": "approved"}
 
 
+def log_replay(
+    workspace: Workspace, ref: str, metrics: Mapping[str, float], files: list[Path]
+) -> None:
+    """Attach a replay's figures and files to the MLflow run that produced model ``ref``."""
+    client = connect(workspace)
+    run_id = model_version(client, ref).run_id
+    for name, value in _clean(metrics).items():
+        client.log_metric(run_id, f"replay_{name}", value)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="replay")
+
+
 def result_line(values: Mapping[str, Any]) -> str:
     """The ``RESULT {json}`` line the commands end with."""
     return "RESULT " + json.dumps(dict(values), sort_keys=False)

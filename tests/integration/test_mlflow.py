@@ -7,6 +7,7 @@ it is up) and talk to it over the REST API.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner
@@ -245,3 +247,36 @@ def test_mlflow_server_postgres_rest_api(
     monkeypatch.setattr(registry, "EXPERIMENT", f"feed-ranker-{uuid.uuid4().hex[:8]}")
     for url in _mlflow_server(backend, tmp_path / "artifacts"):
         _train_against(url, tiny_workspace, tmp_path / "ws", monkeypatch)
+
+
+def test_replay_compares_policies_and_logs_to_the_model_run(
+    trained: tuple[Workspace, dict],
+) -> None:
+    ws, summary = trained
+    done = CliRunner().invoke(
+        evaluate_command, ["replay", "--workspace", str(ws.root), "--draws", "40"]
+    )
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(ws.data / "replay" / "replay.csv").set_index("policy")
+    assert list(table.index) == ["chrono", "model", "model+explore", "oracle"]
+    assert table.loc["chrono", "minus_chrono"] == 0.0
+    assert (table.ci_low <= table.minus_chrono).all() and (
+        table.minus_chrono <= table.ci_high
+    ).all()
+    assert (
+        table.loc["oracle", "weighted_engagement_per_user"]
+        > table.loc["chrono", "weighted_engagement_per_user"]
+    )
+    assert (table.users == table.users.iloc[0]).all()  # every policy replays the same users
+    result = json.loads(done.output.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert set(result) == {
+        "model_minus_chrono",
+        "model_minus_chrono_ci_low",
+        "model_minus_chrono_ci_high",
+        "oracle_minus_model",
+    }
+    client = registry.connect(ws)
+    run_id = client.get_model_version(registry.MODEL_NAME, str(summary["version"])).run_id
+    logged = {a.path for a in client.list_artifacts(run_id, "replay")}
+    assert logged == {"replay/replay.csv", "replay/replay.png"}
+    assert "replay_model_minus_chrono" in client.get_run(run_id).data.metrics
