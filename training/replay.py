@@ -17,14 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from matplotlib.figure import Figure
 
 from features.store import FEATURE_SERVICE
 from feedrank.workspace import Workspace
@@ -230,7 +227,8 @@ def replay(
 def plot(result: ReplayResult, path: Path) -> Path:
     """Bar chart of weighted engagement per user by policy, with 95% intervals vs chrono."""
     table = result.table
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no GUI backend, no global state
+    ax = fig.subplots()
     base = float(table.loc[table.policy == CONTROL, "weighted_engagement_per_user"].iloc[0])
     errors = np.array([table.minus_chrono - table.ci_low, table.ci_high - table.minus_chrono])
     ax.bar(
@@ -247,5 +245,4 @@ def plot(result: ReplayResult, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
