@@ -228,7 +228,7 @@ def plot(result: ReplayResult, path: Path) -> Path:
     """Bar chart of weighted engagement per user by policy, with 95% intervals vs chrono."""
     table = result.table
     fig = Figure(figsize=(6, 4))  # no pyplot: no GUI backend, no global state
-    ax = fig.subplots()
+    ax = fig.add_subplot()
     base = float(table.loc[table.policy == CONTROL, "weighted_engagement_per_user"].iloc[0])
     errors = np.array([table.minus_chrono - table.ci_low, table.ci_high - table.minus_chrono])
     ax.bar(
