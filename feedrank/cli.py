@@ -86,6 +86,7 @@ class _LazyGroup(click.Group):
 
     lazy: ClassVar[dict[str, str]] = {
         "metrics": "metrics.commands:metrics",
+        "monitor": "metrics.commands:monitor",
         "train": "training.commands:train_command",
         "evaluate": "training.commands:evaluate_command",
         "promote": "training.commands:promote_command",
@@ -112,6 +113,7 @@ class _LazyGroup(click.Group):
 
 _LAZY_HELP = {
     "metrics": "Weighted engagement per user and A/B analysis over the event log.",
+    "monitor": "Drift of served features and scores from the training data (PSI).",
     "train": "Train the engagement model, log it to MLflow and register it.",
     "evaluate": "Evaluate a registered model against the oracle.",
     "promote": "Give the champion alias to the challenger if it passes the gate.",

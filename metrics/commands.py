@@ -18,6 +18,7 @@ import pandas as pd
 from feedrank.tables import TableError
 from metrics.ab import SRM_THRESHOLD, Experiment, ExperimentResult, analyze_experiment
 from metrics.actions import ActionsFileError, load_actions
+from metrics.drift import DEFAULT_THRESHOLD, drift_report, read_sample
 from metrics.engagement import (
     Denominator,
     EngagementReport,
@@ -320,3 +321,96 @@ def _period_label(period: Period) -> str:
 
 def _table(frame: pd.DataFrame) -> str:
     return str(frame.to_string(index=False, float_format=lambda v: f"{v:,.4g}", na_rep="n/a"))
+
+
+@click.group(name="monitor")
+def monitor() -> None:
+    """Watch what is served: drift of features and scores from the training data."""
+
+
+@monitor.command()
+@click.option(
+    "--current",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Served feature samples (data/serving/feature_samples/ or a .jsonl) or a parquet "
+    "training set from newer data.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The training distribution (default: WORKSPACE/data/datasets/ranker_v1.parquet).",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(__file__).resolve().parents[1],
+    show_default="the repository root",
+    envvar="FEEDRANK_WORKSPACE",
+    help="Folder holding data/ (env FEEDRANK_WORKSPACE).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    help="PSI above which a feature counts as drifted (exit code 1).",
+)
+@click.option(
+    "--model",
+    "ref",
+    default=None,
+    help="Also compare the weighted-score distribution of this registered model "
+    "(alias or version, e.g. champion).",
+)
+def drift(
+    current: Path, reference: Path | None, workspace: Path, threshold: float, ref: str | None
+) -> None:
+    """PSI of every model feature between the training set and CURRENT; exit 1 on drift.
+
+    A drift alarm is meant to trigger the continuous-training workflow
+    (repository_dispatch `drift-detected`, see docs/deploy.md).
+    """
+    from feedrank.workspace import Workspace  # pylint: disable=import-outside-toplevel
+
+    ws = Workspace(workspace)
+    reference = reference or ws.datasets / "ranker_v1.parquet"
+    try:
+        ref_rows, cur_rows = read_sample(reference), read_sample(current)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    columns = [
+        c
+        for c in ref_rows.columns
+        if c in cur_rows.columns
+        and c not in _NOT_FEATURES
+        and pd.api.types.is_numeric_dtype(ref_rows[c])
+    ]
+    if ref is not None:
+        from serving.policy import weighted_scores  # pylint: disable=import-outside-toplevel
+        from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
+
+        ranker = load_ranker(ws, ref)
+        for frame in (ref_rows, cur_rows):
+            named = {c: frame[c].to_numpy() for c in frame.columns}
+            frame["model_score"] = weighted_scores(ranker.predict_proba(named))
+        columns.append("model_score")
+    report = drift_report(ref_rows, cur_rows, columns, threshold)
+    click.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if report.drifted:
+        raise click.ClickException(f"drift above PSI {threshold}: {', '.join(report.drifted)}")
+    click.echo(f"no drift above PSI {threshold} ({len(report.table)} columns)")
+
+
+_NOT_FEATURES = {
+    "impression_id",
+    "visit_id",
+    "user_id",
+    "author_id",
+    "tweet_id",
+    "position",
+    "tweet_created_s",
+    *load_actions().names,
+}
+"""Ids, labels and raw times: not distributions a model reads."""

@@ -36,6 +36,13 @@ class WorldConfig(BaseModel):
         3.0, gt=0, description="Mean feed visits a user makes a day."
     )
     max_feed: int = Field(100, gt=0, description="Newest candidates shown per visit.")
+    interest_shift: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of users whose interests move to other topics after they chose "
+        "whom to follow: a distribution shift, for drift monitoring.",
+    )
 
 
 PRESETS: dict[str, dict[str, float | int]] = {

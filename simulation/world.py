@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -100,6 +100,17 @@ def build_follows(rng: np.random.Generator, config: WorldConfig, latent: Latent)
     pairs = np.stack([users, authors.astype(np.int64)], axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return np.unique(pairs, axis=0)
+
+
+def shift_interests(rng: np.random.Generator, latent: Latent, share: float) -> Latent:
+    """Move a share of users' interests to other topics (a rotation of their topic mix)."""
+    n_users, n_topics = latent.interests.shape
+    moved = np.flatnonzero(rng.random(n_users) < share)
+    offsets = rng.integers(1, n_topics, size=len(moved))
+    columns = (np.arange(n_topics)[None, :] - offsets[:, None]) % n_topics
+    interests = latent.interests.copy()
+    interests[moved] = latent.interests[moved[:, None], columns]
+    return replace(latent, interests=interests)
 
 
 def build_tweets(rng: np.random.Generator, config: WorldConfig, latent: Latent) -> dict:
@@ -212,6 +223,11 @@ def generate_world(
     rng = np.random.default_rng(config.seed)
     latent = draw_latent(rng, config.n_users, config.n_topics, len(actions.names))
     follows = build_follows(rng, config, latent)
+    if config.interest_shift > 0:
+        # A stream of its own: the shifted world differs from the unshifted one
+        # only in what its users now like.
+        shift_rng = np.random.default_rng([config.seed, 1])
+        latent = shift_interests(shift_rng, latent, config.interest_shift)
     tweets = build_tweets(rng, config, latent)
     visits = build_visits(rng, config)
 

@@ -1,0 +1,85 @@
+"""Drift monitoring: the world after its users changed interests is flagged, unshifted it is not."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from features.online import apply_repo
+from features.pipelines import build_features
+from features.store import open_store
+from feedrank.workspace import Workspace
+from metrics.commands import monitor
+from metrics.drift import psi
+from simulation.config import world_config
+from simulation.world import generate_world
+from tests.conftest import new_workspace
+from training.dataset import build_training_set
+
+pytestmark = pytest.mark.integration
+
+
+def _world(root: Path, **overrides: object) -> Workspace:
+    ws = new_workspace(root)
+    generate_world(world_config("tiny", **overrides), ws.data)
+    build_features(ws.world, ws.features)
+    store = open_store(ws)
+    apply_repo(store, ws)
+    build_training_set(store, ws)
+    return ws
+
+
+def _drift(reference: Workspace, current: Workspace) -> tuple[int, str]:
+    done = CliRunner().invoke(
+        monitor,
+        [
+            "drift",
+            "--workspace",
+            str(reference.root),
+            "--current",
+            str(current.datasets / "ranker_v1.parquet"),
+        ],
+    )
+    return done.exit_code, done.output
+
+
+def test_shifted_interests_drift_and_the_unshifted_world_does_not(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    same = _world(tmp_path / "same")
+    shifted = _world(tmp_path / "shifted", interest_shift=0.8)
+    code, output = _drift(tiny_workspace, same)
+    assert code == 0, output
+    assert "no drift above PSI 0.2" in output
+    code, output = _drift(tiny_workspace, shifted)
+    assert code == 1, output
+    alarm = output.strip().splitlines()[-1]
+    assert alarm.startswith("Error: drift above PSI 0.2:")
+    assert "user_like_rate_7d" in alarm  # users who lost interest engage less
+
+
+def test_served_samples_are_read_and_bad_ones_named(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    samples = tmp_path / "feature_samples"
+    samples.mkdir()
+    (samples / "2026-01-11-1.jsonl").write_text(
+        '{"rows": [{"user_like_rate_7d": 0.1}]}\nnot json\n'
+    )
+    done = CliRunner().invoke(
+        monitor, ["drift", "--workspace", str(tiny_workspace.root), "--current", str(samples)]
+    )
+    assert done.exit_code == 1
+    assert "2026-01-11-1.jsonl:2: not a feature-sample record" in done.output
+
+
+@pytest.mark.unit
+def test_psi_is_zero_for_the_same_sample_and_grows_with_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=20_000)
+    assert psi(base, base) == pytest.approx(0.0, abs=1e-9)
+    assert psi(base, rng.normal(size=20_000)) < 0.01
+    assert psi(base, rng.normal(0.5, 1, size=20_000)) > 0.2
+    half_missing = np.where(rng.random(20_000) < 0.5, np.nan, base)
+    assert psi(base, half_missing) > 0.2
