@@ -396,11 +396,11 @@ def drift(
             named = {c: frame[c].to_numpy() for c in frame.columns}
             frame["model_score"] = weighted_scores(ranker.predict_proba(named))
         columns.append("model_score")
-    report = drift_report(ref_rows, cur_rows, columns, threshold)
-    click.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if report.drifted:
-        raise click.ClickException(f"drift above PSI {threshold}: {', '.join(report.drifted)}")
-    click.echo(f"no drift above PSI {threshold} ({len(report.table)} columns)")
+    psi_report = drift_report(ref_rows, cur_rows, columns, threshold)
+    click.echo(psi_report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if psi_report.drifted:
+        raise click.ClickException(f"drift above PSI {threshold}: {', '.join(psi_report.drifted)}")
+    click.echo(f"no drift above PSI {threshold} ({len(psi_report.table)} columns)")
 
 
 _NOT_FEATURES = {
