@@ -280,3 +280,16 @@ def test_replay_compares_policies_and_logs_to_the_model_run(
     logged = {a.path for a in client.list_artifacts(run_id, "replay")}
     assert logged == {"replay/replay.csv", "replay/replay.png"}
     assert "replay_model_minus_chrono" in client.get_run(run_id).data.metrics
+
+
+def test_drift_monitor_compares_model_scores(trained: tuple[Workspace, dict]) -> None:
+    from metrics.commands import monitor  # pylint: disable=import-outside-toplevel
+
+    ws, _ = trained
+    dataset = ws.datasets / "ranker_v1.parquet"
+    done = CliRunner().invoke(
+        monitor,
+        ["drift", "--workspace", str(ws.root), "--current", str(dataset), "--model", "champion"],
+    )
+    assert done.exit_code == 0, done.output
+    assert "model_score 0.0000" in " ".join(done.output.split())
