@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 TS = pa.timestamp("us", tz="UTC")
@@ -29,6 +30,12 @@ class TableSpec:
 
     name: str
     columns: tuple[tuple[str, pa.DataType, str], ...]
+    nullable: frozenset[str] = frozenset()
+    """Columns that may hold nulls; every other column must not."""
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
+    """(column, min, max) bounds, inclusive; None leaves a side open."""
+    ordered: tuple[tuple[str, str], ...] = ()
+    """(earlier, later) column pairs: earlier < later on every row."""
 
     @property
     def file_name(self) -> str:
@@ -65,6 +72,13 @@ TWEETS = TableSpec(
         ("length", pa.int32(), "Text length in characters."),
         ("created_at", TS, "When it was posted."),
     ),
+    ranges=(
+        ("tweet_id", 0, None),
+        ("author_id", 0, None),
+        ("topic", 0, None),
+        ("media_type", 0, 3),
+        ("length", 0, 280),
+    ),
 )
 VISITS = TableSpec(
     "visits",
@@ -74,6 +88,8 @@ VISITS = TableSpec(
         ("visit_time", TS, "When the user opened the feed."),
         ("prev_visit_time", TS, "The user's previous visit (or the world's start)."),
     ),
+    ranges=(("visit_id", 0, None), ("user_id", 0, None)),
+    ordered=(("prev_visit_time", "visit_time"),),
 )
 IMPRESSIONS = TableSpec(
     "impressions",
@@ -93,6 +109,13 @@ IMPRESSIONS = TableSpec(
         ("report", pa.bool_(), "Label: reported."),
         ("dwell_seconds", pa.float32(), "Seconds spent viewing."),
     ),
+    ranges=(
+        ("impression_id", 0, None),
+        ("user_id", 0, None),
+        ("tweet_id", 0, None),
+        ("position", 0, None),
+        ("dwell_seconds", 0, None),
+    ),
 )
 ORACLE = TableSpec(
     "oracle",
@@ -105,6 +128,9 @@ ORACLE = TableSpec(
         ("p_hide", pa.float32(), "True P(hide) at position 0."),
         ("p_report", pa.float32(), "True P(report) at position 0."),
     ),
+    ranges=tuple(
+        (f"p_{a}", 0, 1) for a in ("like", "reply", "retweet", "long_dwell", "hide", "report")
+    ),
 )
 EVENTS = TableSpec(
     "events",
@@ -116,6 +142,8 @@ EVENTS = TableSpec(
         ("dwell_seconds", pa.float32(), "Viewing time for impressions; null otherwise."),
         ("timestamp", TS, "When it happened."),
     ),
+    nullable=frozenset({"dwell_seconds"}),
+    ranges=(("user_id", 0, None), ("tweet_id", 0, None), ("dwell_seconds", 0, None)),
 )
 
 
@@ -136,7 +164,29 @@ def validate(table: pa.Table, spec: TableSpec, path: Path | str) -> pa.Table:
                 f"{path}: column '{name}' of table '{spec.name}' "
                 f"has type {actual}, expected {dtype}"
             )
-    return table.select([n for n, _, _ in spec.columns]).cast(spec.schema)
+    table = table.select([n for n, _, _ in spec.columns]).cast(spec.schema)
+    _check_values(table, spec, path)
+    return table
+
+
+def _check_values(table: pa.Table, spec: TableSpec, path: Path | str) -> None:
+    """Nulls, ranges and time order, each a one-line error naming the column."""
+    for name, _, _ in spec.columns:
+        nulls = table[name].null_count
+        if nulls and name not in spec.nullable:
+            raise TableError(f"{path}: column '{name}' has {nulls:,} null values")
+    for name, low, high in spec.ranges:
+        if table.num_rows == 0 or table[name].null_count == table.num_rows:
+            continue
+        bounds = pc.min_max(table[name])
+        if low is not None and bounds["min"].as_py() < low:
+            raise TableError(f"{path}: column '{name}' has {bounds['min']} < {low}")
+        if high is not None and bounds["max"].as_py() > high:
+            raise TableError(f"{path}: column '{name}' has {bounds['max']} > {high}")
+    for earlier, later in spec.ordered:
+        bad = pc.sum(pc.greater_equal(table[earlier], table[later])).as_py() or 0
+        if bad:
+            raise TableError(f"{path}: column '{earlier}' is not before '{later}' in {bad:,} rows")
 
 
 def write_table(table: pa.Table, spec: TableSpec, folder: Path) -> Path:

@@ -65,3 +65,34 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path: Path) -> N
         tables.write_parquet_atomic(Boom(), tmp_path / "users.parquet")  # type: ignore[arg-type]
     assert tables.read_table(tables.USERS, tmp_path).num_rows == 3
     assert [p.name for p in tmp_path.iterdir()] == ["users.parquet"]
+
+
+def test_nulls_ranges_and_time_order_are_checked(tmp_path: Path) -> None:
+    users = _users()
+    with_null = users.set_column(0, "user_id", pa.array([0, None, 2], pa.int64()))
+    with pytest.raises(tables.TableError, match=r"users\.parquet: column 'user_id' has 1 null"):
+        tables.write_table(with_null, tables.USERS, tmp_path)
+    tweets = pa.table(
+        {
+            "tweet_id": pa.array([0, 1], pa.int64()),
+            "author_id": pa.array([0, 0], pa.int64()),
+            "topic": pa.array([0, 1], pa.int32()),
+            "media_type": pa.array([0, 7], pa.int32()),
+            "length": pa.array([10, 20], pa.int32()),
+            "created_at": pa.array([0, 1], pa.int64()).cast(tables.TS),
+        }
+    )
+    with pytest.raises(tables.TableError, match=r"tweets\.parquet: column 'media_type' has 7 > 3"):
+        tables.write_table(tweets, tables.TWEETS, tmp_path)
+    visits = pa.table(
+        {
+            "visit_id": pa.array([0, 1], pa.int64()),
+            "user_id": pa.array([0, 0], pa.int64()),
+            "visit_time": pa.array([5, 9], pa.int64()).cast(tables.TS),
+            "prev_visit_time": pa.array([1, 9], pa.int64()).cast(tables.TS),
+        }
+    )
+    with pytest.raises(
+        tables.TableError, match=r"'prev_visit_time' is not before 'visit_time' in 1 rows"
+    ):
+        tables.write_table(visits, tables.VISITS, tmp_path)
