@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import FeatureStore
 
+from features.pipelines import FEATURE_TABLES
 from features.store import FEATURE_SERVICE
 from feedrank import tables
 from feedrank.workspace import Workspace
@@ -34,6 +36,20 @@ class TrainingSet:
     path: Path
     rows: int
     features: tuple[str, ...]
+
+
+def _check_feature_tables(workspace: Workspace) -> None:
+    """Fail with the file's name before Feast meets a missing or damaged feature table."""
+    for name in FEATURE_TABLES:
+        path = workspace.features / f"{name}.parquet"
+        try:
+            pq.read_metadata(path)
+        except FileNotFoundError:
+            raise tables.TableError(
+                f"{path}: no such file (run `feedrank features build`)"
+            ) from None
+        except (pa.ArrowException, OSError) as exc:
+            raise tables.TableError(f"{path}: not a readable parquet file: {exc}") from exc
 
 
 def feature_names(store: FeatureStore, service: str = FEATURE_SERVICE) -> list[str]:
@@ -61,6 +77,7 @@ def build_training_set(
         progress: called with (rows done, rows total).
     """
     actions = actions or load_actions()
+    _check_feature_tables(workspace)
     impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
     if max_rows is not None and impressions.num_rows > max_rows:
         impressions = impressions.slice(impressions.num_rows - max_rows)

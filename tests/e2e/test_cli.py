@@ -114,3 +114,21 @@ def test_feast_default_materialize_from_the_cli(tmp_path: Path) -> None:
     done = run("features", "materialize", "--feast-default", "--end", "2026-01-20", *w)
     assert done.returncode == 0, done.exception
     assert "materialized with Feast" in done.stdout
+
+
+def test_damaged_feature_table_stops_the_dataset_stage(tmp_path: Path) -> None:
+    ws = new_workspace(tmp_path)
+    w = ["--workspace", str(ws.root)]
+    for step in (
+        ["data", "generate", "--preset", "tiny", "--users", "60", *w],
+        ["features", "build", *w],
+        ["features", "apply", *w],
+    ):
+        assert run(*step).returncode == 0
+    table = ws.features / "user_author_affinity.parquet"
+    table.write_bytes(table.read_bytes()[:200])
+    done = run("dataset", "build", *w)
+    assert done.returncode == 1
+    assert isinstance(done.exception, SystemExit)
+    assert "user_author_affinity.parquet: not a readable parquet file" in done.stderr
+    assert not ws.datasets.exists()
