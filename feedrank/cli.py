@@ -87,6 +87,7 @@ class _LazyGroup(click.Group):
     lazy: ClassVar[dict[str, str]] = {
         "metrics": "metrics.commands:metrics",
         "monitor": "metrics.commands:monitor",
+        "serve": "serving.commands:serve_command",
         "train": "training.commands:train_command",
         "evaluate": "training.commands:evaluate_command",
         "promote": "training.commands:promote_command",
@@ -114,6 +115,7 @@ class _LazyGroup(click.Group):
 _LAZY_HELP = {
     "metrics": "Weighted engagement per user and A/B analysis over the event log.",
     "monitor": "Drift of served features and scores from the training data (PSI).",
+    "serve": "Serve the ranked feed: `bentoml serve serving.service:FeedRanker`.",
     "train": "Train the engagement model, log it to MLflow and register it.",
     "evaluate": "Evaluate a registered model against the oracle.",
     "promote": "Give the champion alias to the challenger if it passes the gate.",

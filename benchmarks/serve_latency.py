@@ -1,0 +1,294 @@
+"""Latency of ``POST /rank`` with 500 candidates over HTTP, next to the naive path.
+
+Copies a workspace (default: the repository's demo world) to a temporary
+folder, trains a quick champion there if it has none, fills the Redis
+profile (a Feast project and candidate keys of its own), and starts
+``bentoml serve`` (2 workers) once per profile. Each request is a random user
+with 500 tweets of the last two simulated days as candidates. Measured:
+
+- sequential p50/p95/p99 for the SQLite (embedded) and Redis (production) profiles;
+- concurrency 8 on the SQLite profile: requests per second and p99;
+- the naive path on the same requests, in process: Feast
+  ``get_online_features(...).to_dict()`` plus the model forward.
+
+Bars: p99 <= 20 ms sequential, p50 >= 15x faster than naive, >= 150 rps with
+p99 <= 50 ms at concurrency 8.
+
+    .venv/bin/python benchmarks/serve_latency.py [--workspace DIR] [--requests N]
+
+Needs Redis and PostgreSQL on 127.0.0.1 for the production profile. Ends with
+``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import subprocess  # nosec B404  # starts bentoml serve with a fixed argv
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from features.online import apply_repo, fill_online
+from features.store import FEATURE_SERVICE, Workspace, open_store
+from feedrank.tables import TWEETS, read_table
+from metrics.actions import load_actions
+from serving.candidates import load_redis_candidates
+from simulation.world import load_world_config, world_end
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+N_CANDIDATES = 500
+BARS = {"p99_ms": 20.0, "naive_ratio_p50": 15.0, "rps_c8": 150.0, "p99_ms_c8": 50.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _copy_workspace(source: Path, target: Path) -> Workspace:
+    shutil.copytree(
+        source / "feature_repo",
+        target / "feature_repo",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for part in ("world", "truth", "feast", "features", "datasets", "mlflow"):
+        if (source / "data" / part).exists():
+            shutil.copytree(source / "data" / part, target / "data" / part)
+    return Workspace(target)
+
+
+def _ensure_champion(ws: Workspace) -> None:
+    # pylint: disable=import-outside-toplevel
+    from training import registry
+    from training.commands import run_training_pipeline
+    from training.train import TrainConfig
+
+    try:
+        registry.model_version(registry.connect(ws), registry.CHAMPION)
+        return
+    except registry.PromotionError:
+        pass
+    print("no champion: training a quick one (1 epoch)", flush=True)
+    run_training_pipeline(ws.root, TrainConfig(max_epochs=1), progress=False)
+
+
+def _requests(ws: Workspace, n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Random users, each with 500 random tweets of the world's last two days."""
+    end = world_end(load_world_config(ws.world))
+    tweets = read_table(TWEETS, ws.world)
+    created = tweets["created_at"].cast(pa.int64()).to_numpy()
+    recent = tweets["tweet_id"].to_numpy()[created > (end.timestamp() - 2 * 86_400) * 1e6]
+    rng = np.random.default_rng(seed)
+    n_users = load_world_config(ws.world).n_users
+    return [
+        {
+            "user_id": int(rng.integers(n_users)),
+            "candidate_tweet_ids": rng.choice(recent, N_CANDIDATES, replace=False).tolist(),
+            "limit": 50,
+            "request_time": end.isoformat(),
+        }
+        for _ in range(n)
+    ]
+
+
+def _serve(ws: Workspace, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    full = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full.update(env, FEEDRANK_WORKSPACE=str(ws.root), FEEDRANK_FEATURE_SAMPLE_RATE="0.01")
+    proc = subprocess.Popen(  # nosec B603  # pylint: disable=consider-using-with  # outlives this call
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:FeedRanker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--arg",
+            f"workers={workers}",
+        ],
+        cwd=REPO_ROOT,
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("bentoml serve did not become ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {
+        "p50_ms": round(float(p50), 2),
+        "p95_ms": round(float(p95), 2),
+        "p99_ms": round(float(p99), 2),
+    }
+
+
+def _sequential(
+    url: str, requests: list[dict[str, Any]], warmup: int
+) -> tuple[dict[str, float], int]:
+    degraded = 0
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for body in requests[:warmup]:
+            client.post("/rank", json=body)
+        times = []
+        for body in requests[warmup:]:
+            start = time.perf_counter()
+            response = client.post("/rank", json=body)
+            times.append((time.perf_counter() - start) * 1000)
+            degraded += bool(response.json()["degraded"])
+    return _percentiles(times), degraded
+
+
+def _concurrent(
+    url: str, requests: list[dict[str, Any]], workers: int
+) -> tuple[dict[str, float], float, int]:
+    clients = [httpx.Client(base_url=url, timeout=10) for _ in range(workers)]
+
+    def call(i: int) -> tuple[float, bool]:
+        start = time.perf_counter()
+        response = clients[i % workers].post("/rank", json=requests[i])
+        return (time.perf_counter() - start) * 1000, bool(response.json()["degraded"])
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(call, range(len(requests))))
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    return (
+        _percentiles([t for t, _ in results]),
+        len(requests) / elapsed,
+        sum(d for _, d in results),
+    )
+
+
+def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
+    """Feast's own online read plus the model, in process, on the same requests."""
+    from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
+
+    store = open_store(ws)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    ranker = load_ranker(ws, "champion")
+    tweets = read_table(TWEETS, ws.world)
+    author_of = dict(
+        zip(tweets["tweet_id"].to_pylist(), tweets["author_id"].to_pylist(), strict=True)
+    )
+    times = []
+    for body in requests:
+        start = time.perf_counter()
+        ts = int(datetime.fromisoformat(body["request_time"]).timestamp())
+        rows = [
+            {"user_id": body["user_id"], "author_id": author_of[t], "tweet_id": t, "request_ts": ts}
+            for t in body["candidate_tweet_ids"]
+        ]
+        features = store.get_online_features(features=service, entity_rows=rows).to_dict()
+        ranker.predict_proba(
+            {k: np.asarray(v, dtype=float) for k, v in features.items() if k != "user_topic_rates"}
+        )
+        times.append((time.perf_counter() - start) * 1000)
+    return _percentiles(times)
+
+
+def main() -> None:
+    """Run the benchmark and print the RESULT line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
+    parser.add_argument("--requests", type=int, default=400, help="Timed requests per run.")
+    parser.add_argument("--naive-requests", type=int, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="feedrank-bench-bentoml-"))
+    with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as tmp:
+        ws = _copy_workspace(args.workspace, Path(tmp))
+        _ensure_champion(ws)
+        requests = _requests(ws, args.requests + 50)
+        result: dict[str, Any] = {}
+
+        proc, url = _serve(ws, {"FEEDRANK_FEAST_PROFILE": "embedded"}, workers=2)
+        try:
+            sqlite, degraded = _sequential(url, requests, 50)
+            c8, rps, degraded_c8 = _concurrent(url, requests[50:], 8)
+        finally:
+            _stop(proc)
+        print(f"sqlite sequential {sqlite} degraded={degraded}", flush=True)
+        print(f"sqlite concurrency 8: {c8} rps={rps:.0f} degraded={degraded_c8}", flush=True)
+
+        project = f"bench{uuid.uuid4().hex[:8]}"
+        store = open_store(ws, "production", project=project)
+        import redis  # pylint: disable=import-outside-toplevel
+
+        candidates = redis.Redis("127.0.0.1", 6379)
+        try:
+            apply_repo(store, ws)
+            fill_online(store, ws, world_end(load_world_config(ws.world)))
+            load_redis_candidates(
+                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
+            )
+            proc, url = _serve(
+                ws, {"FEEDRANK_FEAST_PROFILE": "production", "FEEDRANK_FEAST_PROJECT": project}, 2
+            )
+            try:
+                redis_seq, degraded_r = _sequential(url, requests, 50)
+            finally:
+                _stop(proc)
+        finally:
+            store.teardown()
+            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
+                candidates.unlink(key)
+        print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
+
+        naive = _naive(ws, requests[: args.naive_requests])
+        print(f"naive (get_online_features + model) {naive}", flush=True)
+        result = {
+            "p50_ms_sqlite": sqlite["p50_ms"],
+            "p95_ms_sqlite": sqlite["p95_ms"],
+            "p99_ms_sqlite": sqlite["p99_ms"],
+            "p50_ms_redis": redis_seq["p50_ms"],
+            "p95_ms_redis": redis_seq["p95_ms"],
+            "p99_ms_redis": redis_seq["p99_ms"],
+            "naive_p50_ms": naive["p50_ms"],
+            "naive_ratio_p50": round(naive["p50_ms"] / sqlite["p50_ms"], 1),
+            "rps_c8": round(rps, 1),
+            "p99_ms_c8": c8["p99_ms"],
+            "degraded": degraded + degraded_c8 + degraded_r,
+        }
+        print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Request and response bodies of the serving API (pydantic: validated before any work).
+
+Limits live here, next to the fields they bound, so the OpenAPI schema that
+BentoML publishes states them and a bad request is a 400 naming the field,
+never a half-done ranking. ``extra="forbid"``: a misspelt field is an error,
+not silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from metrics.actions import IMPRESSION, load_actions
+
+MAX_CANDIDATES = 2000
+MAX_LIMIT = 500
+MAX_EVENTS = 1000
+
+UserId = Annotated[int, Field(ge=0, strict=True, description="User id (>= 0).")]
+TweetId = Annotated[int, Field(ge=0, strict=True, description="Tweet id (>= 0).")]
+
+
+def _aware(value: datetime) -> datetime:
+    """Naive times are read as UTC: the world and the event log are in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class RankRequest(BaseModel):
+    """``POST /rank``: a feed for one user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId
+    candidate_tweet_ids: list[TweetId] | None = Field(
+        None,
+        max_length=MAX_CANDIDATES,
+        description="Tweets to rank; omitted: the followees' tweets since the last visit.",
+    )
+    limit: int = Field(
+        50, ge=1, le=MAX_LIMIT, strict=True, description="How many tweets to return."
+    )
+    request_time: AwareDatetime | None = Field(
+        None,
+        description="ISO time the feed is for (default: now; the demo passes the world's end).",
+    )
+
+
+class RankedItem(BaseModel):
+    """One tweet of the feed."""
+
+    tweet_id: int
+    author_id: int
+    rank: int = Field(description="0-based position in the feed.")
+    score: float = Field(description="Weighted engagement (reverse-chronological feed: 0).")
+    probabilities: dict[str, float] = Field(description="P(action) per action (empty if degraded).")
+
+
+class RankResponse(BaseModel):
+    """``POST /rank`` answer; ``degraded`` says the ranking fell back to newest-first."""
+
+    items: list[RankedItem]
+    model_version: str
+    candidate_count: int
+    candidate_source: str = Field(description="followees, cold_start or request.")
+    degraded: bool
+    reason: str | None
+    timings_ms: dict[str, float]
+
+
+class Event(BaseModel):
+    """One engagement event, in the schema of ``feedrank.tables.EVENTS``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=128, description="Unique; a retry keeps it.")
+    user_id: UserId
+    tweet_id: TweetId
+    action: str = Field(description="'impression' or an action of metrics/actions.yaml.")
+    dwell_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+    timestamp: AwareDatetime
+
+    @field_validator("action")
+    @classmethod
+    def _known_action(cls, action: str) -> str:
+        known = (IMPRESSION, *load_actions().names)
+        if action not in known:
+            raise ValueError(f"unknown action {action!r}; known: {', '.join(known)}")
+        return action
+
+
+EventBatch = Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS)]
+
+
+class EventsResponse(BaseModel):
+    """``POST /events`` answer."""
+
+    received: int
+    accepted: int = Field(description="New events appended to the log.")
+    duplicates: int = Field(description="Events whose id was already logged (retries).")
+    pushed_tweets: int = Field(description="Tweets whose fresh counters reached Feast.")

@@ -1,0 +1,163 @@
+"""Fixtures of the serving tests: a workspace with a champion, and the service three ways."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from features.store import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_SAVED_HOME: list[str | None] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:  # pytest hook signature
+    """A BentoML home of the test session: the model store never touches ~/bentoml."""
+    _SAVED_HOME.append(os.environ.get("BENTOML_HOME"))
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="feedrank-bentoml-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Drop the session's BentoML home."""
+    shutil.rmtree(os.environ["BENTOML_HOME"], ignore_errors=True)
+    previous = _SAVED_HOME.pop() if _SAVED_HOME else None
+    if previous is None:
+        os.environ.pop("BENTOML_HOME", None)
+    else:
+        os.environ["BENTOML_HOME"] = previous
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def served_workspace(
+    tiny_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> Workspace:
+    """A copy of the tiny workspace with a quickly trained champion in its own MLflow store."""
+    # pylint: disable=import-outside-toplevel
+    from training.commands import run_training_pipeline
+    from training.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(tiny_workspace.root, root, dirs_exist_ok=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        summary = run_training_pipeline(
+            root, TrainConfig(max_epochs=2), register=True, promote=True, progress=False
+        )
+    assert summary["promotion"] == "promoted", summary
+    return Workspace(root)
+
+
+@pytest.fixture(scope="session")
+def world_end_iso(served_workspace: Workspace) -> str:
+    """The simulated world's end: "now" for feed requests."""
+    from simulation.world import load_world_config, world_end  # pylint: disable=import-outside-toplevel
+
+    return world_end(load_world_config(served_workspace.world)).isoformat()
+
+
+def serving_environ(ws: Workspace, **extra: str) -> dict[str, str]:
+    """Environment variables pointing the service at a workspace."""
+    env = {
+        "FEEDRANK_WORKSPACE": str(ws.root),
+        "FEEDRANK_FEAST_PROFILE": "embedded",
+        "FEEDRANK_FEATURE_DEADLINE_MS": "2000",  # CI machines are slow; outages still fail fast
+        "FEEDRANK_FEATURE_SAMPLE_RATE": "1.0",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ranker(served_workspace: Workspace) -> Iterator[object]:
+    """The service class instantiated directly (embedded profile)."""
+    from serving.service import FeedRanker  # pylint: disable=import-outside-toplevel
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in serving_environ(served_workspace).items():
+            env.setenv(key, value)
+        env.delenv("FEEDRANK_MODEL_TAG", raising=False)
+        env.delenv("FEEDRANK_MODEL_SOURCE", raising=False)
+        service = FeedRanker()
+        yield service
+        service.close()
+
+
+def start_server(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """``bentoml serve serving.service:FeedRanker`` from the repo root, as a subprocess."""
+    return subprocess.Popen(  # fixed argv
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:FeedRanker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: do not leak the
+        # test process's store into the server (it derives it from the workspace).
+        env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 90.0) -> None:
+    """Poll /readyz until 200; fail with the server's output if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{output[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    pytest.fail(f"bentoml serve not ready after {timeout} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the server we started and wait for it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_url(served_workspace: Workspace) -> Iterator[str]:
+    """A running ``bentoml serve`` (2 workers) on a free port."""
+    port = free_port()
+    proc = start_server(serving_environ(served_workspace), port, "--arg", "workers=2")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url)
+        yield url
+    finally:
+        stop_server(proc)

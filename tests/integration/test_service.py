@@ -1,0 +1,260 @@
+"""The serving API three ways: the class called directly, the ASGI app, ``bentoml serve``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from features.store import Workspace, open_store
+from metrics.actions import load_actions
+from serving.schemas import RankRequest
+from tests.integration.conftest import free_port, serving_environ, start_server, stop_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ACTIONS = load_actions().names
+
+
+def _check_feed(body: dict[str, Any], limit: int) -> None:
+    items = body["items"]
+    assert len(items) <= limit
+    assert [i["rank"] for i in items] == list(range(len(items)))
+    assert len({i["tweet_id"] for i in items}) == len(items)
+    if not body["degraded"]:
+        assert all(set(i["probabilities"]) == set(ACTIONS) for i in items)
+    assert set(body["timings_ms"]) == {"candidates", "features", "model", "policy", "total"}
+
+
+def test_class_ranks_followee_tweets_by_weighted_score(ranker: Any, world_end_iso: str) -> None:
+    response = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=50))
+    body = response.model_dump()
+    _check_feed(body, 50)
+    assert body["candidate_source"] == "followees"
+    assert not body["degraded"] and body["reason"] is None
+    assert body["candidate_count"] >= len(body["items"]) > 0
+    assert body["model_version"].startswith("feed-ranker:")
+    weights = np.asarray(load_actions().weights)
+    for item in body["items"]:
+        expected = np.asarray([item["probabilities"][a] for a in ACTIONS]) @ weights
+        assert item["score"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_serves_cold_start_to_unknown_user(ranker: Any, world_end_iso: str) -> None:
+    body = ranker.rank(RankRequest(user_id=10**9, request_time=world_end_iso, limit=10))
+    assert body.candidate_source == "cold_start"
+    assert not body.degraded
+    assert 0 < len(body.items) <= 10
+
+
+def test_class_ranks_given_candidates_only(ranker: Any, world_end_iso: str) -> None:
+    given = [1, 2, 3, 4, 5, 10**12]  # the last one is unknown: dropped
+    body = ranker.rank(
+        RankRequest(user_id=7, candidate_tweet_ids=given, request_time=world_end_iso, limit=3)
+    )
+    assert body.candidate_source == "request"
+    assert body.candidate_count == 5
+    assert len(body.items) == 3
+    assert {i.tweet_id for i in body.items} <= set(given)
+
+
+def test_class_falls_back_when_the_model_fails(
+    ranker: Any, world_end_iso: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(columns: Any) -> Any:
+        raise RuntimeError("weights are corrupt")
+
+    monkeypatch.setattr(ranker.model.ranker, "predict_proba", broken)
+    body = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20))
+    assert body.degraded and body.reason == "model failed"
+    created = ranker.candidates.lookup(np.asarray([i.tweet_id for i in body.items])).created_us
+    assert list(created) == sorted(created, reverse=True)  # reverse-chronological
+
+
+def test_class_logs_feature_samples(ranker: Any, world_end_iso: str) -> None:
+    ranker.rank(RankRequest(user_id=6, request_time=world_end_iso))
+    samples = list((ranker.config.serving_dir / "feature_samples").glob("*.jsonl"))
+    assert samples and samples[0].read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def asgi(served_workspace: Workspace) -> Iterator[TestClient]:
+    """The BentoML ASGI app through Starlette's test client (lifespan runs __init__)."""
+    from serving.service import FeedRanker  # pylint: disable=import-outside-toplevel
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in serving_environ(served_workspace).items():
+            env.setenv(key, value)
+        with TestClient(FeedRanker.to_asgi()) as client:
+            yield client
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "user_id"),
+        ({"user_id": -1}, "user_id"),
+        ({"user_id": 1, "limit": 0}, "limit"),
+        ({"user_id": 1, "limit": 501}, "limit"),
+        ({"user_id": 1, "candidate_tweet_ids": list(range(10_000))}, "candidate_tweet_ids"),
+        ({"user_id": "one"}, "user_id"),
+        ({"user_id": 1, "candidate_tweet_ids": ["a"]}, "candidate_tweet_ids"),
+        ({"user_id": 1, "request_time": "yesterday"}, "request_time"),
+        ({"user_id": 1, "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_rank_requests_are_400_naming_the_field(
+    asgi: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = asgi.post("/rank", json=body)
+    assert response.status_code == 400
+    detail = response.json()
+    assert field in {str(p) for err in detail["detail"] for p in err["loc"]}
+    assert "Traceback" not in response.text
+
+
+def test_malformed_json_is_400(asgi: TestClient) -> None:
+    response = asgi.post(
+        "/rank", content=b'{"user_id": 1,', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "json" in response.text.lower()
+
+
+def _event(event_id: str, user: int, tweet: int, action: str, ts: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "user_id": user,
+        "tweet_id": tweet,
+        "action": action,
+        "timestamp": ts,
+    }
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {
+            "event_id": "x",
+            "user_id": 1,
+            "tweet_id": 2,
+            "action": "love",
+            "timestamp": "2026-01-10T00:00:00Z",
+        },
+        {"event_id": "x", "user_id": 1, "tweet_id": 2, "action": "like"},
+        {
+            "event_id": "x",
+            "user_id": 1,
+            "tweet_id": 2,
+            "action": "impression",
+            "dwell_seconds": -1,
+            "timestamp": "2026-01-10T00:00:00Z",
+        },
+    ],
+)
+def test_bad_events_are_400(asgi: TestClient, event: dict[str, Any]) -> None:
+    response = asgi.post("/events", json=[event])
+    assert response.status_code == 400
+    assert response.json()["detail"]
+
+
+def test_event_batch_limits(asgi: TestClient) -> None:
+    assert asgi.post("/events", json=[]).status_code == 400
+    many = [_event(f"m{i}", 1, 2, "like", "2026-01-10T00:00:00Z") for i in range(1001)]
+    assert asgi.post("/events", json=many).status_code == 400
+
+
+def _online_counts(ws: Workspace, tweet: int) -> dict[str, int]:
+    names = ["tweet_impressions", "tweet_like_count"]
+    found = (
+        open_store(ws)
+        .get_online_features(
+            features=[f"tweet_engagement:{n}" for n in names], entity_rows=[{"tweet_id": tweet}]
+        )
+        .to_dict()
+    )
+    return {n: int(found[n][0] or 0) for n in names}
+
+
+def test_events_are_idempotent_and_reach_feast(
+    asgi: TestClient, served_workspace: Workspace, world_end_iso: str
+) -> None:
+    tweet = 11
+    before = _online_counts(served_workspace, tweet)
+    batch = [
+        _event("idem-1", 3, tweet, "impression", world_end_iso),
+        _event("idem-2", 3, tweet, "like", world_end_iso),
+        _event("idem-3", 4, tweet, "like", world_end_iso),
+        _event("idem-3", 4, tweet, "like", world_end_iso),  # repeated inside the batch
+    ]
+    first = asgi.post("/events", json=batch)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": 4, "accepted": 3, "duplicates": 1, "pushed_tweets": 1}
+    retry = asgi.post("/events", json=batch).json()
+    assert retry["accepted"] == 0 and retry["duplicates"] == 4
+    after = _online_counts(served_workspace, tweet)
+    assert after == {
+        "tweet_impressions": before["tweet_impressions"] + 1,
+        "tweet_like_count": before["tweet_like_count"] + 2,
+    }
+
+
+def test_impressions_remove_tweets_from_the_next_feed(asgi: TestClient, world_end_iso: str) -> None:
+    feeds = (
+        (user, asgi.post("/rank", json={"user_id": user, "request_time": world_end_iso}).json())
+        for user in range(100, 200)
+    )
+    user, feed = next((u, f) for u, f in feeds if f["items"])
+    shown = feed["items"][0]["tweet_id"]
+    # Shown at the request time: not yet a past visit, but already seen.
+    logged = asgi.post(
+        "/events", json=[_event(f"seen-{user}", user, shown, "impression", world_end_iso)]
+    )
+    assert logged.status_code == 200
+    again = asgi.post("/rank", json={"user_id": user, "request_time": world_end_iso}).json()
+    assert shown not in {i["tweet_id"] for i in again["items"]}
+
+
+def test_health_and_metrics_endpoints(asgi: TestClient, world_end_iso: str) -> None:
+    assert asgi.get("/livez").status_code == 200
+    assert asgi.get("/readyz").status_code == 200
+    asgi.post("/rank", json={"user_id": 5, "request_time": world_end_iso})
+    metrics = asgi.get("/metrics").text
+    assert "feedrank_rank_stage_seconds" in metrics
+
+
+def test_bentoml_serve_with_sync_client_and_httpx(server_url: str, world_end_iso: str) -> None:
+    with bentoml.SyncHTTPClient(server_url) as client:
+        body = client.rank({"user_id": 5, "request_time": world_end_iso, "limit": 10})
+    _check_feed(body, 10)
+    assert not body["degraded"]
+    response = httpx.post(
+        f"{server_url}/rank", json={"user_id": 5, "request_time": world_end_iso, "limit": 10}
+    )
+    assert response.status_code == 200
+    assert response.json()["items"] == body["items"]
+    bad = httpx.post(f"{server_url}/rank", json={"user_id": -3})
+    assert bad.status_code == 400 and "Traceback" not in bad.text
+    assert "feedrank_rank_stage_seconds" in httpx.get(f"{server_url}/metrics").text
+
+
+def test_bentoml_serve_refuses_to_start_without_a_model(
+    served_workspace: Workspace, tmp_path: Any
+) -> None:
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    empty = tmp_path / "ws"
+    shutil.copytree(served_workspace.repo, empty / "feature_repo")
+    env = serving_environ(Workspace(empty), BENTOML_HOME=str(tmp_path / "bentoml"))
+    proc = start_server(env, free_port())
+    try:
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        stop_server(proc)
+    assert proc.returncode != 0
+    assert b"cannot start: no model feed-ranker:latest" in output
