@@ -25,9 +25,11 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import redis
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -155,16 +157,16 @@ class RowCache:
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._rows: dict[bytes, tuple[float, object]] = {}
+        self._rows: dict[int, tuple[float, object]] = {}
 
-    def get(self, key: bytes, now: float) -> object | None:
+    def get(self, key: int, now: float) -> object | None:
         """The row, or None when absent or expired."""
         hit = self._rows.get(key)
         if hit is None or hit[0] < now:
             return None
         return hit[1]
 
-    def put(self, key: bytes, row: object, now: float) -> None:
+    def put(self, key: int, row: object, now: float) -> None:
         """Store a row; evicts the oldest quarter when full."""
         if self.ttl <= 0:
             return
@@ -188,6 +190,7 @@ class OnlineFeatureReader:
         freshness: seconds a decoded row may be served from memory, per view
             (default :data:`DEFAULT_FRESHNESS`; 0 disables the cache for a view).
         max_entries: bound on cached rows per view.
+        redis_timeout: seconds a Redis connect or read may take before the read fails.
     """
 
     def __init__(
@@ -196,8 +199,10 @@ class OnlineFeatureReader:
         service: str = FEATURE_SERVICE,
         freshness: Mapping[str, float] | None = None,
         max_entries: int = 200_000,
+        redis_timeout: float = 0.05,
     ) -> None:
         self.store = store
+        self.redis_timeout = redis_timeout
         self.online_type = store.config.online_store.type
         if self.online_type not in ("sqlite", "redis"):
             raise ValueError(f"no fast reader for online store {self.online_type!r}")
@@ -240,12 +245,27 @@ class OnlineFeatureReader:
         self._project = project.encode("utf-8")
 
     def _keys(self, spec: _View, columns: Mapping[str, np.ndarray]) -> list[bytes]:
+        """Feast's serialized entity keys for rows of join-key columns (template patching)."""
         n = len(next(iter(columns.values())))
         buf = np.tile(np.frombuffer(spec.template, dtype=np.uint8), (n, 1))
         for name, off in zip(spec.join_keys, spec.offsets, strict=True):
             values = np.asarray(columns[name], dtype="<i8")
             buf[:, off : off + 8] = values.view(np.uint8).reshape(-1, 8)
         return [row.tobytes() for row in buf]
+
+    @staticmethod
+    def _ids(spec: _View, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One int64 per row identifying the entity: the cache key (no bytes needed)."""
+        if len(spec.join_keys) == 1:
+            return columns[spec.join_keys[0]]
+        high, low = (columns[k] for k in spec.join_keys)
+        if (
+            len(spec.join_keys) > 2
+            or high.max(initial=0) >= 1 << 31
+            or low.max(initial=0) >= 1 << 32
+        ):
+            raise ValueError(f"{spec.view.name}: ids too large to combine into one cache key")
+        return (high << 32) | low
 
     def _read_sqlite(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
         if self._sqlite is None:
@@ -268,9 +288,7 @@ class OnlineFeatureReader:
 
     def _read_redis(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
         if self._redis is None:
-            # pylint: disable-next=protected-access
-            provider_store = self.store._get_provider().online_store
-            self._redis = provider_store._get_client(self.store.config.online_store)  # pylint: disable=protected-access
+            self._redis = self._redis_client()
         unique = keys
         with self._redis.pipeline(transaction=False) as pipe:
             for key in unique:
@@ -285,42 +303,51 @@ class OnlineFeatureReader:
         return found
 
     def _rows(
-        self, spec: _View, keys: list[bytes]
+        self, spec: _View, ids: np.ndarray, columns: Mapping[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, list[list[float] | None]]]:
-        """Decoded rows of distinct ``keys``: cached ones from memory, the rest from the store."""
+        """Decoded rows of distinct entities: cached ones from memory, the rest from the store.
+
+        Args:
+            spec: the feature view.
+            ids: distinct cache keys (see :meth:`_ids`).
+            columns: the join-key values of those entities, aligned with ``ids``.
+        """
         now = time.monotonic()
-        cached = [spec.cache.get(k, now) for k in keys]
-        missing = [k for k, hit in zip(keys, cached, strict=True) if hit is None]
+        id_list = ids.tolist()
+        cached = [spec.cache.get(i, now) for i in id_list]
+        missing = [j for j, hit in enumerate(cached) if hit is None]
         if missing:
+            keys = self._keys(spec, {k: v[missing] for k, v in columns.items()})
             reader = self._read_sqlite if self.online_type == "sqlite" else self._read_redis
-            found = reader(spec, missing)
-            rows = [found.get(k, _EMPTY) for k in missing]
-            matrix = (
-                np.column_stack(
-                    [
-                        decode([r.get(name) for r in rows], spec.dtypes[name])
-                        for name in spec.numeric
-                    ]
-                )
-                if spec.numeric
-                else np.empty((len(missing), 0))
-            )
+            found = reader(spec, keys)
+            rows = [found.get(k, _EMPTY) for k in keys]
+            fetched = np.empty((len(missing), len(spec.numeric)))
+            for c, name in enumerate(spec.numeric):
+                fetched[:, c] = decode([r.get(name) for r in rows], spec.dtypes[name])
             lists = {name: decode_lists([r.get(name) for r in rows]) for name in spec.lists}
-            fetched = {}
-            for i, key in enumerate(missing):
-                row = (matrix[i], tuple(lists[name][i] for name in spec.lists))
-                spec.cache.put(key, row, now)
-                fetched[key] = row
-            cached = [
-                hit if hit is not None else fetched[k] for k, hit in zip(keys, cached, strict=True)
-            ]
-        matrix = (
-            np.stack([vector for vector, _ in cached])
-            if cached
-            else np.empty((0, len(spec.numeric)))
-        )
-        lists = {name: [extra[j] for _, extra in cached] for j, name in enumerate(spec.lists)}
-        return matrix, lists
+            for i, j in enumerate(missing):
+                row = (fetched[i], tuple(lists[name][i] for name in spec.lists))
+                spec.cache.put(id_list[j], row, now)
+                cached[j] = row
+        matrix = np.array([vector for vector, _ in cached]).reshape(len(cached), len(spec.numeric))
+        lists_out = {name: [extra[j] for _, extra in cached] for j, name in enumerate(spec.lists)}
+        return matrix, lists_out
+
+    def _redis_client(self) -> redis.Redis:
+        """A client that gives up fast: a dead Redis must become a fallback, not a hang.
+
+        Feast's own client (no socket timeouts, retries) is kept for clusters
+        and sentinels, whose clients this reader does not rebuild.
+        """
+        config = self.store.config.online_store
+        if config.redis_type != RedisType.redis:
+            # pylint: disable-next=protected-access
+            return self.store._get_provider().online_store._get_client(config)
+        # pylint: disable-next=protected-access
+        nodes, kwargs = RedisOnlineStore._parse_connection_string(config.connection_string)
+        kwargs.setdefault("socket_timeout", self.redis_timeout)
+        kwargs.setdefault("socket_connect_timeout", self.redis_timeout)
+        return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), retry=None, **kwargs)
 
     def read(
         self, entities: Mapping[str, np.ndarray], request_ts: int
@@ -339,11 +366,13 @@ class OnlineFeatureReader:
         out: dict[str, np.ndarray | list] = {}
         try:
             for spec in self._views:
-                keys = self._keys(spec, entities)
+                columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
                 # Each distinct entity once (the user's row repeats N times).
-                index: dict[bytes, int] = {}
-                inverse = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, n)
-                matrix, lists = self._rows(spec, list(index))
+                ids, first, inverse = np.unique(
+                    self._ids(spec, columns), return_index=True, return_inverse=True
+                )
+                unique = {k: v[first] for k, v in columns.items()}
+                matrix, lists = self._rows(spec, ids, unique)
                 for j, name in enumerate(spec.numeric):
                     out[name] = matrix[inverse, j]
                 for name, values in lists.items():
