@@ -10,46 +10,20 @@ from __future__ import annotations
 # Each command imports its stage inside the function: Feast, MLflow and torch
 # take seconds to import, and `feedrank --help` should not wait for them.
 # pylint: disable=import-outside-toplevel
-import functools
 import importlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
 import click
 from tqdm import tqdm
 
-from feedrank import tables
+from feedrank.options import one_line_errors, workspace_option
 from feedrank.workspace import Workspace
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _clear_errors(func: F) -> F:
-    """Turn the errors a user can fix into one-line CLI errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (tables.TableError, ValueError, OSError, KeyError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-workspace_option = click.option(
-    "--workspace",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT,
-    show_default="the repository root",
-    envvar="FEEDRANK_WORKSPACE",
-    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
-)
 profile_option = click.option(
     "--profile",
     type=click.Choice(["embedded", "production"]),
@@ -161,7 +135,7 @@ def data() -> None:
     default=None,
     help="Override the mean number of accounts a user follows (the brief: ~100).",
 )
-@_clear_errors
+@one_line_errors()
 def data_generate(
     workspace: Path,
     preset: str,
@@ -195,7 +169,7 @@ def features() -> None:
 
 @features.command("build")
 @workspace_option
-@_clear_errors
+@one_line_errors()
 def features_build(workspace: Path) -> None:
     """Compute the time-stamped feature tables (DATA/features) from the world."""
     from features.pipelines import build_features
@@ -209,7 +183,7 @@ def features_build(workspace: Path) -> None:
 @features.command("apply")
 @workspace_option
 @profile_option
-@_clear_errors
+@one_line_errors()
 def features_apply(workspace: Path, profile: str) -> None:
     """Register the feature repo's objects in Feast (`feast apply`)."""
     from features.online import apply_repo
@@ -234,7 +208,7 @@ def features_apply(workspace: Path, profile: str) -> None:
     is_flag=True,
     help="Use Feast's own materialize-incremental instead of the fast column-wise fill.",
 )
-@_clear_errors
+@one_line_errors()
 def features_materialize(
     workspace: Path, profile: str, end: datetime | None, feast_default: bool
 ) -> None:
@@ -275,7 +249,7 @@ def dataset() -> None:
     default=None,
     help="Keep only the latest N impressions (default: all).",
 )
-@_clear_errors
+@one_line_errors()
 def dataset_build(workspace: Path, max_rows: int | None) -> None:
     """Point-in-time training set through the ranker_v1 FeatureService."""
     from features.store import open_store
@@ -297,7 +271,7 @@ def dataset_build(workspace: Path, max_rows: int | None) -> None:
     show_default=True,
     help="World size.",
 )
-@_clear_errors
+@one_line_errors()
 def demo(workspace: Path, preset: str) -> None:
     """Run the whole pipeline on the embedded defaults and print a summary."""
     from feedrank.demo import run_demo

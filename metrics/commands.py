@@ -15,6 +15,7 @@ from typing import Any, cast
 import click
 import pandas as pd
 
+from feedrank.options import workspace_option
 from feedrank.tables import TableError
 from metrics.ab import SRM_THRESHOLD, Experiment, ExperimentResult, analyze_experiment
 from metrics.actions import ActionsFileError, load_actions
@@ -342,14 +343,7 @@ def monitor() -> None:
     default=None,
     help="The training distribution (default: WORKSPACE/data/datasets/ranker_v1.parquet).",
 )
-@click.option(
-    "--workspace",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(__file__).resolve().parents[1],
-    show_default="the repository root",
-    envvar="FEEDRANK_WORKSPACE",
-    help="Folder holding data/ (env FEEDRANK_WORKSPACE).",
-)
+@workspace_option
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0, min_open=True),

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import click
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from feedrank.options import REPO_ROOT, workspace_option
 
 
 @click.command("serve")
-@click.option(
-    "--workspace",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=REPO_ROOT,
-    show_default="the repository root",
-    envvar="FEEDRANK_WORKSPACE",
-    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
-)
+@workspace_option
 @click.option(
     "--profile",
     type=click.Choice(["embedded", "production"]),

@@ -7,59 +7,22 @@ Each command parses options, calls :mod:`training.train`,
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from mlflow.exceptions import MlflowException
 
 from features.store import FEATURE_SERVICE
-from feedrank.tables import TableError
+from feedrank.options import REPO_ROOT, one_line_errors, workspace_option
 from feedrank.workspace import Workspace
-from metrics.actions import ActionsFileError, load_actions
+from metrics.actions import load_actions
 from training import registry
 from training.evaluate import evaluate
 from training.model import ModelConfig
 from training.train import TrainConfig, train
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-F = TypeVar("F", bound=Callable[..., Any])
-_USER_ERRORS = (TableError, ActionsFileError, MlflowException, ValueError, OSError, KeyError)
-
-
-def _one_line_errors(func: F) -> F:
-    """Turn the errors a user can fix into one-line CLI errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (
-            TableError,
-            ActionsFileError,
-            MlflowException,
-            ValueError,
-            OSError,
-            KeyError,
-        ) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(message) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-_workspace = click.option(
-    "--workspace",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT,
-    show_default="the repository root",
-    envvar="FEEDRANK_WORKSPACE",
-    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
-)
 
 
 def run_training_pipeline(
@@ -112,7 +75,7 @@ def _rank() -> str:
 
 
 @click.command("train")
-@_workspace
+@workspace_option
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
@@ -167,7 +130,7 @@ def _rank() -> str:
     show_default=True,
     help="Show a progress bar with the live loss.",
 )
-@_one_line_errors
+@one_line_errors(MlflowException)
 def train_command(
     workspace: Path,
     epochs: int,
@@ -199,7 +162,7 @@ def train_command(
 
 
 @click.group("evaluate", invoke_without_command=True)
-@_workspace
+@workspace_option
 @click.option(
     "--model",
     "ref",
@@ -214,7 +177,7 @@ def train_command(
     help="Write calibration, ROC and lift plots here (default: no plots).",
 )
 @click.pass_context
-@_one_line_errors
+@one_line_errors(MlflowException)
 def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: Path | None) -> None:
     """Evaluate a registered model on the workspace's test day against the oracle.
 
@@ -227,7 +190,7 @@ def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: P
 
 
 @evaluate_command.command("replay")
-@_workspace
+@workspace_option
 @click.option(
     "--model",
     "ref",
@@ -257,7 +220,7 @@ def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: P
     help="Independent simulations of each held-out visit (narrower intervals).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replay.")
-@_one_line_errors
+@one_line_errors(MlflowException)
 def replay_command(
     workspace: Path, ref: str, limit: int, explore_share: float, draws: int, seed: int
 ) -> None:
@@ -289,7 +252,7 @@ def replay_command(
 
 
 @click.command("promote")
-@_workspace
+@workspace_option
 @click.option(
     "--require-approval",
     is_flag=True,
@@ -323,7 +286,7 @@ def replay_command(
     show_default=True,
     help="A pending promotion older than this expires instead of being approved.",
 )
-@_one_line_errors
+@one_line_errors(MlflowException)
 def promote_command(
     workspace: Path,
     require_approval: bool,
