@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -99,8 +102,22 @@ def ranker(served_workspace: Workspace) -> Iterator[object]:
         service.close()
 
 
+_LOGS: dict[int, Path] = {}
+"""Server pid -> the file its output goes to."""
+
+
 def start_server(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[bytes]:
     """``bentoml serve serving.service:FeedRanker`` from the repo root, as a subprocess."""
+    log = Path(tempfile.gettempdir()) / f"feedrank-bentoml-{port}.log"
+    with log.open("wb") as output:
+        proc = _popen(env, port, output, *extra)
+    _LOGS[proc.pid] = log
+    return proc
+
+
+def _popen(
+    env: dict[str, str], port: int, output: IO[bytes], *extra: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # fixed argv
         [
             sys.executable,
@@ -118,9 +135,19 @@ def start_server(env: dict[str, str], port: int, *extra: str) -> subprocess.Pope
         # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: do not leak the
         # test process's store into the server (it derives it from the workspace).
         env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **env},
-        stdout=subprocess.PIPE,
+        # A file, not a pipe: nobody reads a pipe while the server runs, and a
+        # full pipe would block the server's logging under load.
+        stdout=output,
         stderr=subprocess.STDOUT,
+        # Its own process group, so stop_server ends the workers too.
+        start_new_session=True,
     )
+
+
+def server_output(proc: subprocess.Popen[bytes]) -> str:
+    """What the server printed so far."""
+    log = _LOGS.get(proc.pid)
+    return log.read_text(errors="replace") if log is not None and log.exists() else ""
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 90.0) -> None:
@@ -128,7 +155,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 90.0) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            output = server_output(proc)
             pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{output[-3000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
@@ -136,18 +163,24 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 90.0) -
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    proc.terminate()
-    pytest.fail(f"bentoml serve not ready after {timeout} s")
+    stop_server(proc)
+    pytest.fail(f"bentoml serve not ready after {timeout} s:\n{server_output(proc)[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the server we started and wait for it."""
-    proc.terminate()
+    """Terminate the server we started, its workers included, and wait for it."""
+    group = proc.pid  # start_new_session: the server leads its own process group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
         proc.wait()
+    # Workers that outlive the arbiter's shutdown go with the group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

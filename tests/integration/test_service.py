@@ -14,7 +14,13 @@ from starlette.testclient import TestClient
 from features.store import Workspace, open_store
 from metrics.actions import load_actions
 from serving.schemas import RankRequest
-from tests.integration.conftest import free_port, serving_environ, start_server, stop_server
+from tests.integration.conftest import (
+    free_port,
+    server_output,
+    serving_environ,
+    start_server,
+    stop_server,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -253,8 +259,8 @@ def test_bentoml_serve_refuses_to_start_without_a_model(
     env = serving_environ(Workspace(empty), BENTOML_HOME=str(tmp_path / "bentoml"))
     proc = start_server(env, free_port())
     try:
-        output, _ = proc.communicate(timeout=90)
+        proc.wait(timeout=90)
     finally:
         stop_server(proc)
     assert proc.returncode != 0
-    assert b"cannot start: no model feed-ranker:latest" in output
+    assert "cannot start: no model feed-ranker:latest" in server_output(proc)
