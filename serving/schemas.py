@@ -19,8 +19,12 @@ MAX_CANDIDATES = 2000
 MAX_LIMIT = 500
 MAX_EVENTS = 1000
 
-UserId = Annotated[int, Field(ge=0, strict=True, description="User id (>= 0).")]
-TweetId = Annotated[int, Field(ge=0, strict=True, description="Tweet id (>= 0).")]
+UserId = Annotated[
+    int, Field(ge=0, le=2**63 - 1, strict=True, description="User id (0 .. 2^63-1).")
+]
+TweetId = Annotated[
+    int, Field(ge=0, le=2**63 - 1, strict=True, description="Tweet id (0 .. 2^63-1).")
+]
 
 
 def _aware(value: datetime) -> datetime:

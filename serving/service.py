@@ -55,6 +55,7 @@ from serving.candidates import (
 )
 from serving.events import PUSH_SOURCE, EventLog, EventRecord, push_frame, to_micros
 from serving.features import FeatureStoreUnavailable, OnlineFeatureReader
+from serving.json_guard import JsonBodyGuard
 from serving.policy import action_weights, rank, reverse_chronological
 from serving.schemas import (
     MAX_LIMIT,
@@ -472,3 +473,6 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         return {
             t: {n: int(found[n][i] or 0) for n in names} for i, t in enumerate(found["tweet_id"])
         }
+
+
+FeedRanker.add_asgi_middleware(JsonBodyGuard)

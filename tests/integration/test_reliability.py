@@ -1,0 +1,147 @@
+"""Reliability of the served API: fuzzing from its own OpenAPI document, no lost events.
+
+The scenarios live in ``benchmarks/reliability.py`` (which also runs them at
+scale, with an online-store outage); here they run small against a
+``bentoml serve`` (2 workers) of this module. Not the session's ``server_url``:
+its output goes to a pipe nobody reads, and the log lines of a few hundred
+invalid requests fill that pipe and block the workers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from features.store import Workspace
+
+pytestmark = [pytest.mark.integration]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability.py"
+FUZZ_EXAMPLES_PER_ROUTE = 100
+EVENTS = 400
+
+
+@pytest.fixture(scope="module", name="reliability")
+def _reliability_module() -> ModuleType:
+    """benchmarks/ is scripts, not a package: load the file itself."""
+    pytest.importorskip("schemathesis")
+    spec = importlib.util.spec_from_file_location("feedrank_reliability", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", name="url")
+def _own_server(served_workspace: Workspace, reliability: ModuleType) -> Iterator[str]:
+    """``bentoml serve`` on the served workspace, its output in a temporary file."""
+    with reliability.serve(served_workspace, {}) as url:
+        yield url
+
+
+def test_has_message_tells_empty_bodies_apart(reliability: ModuleType) -> None:
+    assert reliability.has_message(b'{"error": "user_id: must be >= 0"}')
+    assert reliability.has_message(b"Bad Request")
+    assert not reliability.has_message(b"")
+    assert not reliability.has_message(b"  \n")
+    assert not reliability.has_message(b'{"error": ""}')
+    assert not reliability.has_message(b"{}")
+
+
+def test_duplicate_batches_are_planned_as_asked(reliability: ModuleType) -> None:
+    batches, expected = reliability.make_batches(
+        500, prefix="p-", now_iso="2026-01-01T00:00:00+00:00", seed=3
+    )
+    ids = [e["event_id"] for b in batches for e in b]
+    assert len(set(ids)) == 500
+    assert len(ids) == 600  # 20% resent
+    assert sum(sum(c.values()) for c in expected.values()) == 500
+    assert all(len(b) <= 40 for b in batches)
+
+
+@pytest.mark.slow
+def test_fuzzing_finds_no_server_errors(url: str, reliability: ModuleType) -> None:
+    report = reliability.fuzz(url, FUZZ_EXAMPLES_PER_ROUTE, seed=7)
+    summary = report.summary()
+    assert report.cases >= FUZZ_EXAMPLES_PER_ROUTE, summary
+    assert not report.transport_errors, summary
+    assert not report.silent_4xx, summary
+    assert not report.server_errors, report.server_errors[:3]
+    assert any(400 <= s < 500 for s in report.statuses), summary  # invalid requests were sent
+    assert report.statuses[200] > 0, summary  # and valid ones
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/rank", {"user_id": 1, "candidate_tweet_ids": [2**65]}),
+        ("/rank", {"user_id": 2**65}),
+        (
+            "/events",
+            [
+                {
+                    "event_id": "beyond-int64",
+                    "user_id": 1,
+                    "tweet_id": 2**65,
+                    "action": "impression",
+                    "timestamp": "2026-01-01T00:00:00+00:00",
+                }
+            ],
+        ),
+        ("/events", b"\x00"),
+    ],
+    ids=["rank-candidate", "rank-user", "events-tweet", "events-not-json"],
+)
+def test_ids_beyond_int64_and_non_json_bodies_are_a_400(url: str, route: str, body: object) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(
+        f"{url}{route}",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+
+
+@pytest.mark.slow
+def test_concurrent_retried_events_are_logged_and_counted_once(
+    url: str, served_workspace: Workspace, world_end_iso: str, reliability: ModuleType
+) -> None:
+    report = reliability.send_events(url, EVENTS, threads=8, now_iso=world_end_iso)
+    assert report.failed_batches == 0
+    assert report.sent == round(EVENTS * 1.2)
+    assert report.accepted == EVENTS
+    assert report.duplicates == report.sent - EVENTS
+
+    db = served_workspace.data / "serving" / "events.db"
+    assert reliability.logged_events(db, report.prefix) == (EVENTS, EVENTS)
+    counters = reliability.logged_counters(db, sorted(report.per_tweet))
+    for tweet, actions in report.per_tweet.items():
+        for action, n in actions.items():
+            name = "tweet_impressions" if action == "impression" else f"tweet_{action}_count"
+            assert counters[tweet][name] == n, (tweet, action)
+
+    # Everything resent once more: all duplicates, nothing new.
+    again = httpx.post(
+        f"{url}/events",
+        json=[
+            {
+                "event_id": f"{report.prefix}{i}",
+                "user_id": 1,
+                "tweet_id": 1,
+                "action": "impression",
+                "timestamp": world_end_iso,
+            }
+            for i in range(0, EVENTS, 40)
+        ],
+        timeout=30,
+    ).json()
+    assert again["accepted"] == 0 and again["duplicates"] == EVENTS // 40
