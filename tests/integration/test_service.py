@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     serving_environ,
     start_server,
     stop_server,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -264,3 +265,26 @@ def test_bentoml_serve_refuses_to_start_without_a_model(
         stop_server(proc)
     assert proc.returncode != 0
     assert "cannot start: no model feed-ranker:latest" in server_output(proc)
+
+
+def test_bentoml_serve_starts_from_the_bentoml_store_when_mlflow_is_down(
+    served_workspace: Workspace, world_end_iso: str
+) -> None:
+    from serving.model_store import import_champion  # pylint: disable=import-outside-toplevel
+
+    tag = import_champion(served_workspace)  # what an earlier start (or a Bento) left there
+    env = serving_environ(served_workspace, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    port = free_port()
+    proc = start_server(env, port)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}")
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/rank",
+            json={"user_id": 1, "request_time": world_end_iso},
+            timeout=30,
+        )
+    finally:
+        stop_server(proc)
+    assert response.status_code == 200
+    assert response.json()["model_version"] == tag
+    assert "unreachable" in server_output(proc)
