@@ -59,6 +59,10 @@ class FeatureStoreUnavailable(RuntimeError):
     """The online store could not be read (down, slow, or not set up)."""
 
 
+class FeatureDeadlineExceeded(RuntimeError):
+    """The read passed its deadline; the views not read yet were not asked for."""
+
+
 def _entity_key(names: Sequence[str], values: Sequence[int]) -> bytes:
     ordered = sorted(zip(names, values, strict=True))
     return serialize_entity_key(
@@ -350,9 +354,19 @@ class OnlineFeatureReader:
         return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), retry=None, **kwargs)
 
     def read(
-        self, entities: Mapping[str, np.ndarray], request_ts: int
+        self,
+        entities: Mapping[str, np.ndarray],
+        request_ts: int,
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray | list]:
         """Features for N rows of entities (``user_id``, ``author_id``, ``tweet_id`` arrays).
+
+        Args:
+            entities: the join keys, one array each.
+            request_ts: the request time (Unix seconds), input of the on-demand view.
+            deadline: a ``time.perf_counter()`` value. Checked before each feature
+                view's read, so a slow store costs at most the deadline plus one
+                read, and a read is bounded by the client's timeouts.
 
         Returns:
             Feature name to an array of N values (NaN when missing), in the
@@ -361,11 +375,14 @@ class OnlineFeatureReader:
 
         Raises:
             FeatureStoreUnavailable: the online store could not be read.
+            FeatureDeadlineExceeded: the deadline passed before all views were read.
         """
         n = len(entities["tweet_id"])
         out: dict[str, np.ndarray | list] = {}
         try:
             for spec in self._views:
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise FeatureDeadlineExceeded(f"deadline passed before {spec.view.name}")
                 columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
                 # Each distinct entity once (the user's row repeats N times).
                 ids, first, inverse = np.unique(
@@ -377,6 +394,8 @@ class OnlineFeatureReader:
                     out[name] = matrix[inverse, j]
                 for name, values in lists.items():
                     out[name] = [values[i] for i in inverse]
+        except FeatureDeadlineExceeded:
+            raise
         except Exception as exc:  # any driver error means "store unavailable" to the caller
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
