@@ -1,28 +1,34 @@
-"""Reliability of the served API: fuzzing, an online-store outage, retried events.
+"""Reliability of the served API: fuzzing, store outages and slowness, lost or doubled events.
 
 Copies a workspace (default: the repository root) to a temporary folder,
-trains a quick champion there if it has none, and runs three scenarios
+trains a quick champion there if it has none, and runs five scenarios
 against ``bentoml serve`` processes it starts itself (127.0.0.1 only):
 
 - **fuzzing**: schemathesis generates requests for ``POST /rank`` and
   ``POST /events`` from the service's own OpenAPI document (``/docs.json``),
   valid and invalid ones, derandomised. Bar: no 5xx, every 4xx has a message.
+- **duplicate events**: 10k unique events sent in batches from a thread pool,
+  20% of them sent again (single ids and whole batches, as retries do). Bar:
+  exactly 10k rows in the event log.
 - **outage**: the production profile on a private ``redis-server``; /rank in
   a loop, the Redis killed, then restarted on the same port and refilled.
   Counted: 5xx and degraded answers; measured: seconds from the restart until
   answers are ranked (not degraded) again.
-- **duplicate events**: 10k unique events sent in batches from a thread pool,
-  20% of them sent again (single ids and whole batches, as retries do). Bar:
-  exactly 10k rows in the event log.
+- **slow store**: the same, with a :class:`DelayProxy` between the service
+  and Redis that holds each reply 40 ms (over the 30 ms deadline), then
+  1000 ms (over the reader's socket timeout). Counted: 5xx and degraded
+  answers; measured: client-side p99 while the store is slow.
+- **worker killed**: one of two workers SIGKILLed while /events batches
+  stream in with retries. Bar: every event in the log, a new worker started.
 
     .venv/bin/python benchmarks/reliability.py [--workspace DIR] [--fuzz-cases N] [--events N]
 
-The outage scenario needs ``redis-server`` on the PATH and PostgreSQL on
-127.0.0.1 (the SQL registry of the production profile); without them it is
-skipped (its figures are null). Ends with ``RESULT {json}``.
+The outage and slow-store scenarios need ``redis-server`` on the PATH and
+PostgreSQL on 127.0.0.1 (the SQL registry of the production profile); without
+them they are skipped (their figures are null). Ends with ``RESULT {json}``.
 
-The functions :func:`fuzz`, :func:`send_events` and :func:`logged_events` are
-also used by ``tests/integration/test_reliability.py``.
+The scenario functions are also used, at a smaller size, by
+``tests/integration/test_reliability.py``.
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess  # nosec B404  # starts bentoml serve and redis-server with fixed argv
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,9 +380,32 @@ def ensure_champion(ws: Workspace) -> None:
     run_training_pipeline(ws.root, TrainConfig(max_epochs=1), progress=False)
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running ``bentoml serve``."""
+
+    url: str
+    pid: int
+
+    def worker_pids(self) -> set[int]:
+        """PIDs of its live worker processes (BentoML's circus arbiter respawns them)."""
+        import psutil  # pylint: disable=import-outside-toplevel  # a BentoML dependency
+
+        pids = set()
+        for child in psutil.Process(self.pid).children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(
+                    child.cmdline()
+                ):
+                    pids.add(child.pid)
+            except psutil.Error:  # gone (or a zombie) between the listing and the look
+                continue
+        return pids
+
+
 @contextmanager
-def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[str]:
-    """``bentoml serve`` on a free port; yields its URL, stops it (by PID) on exit."""
+def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Served]:
+    """``bentoml serve`` on a free port, started and stopped with it."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full.update(
@@ -406,7 +437,7 @@ def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[str]
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.3)
-            yield url
+            yield Served(url, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -483,6 +514,13 @@ class OutagePhase:
     degraded: int = 0
     errors: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    """Client-side seconds per request (where measured)."""
+
+    def percentile(self, q: float) -> float:
+        """A latency percentile, in ms."""
+        ordered = sorted(self.latencies)
+        return round(1000.0 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
 
     def record(self, response: httpx.Response | None) -> bool | None:
         """Count one answer; returns whether it was ranked (None: no usable answer)."""
@@ -501,85 +539,265 @@ class OutagePhase:
         return True
 
 
+@dataclass
+class PrivateOnlineStore:
+    """The production profile on a private ``redis-server``: a Feast project of its own."""
+
+    ws: Workspace
+    project: str
+    port: int
+    folder: Path
+    proc: subprocess.Popen[bytes]
+
+    def env(self, redis_port: int | None = None, deadline_ms: float = 300) -> dict[str, str]:
+        """Service settings: features from this Redis (or a proxy's port), candidates shared."""
+        return {
+            "FEEDRANK_FEAST_PROFILE": "production",
+            "FEEDRANK_FEAST_PROJECT": self.project,
+            "FEEDRANK_REDIS_URL": f"127.0.0.1:{redis_port or self.port}",
+            "FEEDRANK_CANDIDATES_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "FEEDRANK_FEATURE_DEADLINE_MS": f"{deadline_ms:g}",
+        }
+
+    def kill(self) -> None:
+        """The outage: SIGKILL, no goodbye."""
+        stop_process(self.proc, hard=True)
+
+    def restart(self) -> None:
+        """Start it again on the same port and refill it (it keeps nothing on disk)."""
+        self.proc = start_redis(self.port, self.folder)
+        _fill_online(self.ws, self.project, self.port)
+
+
+@contextmanager
+def private_online_store(ws: Workspace) -> Iterator[PrivateOnlineStore]:
+    """A filled private online store, and the world's candidates in the shared Redis."""
+    import redis  # pylint: disable=import-outside-toplevel
+
+    from serving.candidates import load_redis_candidates  # pylint: disable=import-outside-toplevel
+
+    project = f"rel{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="feedrank-rel-redis-") as folder:
+        online = PrivateOnlineStore(
+            ws, project, port, Path(folder), start_redis(port, Path(folder))
+        )
+        candidates = redis.Redis("127.0.0.1", 6379)
+        try:
+            _fill_online(ws, project, port)
+            load_redis_candidates(
+                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
+            )
+            yield online
+        finally:
+            stop_process(online.proc)
+            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
+                candidates.unlink(key)
+            candidates.close()
+
+
+def _rank_client(url: str, ws: Workspace) -> tuple[httpx.Client, Any]:
+    """A client, and ``ask(user)``: POST /rank for the world's end (None: no answer)."""
+    client = httpx.Client(base_url=url, timeout=30)
+    end = _world_end_iso(ws)
+
+    def ask(user: int) -> httpx.Response | None:
+        try:
+            return client.post("/rank", json={"user_id": user, "request_time": end, "limit": 30})
+        except httpx.HTTPError:
+            return None
+
+    return client, ask
+
+
+def _phases_summary(phases: dict[str, OutagePhase]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "requests": p.requests,
+            "5xx": p.status_5xx,
+            "degraded": p.degraded,
+            "errors": p.errors,
+            "reasons": dict(p.reasons),
+            **({"p50_ms": p.percentile(50), "p99_ms": p.percentile(99)} if p.latencies else {}),
+        }
+        for name, p in phases.items()
+    }
+
+
 def outage(
     ws: Workspace, requests_per_phase: int = 60, recovery_timeout: float = 60.0
 ) -> dict[str, Any]:
     """Kill the online store's Redis under /rank traffic, restart it, time the recovery."""
-    # pylint: disable=import-outside-toplevel,too-many-locals
-    import redis
-
-    from serving.candidates import load_redis_candidates
-    from simulation.world import load_world_config, world_end
-
-    project = f"rel{uuid.uuid4().hex[:8]}"
-    redis_port = free_port()
-    end = world_end(load_world_config(ws.world))
-    with tempfile.TemporaryDirectory(prefix="feedrank-rel-redis-") as folder:
-        online = start_redis(redis_port, Path(folder))
-        candidates = redis.Redis("127.0.0.1", 6379)  # the shared Redis keeps the candidates
-        try:
-            _fill_online(ws, project, redis_port)
-            load_redis_candidates(
-                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
-            )
-            env = {
-                "FEEDRANK_FEAST_PROFILE": "production",
-                "FEEDRANK_FEAST_PROJECT": project,
-                "FEEDRANK_REDIS_URL": f"127.0.0.1:{redis_port}",
-                "FEEDRANK_CANDIDATES_REDIS_URL": "redis://127.0.0.1:6379/0",
-                "FEEDRANK_FEATURE_DEADLINE_MS": "300",
-            }
-            users = list(range(20, 20 + requests_per_phase * 4))
-            with serve(ws, env) as url, httpx.Client(base_url=url, timeout=30) as client:
-
-                def ask(i: int) -> httpx.Response | None:
-                    body = {"user_id": users[i % len(users)], "request_time": end.isoformat()}
-                    try:
-                        return client.post("/rank", json={**body, "limit": 30})
-                    except httpx.HTTPError:
-                        return None
-
-                before, during, after = OutagePhase(), OutagePhase(), OutagePhase()
-                for i in range(requests_per_phase):
-                    before.record(ask(i))
-                stop_process(online, hard=True)
-                for i in range(requests_per_phase):
-                    during.record(ask(requests_per_phase + i))
-                restarted = time.monotonic()
-                online = start_redis(redis_port, Path(folder))
-                _fill_online(ws, project, redis_port)  # a restarted Redis without --save is empty
-                recovery: float | None = None
-                i = 0
-                while time.monotonic() - restarted < recovery_timeout and i < 10_000:
-                    ranked = after.record(ask(2 * requests_per_phase + i))
-                    i += 1
-                    if ranked:
-                        recovery = time.monotonic() - restarted
-                        break
-                    time.sleep(0.05)
-                for j in range(requests_per_phase):  # and it stays recovered
-                    after.record(ask(3 * requests_per_phase + j))
-        finally:
-            stop_process(online)
-            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
-                candidates.unlink(key)
-            candidates.close()
+    users = iter(range(20, 10**9))
+    before, during, after = OutagePhase(), OutagePhase(), OutagePhase()
+    recovery: float | None = None
+    with private_online_store(ws) as online, serve(ws, online.env()) as served:
+        client, ask = _rank_client(served.url, ws)
+        with client:
+            for _ in range(requests_per_phase):
+                before.record(ask(next(users)))
+            online.kill()
+            for _ in range(requests_per_phase):
+                during.record(ask(next(users)))
+            restarted = time.monotonic()
+            online.restart()
+            while time.monotonic() - restarted < recovery_timeout:
+                if after.record(ask(next(users))):
+                    recovery = time.monotonic() - restarted
+                    break
+                time.sleep(0.05)
+            for _ in range(requests_per_phase):  # and it stays recovered
+                after.record(ask(next(users)))
     phases = {"before": before, "during": during, "after": after}
     return {
-        "phases": {
-            name: {
-                "requests": p.requests,
-                "5xx": p.status_5xx,
-                "degraded": p.degraded,
-                "errors": p.errors,
-                "reasons": dict(p.reasons),
-            }
-            for name, p in phases.items()
-        },
+        "phases": _phases_summary(phases),
         "outage_5xx": sum(p.status_5xx + p.errors for p in phases.values()),
         "outage_degraded_responses": sum(p.degraded for p in phases.values()),
         "recovery_seconds": None if recovery is None else round(recovery, 3),
-        "project": project,
+    }
+
+
+# --------------------------------------------------------------------------- slow store
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that holds every reply from upstream for ``delay`` seconds.
+
+    In front of Redis it makes a slow online store on demand, the one fault a
+    real Redis does not produce when asked: set :attr:`delay` while it runs.
+    """
+
+    def __init__(self, upstream_port: int, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._upstream = ("127.0.0.1", upstream_port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+                upstream = socket.create_connection(self._upstream)
+            except OSError:
+                return  # closed
+            self._open += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, reply: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if reply and self.delay:
+                    time.sleep(self.delay)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection."""
+        self._server.close()
+        for sock in self._open:
+            sock.close()
+
+    def __enter__(self) -> DelayProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def slow_store(
+    ws: Workspace,
+    requests_per_phase: int = 40,
+    deadline_ms: float = 30.0,
+    slow_ms: float = 40.0,
+    stalled_ms: float = 1000.0,
+) -> dict[str, Any]:
+    """/rank with the online store behind a :class:`DelayProxy`: healthy, slow, stalled, healthy.
+
+    ``slow_ms`` is under the reader's 50 ms socket timeout and over the
+    deadline: the deadline check between feature views fires. ``stalled_ms``
+    is over the socket timeout: the read fails. Every request is for a user
+    not asked before, so the user's rows are never in the reader's cache.
+    """
+    users = iter(range(20, 10**9))
+    phases = {name: OutagePhase() for name in ("healthy", "slow", "stalled", "recovered")}
+    delays = {"healthy": 0.0, "slow": slow_ms, "stalled": stalled_ms, "recovered": 0.0}
+    with (
+        private_online_store(ws) as online,
+        DelayProxy(online.port) as proxy,
+        serve(ws, online.env(proxy.port, deadline_ms)) as served,
+    ):
+        client, ask = _rank_client(served.url, ws)
+        with client:
+            for name, phase in phases.items():
+                proxy.delay = delays[name] / 1000.0
+                for _ in range(requests_per_phase):
+                    started = time.perf_counter()
+                    response = ask(next(users))
+                    phase.latencies.append(time.perf_counter() - started)
+                    phase.record(response)
+    faulty = (phases["slow"], phases["stalled"])
+    return {
+        "phases": _phases_summary(phases),
+        "deadline_ms": deadline_ms,
+        "delays_ms": delays,
+        "slow_store_5xx": sum(p.status_5xx + p.errors for p in phases.values()),
+        "slow_store_degraded_share": round(
+            sum(p.degraded for p in faulty) / sum(p.requests for p in faulty), 3
+        ),
+        "slow_store_p99_ms": max(p.percentile(99) for p in faulty),
+    }
+
+
+# --------------------------------------------------------------------------- worker killed
+
+
+def worker_kill(
+    ws: Workspace, n_events: int = 3000, kill_after: float = 1.0, respawn_timeout: float = 120.0
+) -> dict[str, Any]:
+    """SIGKILL one of two workers while /events batches (with retries) stream in.
+
+    Returns what the clients were told, what the log holds, and whether the
+    arbiter started a new worker in the dead one's place.
+    """
+    with serve(ws, {}) as served:
+        before = served.worker_pids()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(
+                send_events, served.url, n_events, threads=4, now_iso=_world_end_iso(ws)
+            )
+            time.sleep(kill_after)
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            killed_under_load = not future.done()
+            report = future.result()
+        deadline = time.monotonic() + respawn_timeout
+        after = served.worker_pids()
+        while len(after - {victim}) < len(before) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = served.worker_pids()
+        ready = httpx.get(f"{served.url}/readyz", timeout=10).status_code == 200
+    rows, distinct = logged_events(ws.data / "serving" / "events.db", report.prefix)
+    return {
+        "workers_before": len(before),
+        "workers_after": len(after - {victim}),
+        "worker_respawned": len(after - before) > 0,
+        "killed_under_load": killed_under_load,
+        "ready_after": ready,
+        "events_unique": report.unique,
+        "events_sent": report.sent,
+        "events_accepted": report.accepted,
+        "events_retries": report.retries,
+        "events_failed_batches": report.failed_batches,
+        "events_unique_in_log": distinct,
+        "events_rows_in_log": rows,
     }
 
 
@@ -593,19 +811,22 @@ def _world_end_iso(ws: Workspace) -> str:
 
 
 def main() -> None:
-    """Run the three scenarios and print the RESULT line."""
+    """Run the scenarios and print the RESULT line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
     parser.add_argument("--fuzz-cases", type=int, default=600, help="Across both routes.")
     parser.add_argument("--events", type=int, default=10_000, help="Unique events.")
-    parser.add_argument("--skip-outage", action="store_true")
+    parser.add_argument(
+        "--skip-redis", action="store_true", help="Skip the outage and slow-store scenarios."
+    )
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="feedrank-rel-bentoml-"))
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="feedrank-rel-") as tmp:
         ws = copy_workspace(args.workspace, Path(tmp))
         ensure_champion(ws)
-        with serve(ws, {}) as url:
+        with serve(ws, {}) as served:
+            url = served.url
             started = time.monotonic()
             report = fuzz(url, args.fuzz_cases // len(FUZZ_ROUTES))
             print(f"fuzzing ({time.monotonic() - started:.0f} s): {report.summary()}", flush=True)
@@ -627,22 +848,32 @@ def main() -> None:
             events_accepted=events.accepted,
             events_unique_in_log=rows,
         )
-        outage_result: dict[str, Any] = {
-            "outage_5xx": None,
-            "outage_degraded_responses": None,
-            "recovery_seconds": None,
-        }
-        if args.skip_outage:
-            print("outage: skipped (--skip-outage)", flush=True)
-        else:
+        for name, scenario, keys in (
+            ("outage", outage, ("outage_5xx", "outage_degraded_responses", "recovery_seconds")),
+            (
+                "slow_store",
+                slow_store,
+                ("slow_store_5xx", "slow_store_degraded_share", "slow_store_p99_ms"),
+            ),
+        ):
+            result.update(dict.fromkeys(keys))
+            if args.skip_redis:
+                print(f"{name}: skipped (--skip-redis)", flush=True)
+                continue
             try:
-                outage_result = outage(ws)
-                print(f"outage: {json.dumps(outage_result['phases'])}", flush=True)
+                found = scenario(ws)
             except Exception as exc:  # pylint: disable=broad-exception-caught  # reported, not fatal
-                print(f"outage: skipped ({exc})", flush=True)
+                print(f"{name}: skipped ({exc})", flush=True)
+                continue
+            print(f"{name}: {json.dumps(found['phases'])}", flush=True)
+            result.update({k: found[k] for k in keys})
+        killed = worker_kill(ws)
+        print(f"worker_kill: {json.dumps(killed)}", flush=True)
         result.update(
-            {k: outage_result[k] for k in ("outage_5xx", "outage_degraded_responses")},
-            recovery_seconds=outage_result["recovery_seconds"],
+            kill_events_unique=killed["events_unique"],
+            kill_events_unique_in_log=killed["events_unique_in_log"],
+            kill_failed_batches=killed["events_failed_batches"],
+            kill_worker_respawned=killed["worker_respawned"],
         )
     print("RESULT " + json.dumps(result))
 

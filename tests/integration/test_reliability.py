@@ -19,7 +19,10 @@ from types import ModuleType
 import httpx
 import pytest
 
-from features.store import Workspace
+from features.store import Workspace, open_store
+from metrics.actions import load_actions
+from serving.body_guard import MAX_BODY_BYTES
+from serving.events import counter_names
 
 pytestmark = [pytest.mark.integration]
 
@@ -43,8 +46,8 @@ def _reliability_module() -> ModuleType:
 @pytest.fixture(scope="module", name="url")
 def _own_server(served_workspace: Workspace, reliability: ModuleType) -> Iterator[str]:
     """``bentoml serve`` on the served workspace, its output in a temporary file."""
-    with reliability.serve(served_workspace, {}) as url:
-        yield url
+    with reliability.serve(served_workspace, {}) as served:
+        yield served.url
 
 
 def test_has_message_tells_empty_bodies_apart(reliability: ModuleType) -> None:
@@ -111,6 +114,26 @@ def test_ids_beyond_int64_and_non_json_bodies_are_a_400(url: str, route: str, bo
     assert response.status_code == 400, response.text
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("route", ["/rank", "/events"])
+def test_a_body_over_the_size_limit_is_a_413_with_a_message(
+    url: str, route: str, chunked: bool
+) -> None:
+    body = b"[" + b" " * MAX_BODY_BYTES + b"]"
+    content: bytes | Iterator[bytes] = (
+        iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    )
+    response = httpx.post(
+        f"{url}{route}",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text
+    assert "larger than" in response.json()["error"]
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+
+
 @pytest.mark.slow
 def test_concurrent_retried_events_are_logged_and_counted_once(
     url: str, served_workspace: Workspace, world_end_iso: str, reliability: ModuleType
@@ -123,11 +146,23 @@ def test_concurrent_retried_events_are_logged_and_counted_once(
 
     db = served_workspace.data / "serving" / "events.db"
     assert reliability.logged_events(db, report.prefix) == (EVENTS, EVENTS)
-    counters = reliability.logged_counters(db, sorted(report.per_tweet))
-    for tweet, actions in report.per_tweet.items():
-        for action, n in actions.items():
-            name = "tweet_impressions" if action == "impression" else f"tweet_{action}_count"
-            assert counters[tweet][name] == n, (tweet, action)
+    tweets = sorted(report.per_tweet)
+    counters = reliability.logged_counters(db, tweets)
+    names = counter_names(load_actions())
+    online = (
+        open_store(served_workspace)
+        .get_online_features(  # what the pushes left in Feast
+            features=[f"tweet_engagement:{n}" for n in names],
+            entity_rows=[{"tweet_id": t} for t in tweets],
+        )
+        .to_dict()
+    )
+    for row, tweet in enumerate(online["tweet_id"]):
+        for name in names:
+            action = "impression" if name == "tweet_impressions" else name[6:-6]
+            expected = report.per_tweet[tweet].get(action, 0)
+            assert counters[tweet].get(name, 0) == expected, (tweet, name)
+            assert (online[name][row] or 0) == expected, (tweet, name)
 
     # Everything resent once more: all duplicates, nothing new.
     again = httpx.post(
@@ -145,3 +180,35 @@ def test_concurrent_retried_events_are_logged_and_counted_once(
         timeout=30,
     ).json()
     assert again["accepted"] == 0 and again["duplicates"] == EVENTS // 40
+
+
+@pytest.mark.slow
+def test_a_slow_online_store_trips_the_deadline_and_the_feed_falls_back(
+    served_workspace: Workspace,
+    reliability: ModuleType,
+    redis_service: None,
+    postgres_service: None,
+) -> None:
+    found = reliability.slow_store(served_workspace, requests_per_phase=15)
+    phases = found["phases"]
+    assert found["slow_store_5xx"] == 0, phases
+    # 40 ms per reply, 30 ms deadline: the check between feature views fires.
+    assert phases["slow"]["degraded"] > 0, phases
+    assert set(phases["slow"]["reasons"]) == {"online store slower than 30 ms"}, phases
+    # 1 s per reply: the reader's 50 ms socket timeout fails the read.
+    assert phases["stalled"]["reasons"].get("online store unavailable", 0) > 0, phases
+    # Once the delay is gone the feed is ranked again.
+    assert phases["recovered"]["degraded"] < phases["recovered"]["requests"] / 2, phases
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_load_loses_no_events_and_is_replaced(
+    served_workspace: Workspace, reliability: ModuleType
+) -> None:
+    found = reliability.worker_kill(served_workspace, n_events=1500, kill_after=0.5)
+    assert found["workers_before"] == 2
+    assert found["killed_under_load"], found
+    assert found["events_failed_batches"] == 0, found
+    assert found["events_unique_in_log"] == found["events_rows_in_log"] == 1500, found
+    assert found["worker_respawned"] and found["workers_after"] == 2, found
+    assert found["ready_after"], found
