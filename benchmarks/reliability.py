@@ -513,6 +513,8 @@ class OutagePhase:
     status_5xx: int = 0
     degraded: int = 0
     errors: int = 0
+    empty: int = 0
+    """Answers with no candidates: nothing to rank, so no feature read."""
     reasons: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     """Client-side seconds per request (where measured)."""
@@ -536,6 +538,9 @@ class OutagePhase:
             self.degraded += 1
             self.reasons[str(body["reason"])] += 1
             return False
+        if body["candidate_count"] == 0:
+            self.empty += 1
+            return None
         return True
 
 
@@ -617,6 +622,7 @@ def _phases_summary(phases: dict[str, OutagePhase]) -> dict[str, dict[str, Any]]
             "5xx": p.status_5xx,
             "degraded": p.degraded,
             "errors": p.errors,
+            "empty": p.empty,
             "reasons": dict(p.reasons),
             **({"p50_ms": p.percentile(50), "p99_ms": p.percentile(99)} if p.latencies else {}),
         }
@@ -749,8 +755,8 @@ def slow_store(
         "deadline_ms": deadline_ms,
         "delays_ms": delays,
         "slow_store_5xx": sum(p.status_5xx + p.errors for p in phases.values()),
-        "slow_store_degraded_share": round(
-            sum(p.degraded for p in faulty) / sum(p.requests for p in faulty), 3
+        "slow_store_degraded_share": round(  # of the answers that needed features
+            sum(p.degraded for p in faulty) / sum(p.requests - p.empty for p in faulty), 3
         ),
         "slow_store_p99_ms": max(p.percentile(99) for p in faulty),
     }
