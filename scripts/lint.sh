@@ -33,7 +33,7 @@ CHECKOV_REPORT=""
 trap 'rm -rf "$CHECKOV_REPORT"' EXIT
 
 run_checkov() {
-  local config skips unjustified
+  local config skips unjustified tfvars
   for config in terraform/.checkov.yml terraform/.checkov.yaml .checkov.yml .checkov.yaml \
     "$HOME/.checkov.yml" "$HOME/.checkov.yaml"; do
     if [[ -e "$config" ]]; then
@@ -48,11 +48,15 @@ run_checkov() {
     return 1
   fi
   CHECKOV_REPORT="$(mktemp -d)"
-  env -u CKV_CHECK -u CKV_SKIP_CHECK -u CKV_FRAMEWORK -u CKV_NO_FAIL_ON_CRASH \
-    -u CKV_SKIP_RESOURCES_WITHOUT_VIOLATIONS -u BC_API_KEY \
-    "$TOOLS/bin/checkov" --directory terraform --framework terraform --quiet --compact \
-    --skip-download --output cli --output json --output-file-path "console,$CHECKOV_REPORT/checkov.json"
-  "$TOOLS/bin/python" - "$CHECKOV_REPORT/checkov.json" <<'PY'
+  # One run per environment: the root module terraform/stack and the modules
+  # it calls, evaluated with that environment's variable file.
+  for tfvars in terraform/environments/*.tfvars; do
+    echo "checkov with $tfvars"
+    env -u CKV_CHECK -u CKV_SKIP_CHECK -u CKV_FRAMEWORK -u CKV_NO_FAIL_ON_CRASH \
+      -u CKV_SKIP_RESOURCES_WITHOUT_VIOLATIONS -u BC_API_KEY \
+      "$TOOLS/bin/checkov" --directory terraform --var-file "$tfvars" --framework terraform --quiet --compact \
+      --skip-download --output cli --output json --output-file-path "console,$CHECKOV_REPORT/checkov.json"
+    "$TOOLS/bin/python" - "$CHECKOV_REPORT/checkov.json" <<'PY'
 import json
 import sys
 
@@ -60,6 +64,7 @@ summary = json.load(open(sys.argv[1], encoding="utf-8"))["summary"]
 if summary["parsing_errors"] or not summary["resource_count"]:
     sys.exit(f"checkov: {summary['parsing_errors']} parsing errors, {summary['resource_count']} resources scanned")
 PY
+  done
   echo "checkov skips (each justified inline):"
   sed -E 's/^([^:]+:[0-9]+):[[:space:]]*#checkov:skip=/  \1 /' <<<"${skips:-none}"
 }

@@ -19,10 +19,14 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
 MODULES = sorted(path for path in (TERRAFORM / "modules").iterdir() if path.is_dir())
-ENVIRONMENTS = sorted(path for path in (TERRAFORM / "environments").iterdir() if path.is_dir())
-STACKS = MODULES + ENVIRONMENTS
+# The one root module; an environment is only its settings and its state:
+# environments/NAME.tfvars and environments/NAME.backend.hcl.
+ROOT_MODULE = TERRAFORM / "stack"
+ENVIRONMENTS = sorted(path.stem for path in (TERRAFORM / "environments").glob("*.tfvars"))
+STACKS = [*MODULES, ROOT_MODULE]
 TF_FILES = sorted(TERRAFORM.rglob("*.tf"))
 TFVARS_FILES = sorted(TERRAFORM.rglob("*.tfvars"))
+BACKEND_FILES = sorted(TERRAFORM.rglob("*.backend.hcl"))
 BENTOML_PORT = 3000
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -88,8 +92,8 @@ def one(blocks: list[Any]) -> Any:
 REPLICA_BOUNDED = [path for path in STACKS if "max_replicas" in named(stack(path)["variable"])]
 
 
-def tfvars(environment: Path) -> dict[str, Any]:
-    return parse(environment / "terraform.tfvars")
+def tfvars(environment: str) -> dict[str, Any]:
+    return parse(TERRAFORM / "environments" / f"{environment}.tfvars")
 
 
 def walk(node: Any, path: str = ""):
@@ -163,7 +167,7 @@ def accepts(directory: Path, variable: str, value: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    "path", TF_FILES + TFVARS_FILES, ids=lambda p: str(p.relative_to(TERRAFORM))
+    "path", TF_FILES + TFVARS_FILES + BACKEND_FILES, ids=lambda p: str(p.relative_to(TERRAFORM))
 )
 def test_every_file_parses_to_blocks(path: Path) -> None:
     parsed = parse(path)
@@ -171,8 +175,16 @@ def test_every_file_parses_to_blocks(path: Path) -> None:
 
 
 def test_both_environments_and_all_modules_exist() -> None:
-    assert [path.name for path in ENVIRONMENTS] == ["production", "staging"]
+    assert ENVIRONMENTS == ["production", "staging"]
     assert {"ranker", "online_store", "mlflow", "feast_registry"} <= {path.name for path in MODULES}
+
+
+def test_root_module_calls_the_modules_by_relative_path() -> None:
+    calls = named(stack(ROOT_MODULE)["module"])
+    assert set(calls) == {"ranker", "online_store", "mlflow", "feast_registry"}
+    for name, call in calls.items():
+        assert call["source"] == f"../modules/{name}"
+        assert (ROOT_MODULE / call["source"]).resolve() in MODULES
 
 
 def test_ranker_container_listens_on_bentoml_port() -> None:
@@ -276,11 +288,11 @@ def test_every_variable_has_a_description(directory: Path) -> None:
     assert not missing, f"variables without a description in {directory.name}: {missing}"
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_tfvars_set_only_declared_variables_and_every_required_one_but_the_digest(
-    environment: Path,
+    environment: str,
 ) -> None:
-    declared = named(stack(environment)["variable"])
+    declared = named(stack(ROOT_MODULE)["variable"])
     values = tfvars(environment)
     assert set(values) <= set(declared), (
         f"undeclared in tfvars: {sorted(set(values) - set(declared))}"
@@ -290,14 +302,14 @@ def test_tfvars_set_only_declared_variables_and_every_required_one_but_the_diges
     assert required - set(values) == {"image_digest"}
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
-def test_every_environment_sets_the_ranker_image(environment: Path) -> None:
-    ranker = named(stack(environment)["module"])["ranker"]
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_environment_sets_the_ranker_image(environment: str) -> None:
+    ranker = named(stack(ROOT_MODULE)["module"])["ranker"]
     assert ranker["image"] == "${var.image_repository}@${var.image_digest}"
     repository = tfvars(environment)["image_repository"]
     assert repository.strip(), "image_repository is empty"
-    assert accepts(environment, "image_repository", repository)
-    assert accepts(environment, "image_digest", DIGEST)
+    assert accepts(ROOT_MODULE, "image_repository", repository)
+    assert accepts(ROOT_MODULE, "image_digest", DIGEST)
     assert accepts(TERRAFORM / "modules" / "ranker", "image", f"{repository}@{DIGEST}")
 
 
@@ -316,27 +328,24 @@ def test_ranker_image_validation_rejects_mutable_or_empty_images(image: str) -> 
     assert not accepts(TERRAFORM / "modules" / "ranker", "image", image)
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
 @pytest.mark.parametrize(
     "repository", ["", "ghcr.io/feedrank/feedrank:latest", f"ghcr.io/feedrank/feedrank@{DIGEST}"]
 )
-def test_environment_image_repository_validation_rejects_tags_and_empty(
-    environment: Path, repository: str
-) -> None:
-    assert not accepts(environment, "image_repository", repository)
+def test_environment_image_repository_validation_rejects_tags_and_empty(repository: str) -> None:
+    assert not accepts(ROOT_MODULE, "image_repository", repository)
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
-def test_hpa_min_replicas_not_above_max_in_tfvars(environment: Path) -> None:
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_hpa_min_replicas_not_above_max_in_tfvars(environment: str) -> None:
     values = tfvars(environment)
     assert 1 <= values["min_replicas"] <= values["max_replicas"]
-    ranker = named(stack(environment)["module"])["ranker"]
+    ranker = named(stack(ROOT_MODULE)["module"])["ranker"]
     assert ranker["min_replicas"] == "${var.min_replicas}"
     assert ranker["max_replicas"] == "${var.max_replicas}"
 
 
-def test_replica_bounds_are_declared_by_the_ranker_and_each_environment() -> None:
-    assert {path.name for path in REPLICA_BOUNDED} == {"ranker", "staging", "production"}
+def test_replica_bounds_are_declared_by_the_ranker_and_the_root_module() -> None:
+    assert set(REPLICA_BOUNDED) == {TERRAFORM / "modules" / "ranker", ROOT_MODULE}
 
 
 @pytest.mark.parametrize("directory", REPLICA_BOUNDED, ids=lambda p: str(p.relative_to(TERRAFORM)))
@@ -347,7 +356,7 @@ def test_max_replicas_validation_compares_with_min(directory: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", TF_FILES + TFVARS_FILES, ids=lambda p: str(p.relative_to(TERRAFORM))
+    "path", TF_FILES + TFVARS_FILES + BACKEND_FILES, ids=lambda p: str(p.relative_to(TERRAFORM))
 )
 def test_no_hard_coded_secrets(path: Path) -> None:
     literal = [
@@ -360,14 +369,23 @@ def test_no_hard_coded_secrets(path: Path) -> None:
     assert not re.search(r'\b(password|auth_token|access_key|secret_key)\s*=\s*"(?!\$\{)', text)
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
-def test_remote_state_is_a_partial_s3_backend(environment: Path) -> None:
-    terraform = one(stack(environment)["terraform"])
+def test_remote_state_is_a_partial_s3_backend() -> None:
+    terraform = one(stack(ROOT_MODULE)["terraform"])
     backend = one(terraform["backend"])
     assert list(backend) == ["s3"]
     # bucket, key, region and the lock table come from -backend-config at init.
     assert set(backend["s3"]) == {"encrypt"}
     assert backend["s3"]["encrypt"] is True
+
+
+def test_every_environment_keeps_its_own_state() -> None:
+    """NAME.backend.hcl gives the state key only; bucket, region, lock table are per account."""
+    keys = {}
+    for environment in ENVIRONMENTS:
+        config = parse(TERRAFORM / "environments" / f"{environment}.backend.hcl")
+        assert set(config) == {"key"}, environment
+        keys[environment] = config["key"]
+    assert keys == {name: f"feedrank/{name}.tfstate" for name in ENVIRONMENTS}
 
 
 @pytest.mark.parametrize("directory", STACKS, ids=lambda p: str(p.relative_to(TERRAFORM)))
@@ -385,20 +403,25 @@ def test_terraform_and_provider_versions_are_bounded(directory: Path) -> None:
         )
 
 
-def test_environments_differ_only_in_their_tfvars() -> None:
-    staging, production = (TERRAFORM / "environments" / name for name in ("staging", "production"))
-    names = sorted(path.name for path in staging.glob("*.tf"))
-    assert names == sorted(path.name for path in production.glob("*.tf"))
-    for name in names:
-        assert (staging / name).read_text(encoding="utf-8") == (production / name).read_text(
-            encoding="utf-8"
-        ), name
-    assert tfvars(staging)["environment"] == "staging"
-    assert tfvars(production)["environment"] == "production"
+def test_environments_differ_only_in_their_variable_files() -> None:
+    """One root module: no .tf outside stack/ and modules/, environments/ holds only settings."""
+    assert {path.name for path in TERRAFORM.iterdir()} == {"environments", "modules", "stack"}
+    for path in TF_FILES:
+        assert path.parent == ROOT_MODULE or path.parent in MODULES, path
+    files = sorted(path.name for path in (TERRAFORM / "environments").iterdir())
+    assert files == sorted(
+        f"{name}{suffix}" for name in ENVIRONMENTS for suffix in (".tfvars", ".backend.hcl")
+    )
+    # A terraform.tfvars in stack/ would be loaded for every environment alike.
+    assert all(path.parent == TERRAFORM / "environments" for path in TFVARS_FILES)
+    # Both set the same variables, with their own values.
+    assert set(tfvars("staging")) == set(tfvars("production"))
+    for name in ENVIRONMENTS:
+        assert tfvars(name)["environment"] == name
 
 
 def test_production_runs_managed_redis_and_several_ranker_pods() -> None:
-    values = tfvars(TERRAFORM / "environments" / "production")
+    values = tfvars("production")
     assert values["online_store_mode"] == "managed"
     assert values["min_replicas"] >= 2
     assert values["redis_num_cache_clusters"] >= 2
@@ -435,11 +458,11 @@ def test_feast_registry_url_carries_no_password() -> None:
     assert ":${" not in url.split("@")[0], "the user part of the URL must not hold a password"
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS, ids=lambda p: p.name)
-def test_environment_names_fit_the_mlflow_name_limits(environment: Path) -> None:
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_environment_names_fit_the_mlflow_name_limits(environment: str) -> None:
     """S3 bucket prefixes and IAM role name prefixes are short; production's name must fit."""
-    call = named(stack(environment)["module"])["mlflow"]
+    call = named(stack(ROOT_MODULE)["module"])["mlflow"]
     assert call["name"] == "${local.name}-mlflow"
-    assert local_values(environment)["name"] == "feedrank-${var.environment}"
+    assert local_values(ROOT_MODULE)["name"] == "feedrank-${var.environment}"
     name = f"feedrank-{tfvars(environment)['environment']}-mlflow"
     assert accepts(TERRAFORM / "modules" / "mlflow", "name", name)

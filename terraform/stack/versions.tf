@@ -12,8 +12,9 @@ terraform {
     }
   }
 
-  # Partial configuration: bucket, key, region and dynamodb_table are given at
-  # `terraform init -backend-config=...` (docs/deploy.md); no account-specific
+  # Partial configuration: the state key of each environment comes from
+  # ../environments/ENV.backend.hcl; bucket, region and dynamodb_table are given
+  # at `terraform init -backend-config=...` (docs/deploy.md); no account-specific
   # value and no credential lives in code.
   backend "s3" {
     encrypt = true

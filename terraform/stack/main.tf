@@ -3,6 +3,9 @@
 # the Feast online store, and the BentoML ranker. The EKS cluster, its VPC and
 # External Secrets Operator (with a ClusterSecretStore for Secrets Manager)
 # exist beforehand: docs/deploy.md.
+#
+# This root module is shared by every environment; an environment is only its
+# settings, ../environments/ENV.tfvars, and its state, ../environments/ENV.backend.hcl.
 
 locals {
   name                = "feedrank-${var.environment}"
@@ -10,7 +13,7 @@ locals {
 }
 
 module "mlflow" {
-  source = "../../modules/mlflow"
+  source = "../modules/mlflow"
 
   name                      = "${local.name}-mlflow"
   vpc_id                    = var.vpc_id
@@ -26,7 +29,7 @@ module "mlflow" {
 }
 
 module "feast_registry" {
-  source = "../../modules/feast_registry"
+  source = "../modules/feast_registry"
 
   namespace            = module.mlflow.namespace
   db_host              = module.mlflow.db_address
@@ -37,7 +40,7 @@ module "feast_registry" {
 }
 
 module "online_store" {
-  source = "../../modules/online_store"
+  source = "../modules/online_store"
 
   mode                      = var.online_store_mode
   name                      = "${local.name}-online"
@@ -51,7 +54,7 @@ module "online_store" {
 }
 
 module "ranker" {
-  source = "../../modules/ranker"
+  source = "../modules/ranker"
 
   image                              = "${var.image_repository}@${var.image_digest}"
   model_version                      = var.model_version
