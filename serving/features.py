@@ -16,6 +16,7 @@ random rows of both stores.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import struct
 import time
@@ -135,7 +136,8 @@ class _View:
     join_keys: list[str]
     template: bytes
     offsets: list[int]
-    cache: RowCache
+    ttl: float
+    max_entries: int
     table: str = ""
     redis_fields: list[bytes] = field(default_factory=list)
 
@@ -143,46 +145,85 @@ class _View:
     """Scalar features, decoded to float64."""
     lists: list[str] = field(default_factory=list)
     """List features (inputs of on-demand views), kept as Python lists."""
+    cache: RowCache = field(init=False)
 
     def __post_init__(self) -> None:
         list_type = Array(Float32)
         self.lists = [n for n in self.features if self.dtypes[n] == list_type]
         self.numeric = [n for n in self.features if n not in self.lists]
+        self.cache = RowCache(self.ttl, self.max_entries, len(self.numeric), len(self.lists))
 
 
 class RowCache:
-    """A bounded map from entity key to its decoded row, each entry valid ``ttl`` seconds.
+    """A bounded cache of decoded rows, each valid ``ttl`` seconds, looked up a batch at a time.
 
     The freshness bound: a value served from the cache is at most ``ttl``
     seconds older than the online store's. Missing entities are cached too.
-    When full, the oldest entries go first.
+
+    Rows live in slots of a matrix (numeric features) and a list per list
+    feature; a dict maps an entity's cache key to its slot. A batch lookup is
+    one C-level pass over the dict and a numpy gather, not a Python call per
+    row. Slots are reused in insertion order (a ring), so when full the
+    oldest entries go first.
+
+    Args:
+        ttl: seconds an entry is served (0 disables the cache: every lookup misses).
+        max_entries: number of slots.
+        width: numeric features per row.
+        lists: number of list features per row.
     """
 
-    def __init__(self, ttl: float, max_entries: int) -> None:
+    def __init__(self, ttl: float, max_entries: int, width: int = 1, lists: int = 0) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._rows: dict[int, tuple[float, object]] = {}
+        self._slot_of: dict[int, int] = {}
+        self._keys = np.full(max_entries, -1, dtype=np.int64)
+        self.values = np.empty((max_entries, width))  # pages are touched as slots fill
+        self.lists: list[list[object]] = [[None] * max_entries for _ in range(lists)]
+        self._expires = np.full(max_entries, -np.inf)
+        self._next = 0
 
-    def get(self, key: int, now: float) -> object | None:
-        """The row, or None when absent or expired."""
-        hit = self._rows.get(key)
-        if hit is None or hit[0] < now:
-            return None
-        return hit[1]
+    def __len__(self) -> int:
+        return len(self._slot_of)
 
-    def put(self, key: int, row: object, now: float) -> None:
-        """Store a row; evicts the oldest quarter when full."""
-        if self.ttl <= 0:
+    def lookup(self, keys: list[int], now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(slot per key, -1 when absent; mask of keys with a fresh entry)."""
+        slots = np.fromiter(
+            map(self._slot_of.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(keys)
+        )
+        fresh = slots >= 0
+        fresh[fresh] = self._expires[slots[fresh]] > now
+        return slots, fresh
+
+    def store(
+        self, keys: list[int], values: np.ndarray, lists: Sequence[Sequence[object]], now: float
+    ) -> None:
+        """Put rows in the next slots of the ring (evicting what was there)."""
+        n = len(keys)
+        if self.ttl <= 0 or n == 0:
             return
-        if len(self._rows) >= self.max_entries:
-            for old in list(self._rows)[: max(1, self.max_entries // 4)]:
-                del self._rows[old]
-        self._rows.pop(key, None)
-        self._rows[key] = (now + self.ttl, row)
+        if n > self.max_entries:
+            keys, values = keys[-self.max_entries :], values[-self.max_entries :]
+            lists = [column[-self.max_entries :] for column in lists]
+            n = self.max_entries
+        slots = (self._next + np.arange(n)) % self.max_entries
+        self._next = int((self._next + n) % self.max_entries)
+        for key, slot, old in zip(keys, slots.tolist(), self._keys[slots].tolist(), strict=True):
+            if old >= 0 and self._slot_of.get(old) == slot:
+                del self._slot_of[old]
+            self._slot_of[key] = slot
+        self._keys[slots] = keys
+        self.values[slots] = values
+        for column, new in zip(self.lists, lists, strict=True):
+            for slot, value in zip(slots.tolist(), new, strict=True):
+                column[slot] = value
+        self._expires[slots] = now + self.ttl
 
     def clear(self) -> None:
         """Forget everything (e.g. after the store was refilled)."""
-        self._rows.clear()
+        self._slot_of.clear()
+        self._keys.fill(-1)
+        self._expires.fill(-np.inf)
 
 
 class OnlineFeatureReader:
@@ -234,7 +275,8 @@ class OnlineFeatureReader:
                 join_keys=join_keys,
                 template=template,
                 offsets=offsets,
-                cache=RowCache(freshness_bounds.get(view.name, DEFAULT_TTL), max_entries),
+                ttl=freshness_bounds.get(view.name, DEFAULT_TTL),
+                max_entries=max_entries,
             )
             if self.online_type == "sqlite":
                 spec.table = _table_id(project, view, versioning)
@@ -318,23 +360,28 @@ class OnlineFeatureReader:
         """
         now = time.monotonic()
         id_list = ids.tolist()
-        cached = [spec.cache.get(i, now) for i in id_list]
-        missing = [j for j, hit in enumerate(cached) if hit is None]
-        if missing:
+        slots, fresh = spec.cache.lookup(id_list, now)
+        hit = np.flatnonzero(fresh)
+        matrix = np.empty((len(id_list), len(spec.numeric)))
+        matrix[hit] = spec.cache.values[slots[hit]]
+        lists_out: dict[str, list[list[float] | None]] = {}
+        for name, column in zip(spec.lists, spec.cache.lists, strict=True):
+            lists_out[name] = [None] * len(id_list)
+            for i, slot in zip(hit.tolist(), slots[hit].tolist(), strict=True):
+                lists_out[name][i] = column[slot]  # type: ignore[assignment]
+        missing = np.flatnonzero(~fresh)
+        if len(missing):
             keys = self._keys(spec, {k: v[missing] for k, v in columns.items()})
             reader = self._read_sqlite if self.online_type == "sqlite" else self._read_redis
             found = reader(spec, keys)
             rows = [found.get(k, _EMPTY) for k in keys]
-            fetched = np.empty((len(missing), len(spec.numeric)))
             for c, name in enumerate(spec.numeric):
-                fetched[:, c] = decode([r.get(name) for r in rows], spec.dtypes[name])
-            lists = {name: decode_lists([r.get(name) for r in rows]) for name in spec.lists}
-            for i, j in enumerate(missing):
-                row = (fetched[i], tuple(lists[name][i] for name in spec.lists))
-                spec.cache.put(id_list[j], row, now)
-                cached[j] = row
-        matrix = np.array([vector for vector, _ in cached]).reshape(len(cached), len(spec.numeric))
-        lists_out = {name: [extra[j] for _, extra in cached] for j, name in enumerate(spec.lists)}
+                matrix[missing, c] = decode([r.get(name) for r in rows], spec.dtypes[name])
+            fetched = [decode_lists([r.get(name) for r in rows]) for name in spec.lists]
+            for name, values in zip(spec.lists, fetched, strict=True):
+                for i, value in zip(missing.tolist(), values, strict=True):
+                    lists_out[name][i] = value
+            spec.cache.store(ids[missing].tolist(), matrix[missing], fetched, now)
         return matrix, lists_out
 
     def _redis_client(self) -> redis.Redis:
@@ -400,8 +447,10 @@ class OnlineFeatureReader:
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
         if self._odfv is not None:
-            frame = pd.DataFrame({k: out[k] for k in self._odfv_inputs if k in out})
-            frame["request_ts"] = np.full(n, request_ts, dtype=np.int64)
+            frame = pd.DataFrame(
+                {k: out[k] for k in self._odfv_inputs if k in out}
+                | {"request_ts": np.full(n, request_ts, dtype=np.int64)}
+            )
             derived = self._odfv.feature_transformation.udf(frame)
             for name in self._odfv_features:
                 out[name] = derived[name].to_numpy(dtype=np.float64)

@@ -166,12 +166,17 @@ class Ranker:
     def predict_batch(self, batch: Batch, chunk: int = 65_536) -> np.ndarray:
         """Calibrated probabilities (n, n_actions) for preprocessed inputs."""
         self.net.eval()
+        if len(batch) == 0:
+            return np.zeros((0, len(self.actions)), dtype=np.float32)
+        parts = (
+            [batch]  # serving's case: no slicing
+            if len(batch) <= chunk
+            else [batch.index(slice(lo, lo + chunk)) for lo in range(0, len(batch), chunk)]
+        )
         out = [
             torch.sigmoid(self.net.calibrated_logits(part.numeric, part.categorical))
-            for part in (batch.index(slice(lo, lo + chunk)) for lo in range(0, len(batch), chunk))
+            for part in parts
         ]
-        if not out:
-            return np.zeros((0, len(self.actions)), dtype=np.float32)
         return torch.cat(out).numpy()
 
     def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:

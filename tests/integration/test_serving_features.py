@@ -90,13 +90,21 @@ def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_p
 
 @pytest.mark.unit
 def test_row_cache_expires_and_stays_bounded() -> None:
-    cache = RowCache(ttl=10.0, max_entries=8)
+    cache = RowCache(ttl=10.0, max_entries=8, width=2, lists=1)
     now = time.monotonic()
-    cache.put(b"a", 1, now)
-    assert cache.get(b"a", now + 9.9) == 1
-    assert cache.get(b"a", now + 10.1) is None
+    cache.store([7], np.array([[1.0, 2.0]]), [[[0.5]]], now)
+    slots, fresh = cache.lookup([7, 8], now + 9.9)
+    assert fresh.tolist() == [True, False] and slots[1] == -1
+    assert cache.values[slots[0]].tolist() == [1.0, 2.0] and cache.lists[0][slots[0]] == [0.5]
+    assert cache.lookup([7], now + 10.1)[1].tolist() == [False]  # expired
     for i in range(20):
-        cache.put(bytes([i]), i, now)
-    assert len(cache._rows) <= 8  # pylint: disable=protected-access
-    assert cache.get(bytes([19]), now) == 19
-    assert RowCache(ttl=0, max_entries=8).get(b"x", now) is None
+        cache.store([100 + i], np.array([[float(i), 0.0]]), [[None]], now)
+    assert len(cache) == 8  # the ring evicted the oldest
+    slots, fresh = cache.lookup([107, 119, 7], now)
+    assert fresh.tolist() == [False, True, False]
+    assert cache.values[slots[1], 0] == 19.0
+    cache.store(list(range(12)), np.zeros((12, 2)), [[None] * 12], now)  # more than it holds
+    assert len(cache) == 8 and cache.lookup([11, 3], now)[1].tolist() == [True, False]
+    disabled = RowCache(ttl=0, max_entries=8)
+    disabled.store([1], np.zeros((1, 1)), [], now)
+    assert disabled.lookup([1], now)[1].tolist() == [False]
