@@ -101,10 +101,17 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def pair_affinity(latent: Latent, users: np.ndarray, authors: np.ndarray) -> np.ndarray:
-    """User-author affinity: shared interests plus a persistent per-pair noise."""
+def pair_affinity(
+    latent: Latent, users: np.ndarray, authors: np.ndarray, pair_noise: bool = True
+) -> np.ndarray:
+    """User-author affinity: shared interests plus a persistent per-pair noise.
+
+    ``pair_noise=False`` leaves the noise out (a partial oracle, for model ceilings).
+    """
     n_topics = latent.interests.shape[1]
     shared = np.einsum("ij,ij->i", latent.interests[users], latent.author_topics[authors])
+    if not pair_noise:
+        return np.log1p(shared * n_topics) - 0.7
     key = users.astype(np.uint64) * np.uint64(1 << 32) + authors.astype(np.uint64)
     h = _splitmix64(key ^ latent.pair_salt.astype(np.uint64)[0])
     u1 = ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
@@ -121,15 +128,17 @@ def true_probabilities(
     topics: np.ndarray,
     media: np.ndarray,
     age_days: np.ndarray,
+    pair_noise: bool = True,
 ) -> np.ndarray:
     """True P(action) for each (user, tweet) at slot 0, shape (n, n_actions), float32.
 
     Position bias is applied separately (:func:`position_bias`), so the oracle
-    ranks by what a user would do if they examined the tweet.
+    ranks by what a user would do if they examined the tweet. ``pair_noise=False``
+    drops the per-pair affinity noise (see :func:`pair_affinity`).
     """
     n_topics = latent.interests.shape[1]
     interest = np.log1p(latent.interests[users, topics] * n_topics) - 0.7
-    affinity = pair_affinity(latent, users, authors)
+    affinity = pair_affinity(latent, users, authors, pair_noise)
     quality = latent.quality[authors]
     toxicity = latent.toxicity[authors]
     age = np.clip(age_days, 0.0, None)
