@@ -300,8 +300,12 @@ class OnlineFeatureReader:
         return [row.tobytes() for row in buf]
 
     @staticmethod
-    def _ids(spec: _View, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One int64 per row identifying the entity: the cache key (no bytes needed)."""
+    def _ids(spec: _View, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """One int64 per row identifying the entity: the cache key (no bytes needed).
+
+        None when two join keys do not fit one int64 (ids of 2^31 and more):
+        those rows are read without the cache.
+        """
         if len(spec.join_keys) == 1:
             return columns[spec.join_keys[0]]
         high, low = (columns[k] for k in spec.join_keys)
@@ -310,7 +314,7 @@ class OnlineFeatureReader:
             or high.max(initial=0) >= 1 << 31
             or low.max(initial=0) >= 1 << 32
         ):
-            raise ValueError(f"{spec.view.name}: ids too large to combine into one cache key")
+            return None
         return (high << 32) | low
 
     def _read_sqlite(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
@@ -349,24 +353,27 @@ class OnlineFeatureReader:
         return found
 
     def _rows(
-        self, spec: _View, ids: np.ndarray, columns: Mapping[str, np.ndarray]
+        self, spec: _View, ids: np.ndarray | None, columns: Mapping[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, list[list[float] | None]]]:
         """Decoded rows of distinct entities: cached ones from memory, the rest from the store.
 
         Args:
             spec: the feature view.
-            ids: distinct cache keys (see :meth:`_ids`).
+            ids: distinct cache keys (see :meth:`_ids`); None: no cache for these rows.
             columns: the join-key values of those entities, aligned with ``ids``.
         """
         now = time.monotonic()
-        id_list = ids.tolist()
-        slots, fresh = spec.cache.lookup(id_list, now)
+        n = len(next(iter(columns.values())))
+        if ids is None:
+            slots, fresh = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+        else:
+            slots, fresh = spec.cache.lookup(ids.tolist(), now)
         hit = np.flatnonzero(fresh)
-        matrix = np.empty((len(id_list), len(spec.numeric)))
+        matrix = np.empty((n, len(spec.numeric)))
         matrix[hit] = spec.cache.values[slots[hit]]
         lists_out: dict[str, list[list[float] | None]] = {}
         for name, column in zip(spec.lists, spec.cache.lists, strict=True):
-            lists_out[name] = [None] * len(id_list)
+            lists_out[name] = [None] * n
             for i, slot in zip(hit.tolist(), slots[hit].tolist(), strict=True):
                 lists_out[name][i] = column[slot]  # type: ignore[assignment]
         missing = np.flatnonzero(~fresh)
@@ -381,7 +388,8 @@ class OnlineFeatureReader:
             for name, values in zip(spec.lists, fetched, strict=True):
                 for i, value in zip(missing.tolist(), values, strict=True):
                     lists_out[name][i] = value
-            spec.cache.store(ids[missing].tolist(), matrix[missing], fetched, now)
+            if ids is not None:
+                spec.cache.store(ids[missing].tolist(), matrix[missing], fetched, now)
         return matrix, lists_out
 
     def _redis_client(self) -> redis.Redis:
@@ -432,9 +440,16 @@ class OnlineFeatureReader:
                     raise FeatureDeadlineExceeded(f"deadline passed before {spec.view.name}")
                 columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
                 # Each distinct entity once (the user's row repeats N times).
-                ids, first, inverse = np.unique(
-                    self._ids(spec, columns), return_index=True, return_inverse=True
-                )
+                keys = self._ids(spec, columns)
+                if keys is None:
+                    pairs = np.stack([columns[k] for k in spec.join_keys], axis=1)
+                    _, first, inverse = np.unique(
+                        pairs, axis=0, return_index=True, return_inverse=True
+                    )
+                    ids = None
+                else:
+                    ids, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                inverse = inverse.reshape(-1)
                 unique = {k: v[first] for k, v in columns.items()}
                 matrix, lists = self._rows(spec, ids, unique)
                 for j, name in enumerate(spec.numeric):

@@ -56,6 +56,17 @@ def test_parity_on_sqlite_cold_and_cached(tiny_workspace: Workspace) -> None:
         _assert_same(reader, store, entities)  # warm: from the in-process cache
 
 
+def test_ids_too_large_for_a_cache_key_are_read_without_the_cache(
+    tiny_workspace: Workspace,
+) -> None:
+    store = open_store(tiny_workspace)
+    reader = OnlineFeatureReader(store)
+    entities = _entities(tiny_workspace, 5)
+    entities["user_id"] = np.full(len(entities["user_id"]), 2**40)  # no user-author cache key
+    _assert_same(reader, store, entities)
+    _assert_same(reader, store, entities)
+
+
 def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
     store = open_store(tiny_workspace, "production", project=feast_project)
     try:
