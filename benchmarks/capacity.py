@@ -736,10 +736,12 @@ def measure_world(data: Path) -> dict[str, Any]:
     """World facts of a generated workspace (run after ``feedrank demo``)."""
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
+    from features.store import training_set_path  # pylint: disable=import-outside-toplevel
+    from feedrank.workspace import Workspace  # pylint: disable=import-outside-toplevel
     from metrics.actions import load_actions  # pylint: disable=import-outside-toplevel
 
     actions = list(load_actions().names)
-    dataset_path = data / "datasets" / "ranker_v1.parquet"
+    dataset_path = training_set_path(Workspace(data.parent))
     dataset = pq.read_table(dataset_path, columns=["visit_id", *actions]).to_pandas()
     schema = pq.read_schema(dataset_path)
     keys = {"impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position"}

@@ -43,6 +43,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
     sys.path.insert(0, str(REPO_ROOT))
 
 # pylint: disable=wrong-import-position
+from features.store import training_set_path  # noqa: E402
 from feedrank import tables  # noqa: E402
 from feedrank.workspace import Workspace  # noqa: E402
 from metrics.actions import ActionSet, load_actions  # noqa: E402
@@ -274,9 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     ws, actions = Workspace(args.workspace), load_actions()
-    test = load_splits(
-        ws.datasets / "ranker_v1.parquet", TrainConfig.model_validate({}), actions
-    ).test
+    test = load_splits(training_set_path(ws), TrainConfig.model_validate({}), actions).test
     oracle = read_oracle(ws, test.keys["impression_id"], actions)
     created = tweet_created(ws, test.keys["tweet_id"])
     impressions = load_impressions(ws)

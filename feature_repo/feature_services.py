@@ -1,9 +1,10 @@
 """Feature services: the named feature sets a model version reads.
 
 Training (get_historical_features) and serving (get_online_features) both ask
-for ``ranker_v1`` by name, so they read the same features. A model that needs
-other features gets a new service (``ranker_v2``); the old one stays for the
-model versions that still use it.
+for the service recorded with the model by name, so they read the same
+features. A model that needs other features gets a new service; the old one
+stays for the model versions that still use it (``ranker_v2`` added the
+follow-graph features; ``ranker_v1`` models keep reading exactly v1).
 """
 
 from feast import FeatureService
@@ -14,10 +15,23 @@ from feature_views import (
     user_author_affinity,
     user_stats,
 )
-from on_demand_views import request_features
+from on_demand_views import follow_features, request_features
 
 ranker_v1 = FeatureService(
     name="ranker_v1",
+    features=[
+        user_stats[[f.name for f in user_stats.features if f.name != "user_follow_topics"]],
+        author_stats[[f.name for f in author_stats.features if f.name != "author_topic_mix"]],
+        tweet_content,
+        tweet_engagement,
+        user_author_affinity,
+        request_features,
+    ],
+    description="Features of the engagement model v1 (models registered before v2 read them).",
+)
+
+ranker_v2 = FeatureService(
+    name="ranker_v2",
     features=[
         user_stats,
         author_stats,
@@ -25,6 +39,7 @@ ranker_v1 = FeatureService(
         tweet_engagement,
         user_author_affinity,
         request_features,
+        follow_features,
     ],
-    description="Features of the engagement model v1 (training and serving).",
+    description="v1 plus the follow graph's topic mix: follow_topic_share, follow_author_affinity.",
 )

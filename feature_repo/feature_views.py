@@ -37,6 +37,11 @@ user_stats = FeatureView(
             dtype=Array(Float32),
             description="Positive engagement rate per topic, all history, smoothed.",
         ),
+        Field(
+            name="user_follow_topics",
+            dtype=Array(Float32),
+            description="Mean topic mix of the authors the user follows.",
+        ),
     ],
     source=user_stats_source,
     description="A user's own behaviour; daily snapshots.",
@@ -58,6 +63,11 @@ author_stats = FeatureView(
             )
             for a in ACTIONS
         ],
+        Field(
+            name="author_topic_mix",
+            dtype=Array(Float32),
+            description="Share of the author's tweets per topic, all history, smoothed.",
+        ),
     ],
     source=author_stats_source,
     description="What an author's tweets receive; daily snapshots.",

@@ -6,7 +6,7 @@ from data_sources import ranking_request
 from feast import Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float32
-from feature_views import tweet_content, user_stats
+from feature_views import author_stats, tweet_content, user_stats
 
 
 @on_demand_feature_view(
@@ -36,6 +36,62 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         {
             "tweet_age_hours": np.maximum((request_ts - created) / 3600.0, 0.0).astype("float32"),
             "user_topic_affinity": affinity,
+        },
+        index=inputs.index,
+    )
+
+
+@on_demand_feature_view(
+    sources=[tweet_content, user_stats, author_stats],
+    schema=[
+        Field(name="follow_topic_share", dtype=Float32),
+        Field(name="follow_author_affinity", dtype=Float32),
+    ],
+    description="How much the user's follow graph leans to the tweet's topic and author.",
+)
+def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    """The followed authors' share of the tweet's topic, and the dot product of the
+    followed-topic mix with the author's topic mix (NaN where a mix is missing).
+
+    The lists become (rows, topics) matrices first, so the arithmetic is vectorised;
+    a list object repeated over rows (serving's one user) is converted once.
+    Serving calls this same function on every /rank request.
+    """
+
+    def as_matrix(values: pd.Series) -> np.ndarray:
+        slot_of: dict[int, int] = {}
+        distinct: list[object] = []
+        index = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            slot = slot_of.get(id(v))
+            if slot is None:
+                slot = slot_of[id(v)] = len(distinct)
+                distinct.append(v)
+            index[i] = slot
+        valid = [v for v in distinct if isinstance(v, (list, np.ndarray)) and len(v)]
+        width = max((len(v) for v in valid), default=0)
+        rows = np.full((len(distinct), width), np.nan)
+        for j, v in enumerate(distinct):
+            if isinstance(v, (list, np.ndarray)) and len(v) == width:
+                rows[j] = v
+        return rows[index]
+
+    n = len(inputs)
+    topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)
+    mixes = [as_matrix(inputs[c]) for c in ("user_follow_topics", "author_topic_mix")]
+    follows, author = mixes
+    share = np.full(n, np.nan)
+    known = ~np.isnan(topic) & (topic >= 0) & (topic < follows.shape[1])
+    share[known] = follows[np.flatnonzero(known), topic[known].astype(np.int64)]
+    affinity = (
+        (follows * author).sum(axis=1)
+        if follows.shape[1] == author.shape[1]
+        else np.full(n, np.nan)
+    )
+    return pd.DataFrame(
+        {
+            "follow_topic_share": share.astype("float32"),
+            "follow_author_affinity": affinity.astype("float32"),
         },
         index=inputs.index,
     )

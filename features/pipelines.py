@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from scipy import sparse
 
 from feedrank import tables
 from metrics.actions import ActionSet, load_actions
@@ -26,6 +27,8 @@ from metrics.actions import ActionSet, load_actions
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
 PRIOR_WEIGHT = 20.0
+TOPIC_PRIOR_TWEETS = 1.0
+"""Pseudo-tweets of the overall topic mix added to each author's topic histogram."""
 POSITIVE = ("like", "reply", "retweet", "long_dwell")
 """Actions counted as a positive engagement in affinity features."""
 
@@ -126,6 +129,8 @@ def build_features(
     imp_author = impressions["author_id"].to_numpy()
     imp_tweet = impressions["tweet_id"].to_numpy()
     n_users = users.num_rows
+    n_topics = int(tweets["topic"].to_numpy().max()) + 1
+    topic_mix = _author_topic_mix(tweets, n_users, n_topics, n_days, start_us, snap_days)
 
     written = {
         "user_stats": _user_stats(
@@ -139,7 +144,8 @@ def build_features(
             start_us,
             snap_days,
             topics=tweets["topic"].to_numpy()[imp_tweet],
-            n_topics=int(tweets["topic"].to_numpy().max()) + 1,
+            n_topics=n_topics,
+            follow_topics=_follow_topics(follows, topic_mix),
         ),
         "author_stats": _author_stats(
             actions,
@@ -152,6 +158,7 @@ def build_features(
             n_days,
             start_us,
             snap_days,
+            topic_mix,
         ),
         "tweet_content": _tweet_content(tweets),
         "tweet_engagement": _tweet_engagement(
@@ -180,8 +187,10 @@ def _user_stats(
     snap_days: np.ndarray,
     topics: np.ndarray,
     n_topics: int,
+    follow_topics: np.ndarray,
 ) -> pa.Table:
-    """A user's own behaviour over the last week, and their engagement rate per topic."""
+    """A user's own behaviour over the last week, their engagement rate per topic, and
+    the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics)."""
     values = np.concatenate([per_imp, dwell[:, None]], axis=1)
     counts = _window(_daily_counts(imp_user, day, values, n_users, n_days), WINDOW_DAYS)
     counts = counts[:, snap_days]
@@ -209,9 +218,8 @@ def _user_stats(
             "user_id": user_ids,
             "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
             **flat,
-            "user_topic_rates": pa.FixedSizeListArray.from_arrays(
-                pa.array(topic_rate.reshape(-1), pa.float32()), n_topics
-            ).cast(pa.list_(pa.float32())),
+            "user_topic_rates": _list_column(topic_rate),
+            "user_follow_topics": _list_column(follow_topics),
         }
     )
 
@@ -227,8 +235,9 @@ def _author_stats(
     n_days: int,
     start_us: int,
     snap_days: np.ndarray,
+    topic_mix: np.ndarray,
 ) -> pa.Table:
-    """What an author's tweets received over the last week, and the author's reach."""
+    """What an author's tweets received over the last week, the author's reach and topics."""
     counts = _window(_daily_counts(imp_author, day, per_imp, n_users, n_days), WINDOW_DAYS)
     counts = counts[:, snap_days]
     tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), start_us)
@@ -254,8 +263,63 @@ def _author_stats(
             "author_id": np.repeat(np.arange(n_users, dtype=np.int64), len(snap_days)),
             "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
             **{k: v.reshape(-1) for k, v in columns.items()},
+            "author_topic_mix": _list_column(topic_mix),
         }
     )
+
+
+def _list_column(values: np.ndarray) -> pa.Array:
+    """A (entities, snapshots, width) array as one list<float32> per (entity, snapshot) row."""
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(values.reshape(-1), pa.float32()), values.shape[-1]
+    ).cast(pa.list_(pa.float32()))
+
+
+def _author_topic_mix(
+    tweets: pa.Table,
+    n_users: int,
+    n_topics: int,
+    n_days: int,
+    start_us: int,
+    snap_days: np.ndarray,
+) -> np.ndarray:
+    """Each author's share of tweets per topic, all tweets before each snapshot.
+
+    Smoothed with ``TOPIC_PRIOR_TWEETS`` pseudo-tweets of the overall mix, so an
+    author who posted nothing yet has the overall mix. Shape (users, snapshots, topics).
+    """
+    tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), start_us)
+    keys = tweets["author_id"].to_numpy() * n_topics + tweets["topic"].to_numpy()
+    grid = _daily_counts(
+        keys,
+        np.clip(tweet_day, 0, n_days - 1),
+        np.ones((tweets.num_rows, 1)),
+        n_users * n_topics,
+        n_days,
+    )
+    counts = _window(grid, None)[:, snap_days, 0].reshape(n_users, n_topics, len(snap_days))
+    counts = counts.transpose(0, 2, 1)
+    overall = counts.sum(axis=0)
+    prior = overall / np.maximum(overall.sum(axis=1, keepdims=True), 1.0)
+    total = counts.sum(axis=2, keepdims=True)
+    return (counts + TOPIC_PRIOR_TWEETS * prior[None]) / (total + TOPIC_PRIOR_TWEETS)
+
+
+def _follow_topics(follows: pa.Table, topic_mix: np.ndarray) -> np.ndarray:
+    """The mean topic mix of the authors each user follows (users without follows: the mean
+    over all authors). Shape (users, snapshots, topics), like ``topic_mix``."""
+    n_users = topic_mix.shape[0]
+    graph = sparse.csr_matrix(
+        (
+            np.ones(follows.num_rows),
+            (follows["user_id"].to_numpy(), follows["author_id"].to_numpy()),
+        ),
+        shape=(n_users, n_users),
+    )
+    n_follows = np.asarray(graph.sum(axis=1)).reshape(-1)
+    summed = np.asarray(graph @ topic_mix.reshape(n_users, -1)).reshape(topic_mix.shape)
+    mean = summed / np.maximum(n_follows, 1.0)[:, None, None]
+    return np.where(n_follows[:, None, None] > 0, mean, topic_mix.mean(axis=0, keepdims=True))
 
 
 def _tweet_content(tweets: pa.Table) -> pa.Table:

@@ -7,6 +7,7 @@ is a self-contained store.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -23,7 +24,13 @@ PROFILE_FILES: dict[str, str] = {
 }
 REDIS_URL_ENV = "FEEDRANK_REDIS_URL"
 REGISTRY_URL_ENV = "FEEDRANK_REGISTRY_URL"
-FEATURE_SERVICE = "ranker_v1"
+FEATURE_SERVICE = "ranker_v2"
+"""The FeatureService new models are trained on (each model records its own)."""
+
+
+def training_set_path(workspace: Workspace, service: str = FEATURE_SERVICE) -> Path:
+    """The point-in-time training set built through ``service``."""
+    return workspace.datasets / f"{service}.parquet"
 
 
 def repo_config(

@@ -251,7 +251,7 @@ def dataset() -> None:
 )
 @one_line_errors()
 def dataset_build(workspace: Path, max_rows: int | None) -> None:
-    """Point-in-time training set through the ranker_v1 FeatureService."""
+    """Point-in-time training set through the FeatureService of new models."""
     from features.store import open_store
     from training.dataset import build_training_set
 

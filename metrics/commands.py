@@ -341,7 +341,7 @@ def monitor() -> None:
     "--reference",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="The training distribution (default: WORKSPACE/data/datasets/ranker_v1.parquet).",
+    help="The training distribution (default: the training set of WORKSPACE).",
 )
 @workspace_option
 @click.option(
@@ -366,10 +366,11 @@ def drift(
     A drift alarm is meant to trigger the continuous-training workflow
     (repository_dispatch `drift-detected`, see docs/deploy.md).
     """
+    from features.store import training_set_path  # pylint: disable=import-outside-toplevel
     from feedrank.workspace import Workspace  # pylint: disable=import-outside-toplevel
 
     ws = Workspace(workspace)
-    reference = reference or ws.datasets / "ranker_v1.parquet"
+    reference = reference or training_set_path(ws)
     try:
         ref_rows, cur_rows = read_sample(reference), read_sample(current)
     except (ValueError, OSError) as exc:

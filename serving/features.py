@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import redis
-from feast import FeatureStore, FeatureView
+from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
@@ -227,7 +227,7 @@ class RowCache:
 
 
 class OnlineFeatureReader:
-    """Reads the ``ranker_v1`` features of one user and N candidate tweets.
+    """Reads a FeatureService's features of one user and N candidate tweets.
 
     Args:
         store: the Feast store (embedded SQLite or production Redis profile).
@@ -254,16 +254,19 @@ class OnlineFeatureReader:
         freshness_bounds = {**DEFAULT_FRESHNESS, **(freshness or {})}
         fs = store.get_feature_service(service)
         self._views: list[_View] = []
-        self._odfv = None
+        self._odfvs: list[tuple[OnDemandFeatureView, list[str], list[str]]] = []
+        """(view, its features in the service, its input names), in service order."""
         self.names: list[str] = []
         project = store.config.project
         versioning = store.config.registry.enable_online_feature_view_versioning
         for projection in fs.feature_view_projections:
             names = [f.name for f in projection.features]
             self.names.extend(names)
-            if projection.name == "request_features" or not _is_batch(store, projection.name):
-                self._odfv = store.get_on_demand_feature_view(projection.name)
-                self._odfv_features = names
+            if not _is_batch(store, projection.name):
+                odfv = store.get_on_demand_feature_view(projection.name)
+                sources = odfv.source_feature_view_projections.values()
+                inputs = [f.name for p in sources for f in p.features]
+                self._odfvs.append((odfv, names, inputs))
                 continue
             view = store.get_feature_view(projection.name)
             join_keys = list(view.join_keys)
@@ -283,9 +286,6 @@ class OnlineFeatureReader:
             else:
                 spec.redis_fields = [_mmh3(f"{view.name}:{n}") for n in names]
             self._views.append(spec)
-        if self._odfv is not None:
-            sources = self._odfv.source_feature_view_projections
-            self._odfv_inputs = [f.name for p in sources.values() for f in p.features]
         self._sqlite: sqlite3.Connection | None = None
         self._redis = None
         self._project = project.encode("utf-8")
@@ -461,13 +461,13 @@ class OnlineFeatureReader:
         except Exception as exc:  # any driver error means "store unavailable" to the caller
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
-        if self._odfv is not None:
+        for odfv, features, inputs in self._odfvs:
             frame = pd.DataFrame(
-                {k: out[k] for k in self._odfv_inputs if k in out}
+                {k: out[k] for k in inputs if k in out}
                 | {"request_ts": np.full(n, request_ts, dtype=np.int64)}
             )
-            derived = self._odfv.feature_transformation.udf(frame)
-            for name in self._odfv_features:
+            derived = odfv.feature_transformation.udf(frame)
+            for name in features:
                 out[name] = derived[name].to_numpy(dtype=np.float64)
         return {name: out[name] for name in self.names}
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from mlflow.exceptions import MlflowException
 
-from features.store import FEATURE_SERVICE
+from features.store import training_set_path
 from feedrank.options import REPO_ROOT, one_line_errors, workspace_option
 from feedrank.workspace import Workspace
 from metrics.actions import load_actions
@@ -43,7 +43,7 @@ def run_training_pipeline(
     """
     ws = Workspace(workspace)
     config = config or TrainConfig()
-    dataset = ws.datasets / f"{FEATURE_SERVICE}.parquet"
+    dataset = training_set_path(ws)
     if not dataset.exists():
         raise ValueError(f"{dataset}: no training set (run the dataset stage first)")
     actions = load_actions()

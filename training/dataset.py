@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from features.pipelines import FEATURE_TABLES
-from features.store import FEATURE_SERVICE
+from features.store import FEATURE_SERVICE, training_set_path
 from feedrank import tables
 from feedrank.workspace import Workspace
 from metrics.actions import ActionSet, load_actions
@@ -69,7 +69,7 @@ def build_training_set(
     """Join point-in-time features to every impression and write the training set.
 
     Args:
-        store: the Feast store (its registry must hold ``ranker_v1``).
+        store: the Feast store (its registry must hold ``FEATURE_SERVICE``).
         workspace: where the world is read and the dataset written.
         actions: label columns (default: metrics/actions.yaml).
         max_rows: keep only the latest ``max_rows`` impressions (None: all).
@@ -115,6 +115,6 @@ def build_training_set(
     names = feature_names(store)
     ordered = [*KEY_COLUMNS, "event_timestamp", *names, *actions.names]
     table = pa.Table.from_pandas(dataset[ordered], preserve_index=False)
-    path = workspace.datasets / f"{FEATURE_SERVICE}.parquet"
+    path = training_set_path(workspace)
     tables.write_parquet_atomic(table, path)
     return TrainingSet(path=path, rows=table.num_rows, features=tuple(names))

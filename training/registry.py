@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from features.store import training_set_path
 from feedrank.workspace import Workspace
 from metrics.actions import ActionSet, load_actions
 from training.evaluate import Evaluation, evaluate
@@ -277,7 +278,7 @@ def evaluate_version(
 ) -> Evaluation:
     """Evaluate a registered version on the workspace's test days."""
     if test is None:
-        test = load_splits(workspace.datasets / "ranker_v1.parquet", TrainConfig()).test
+        test = load_splits(training_set_path(workspace), TrainConfig()).test
     return evaluate(load_ranker(workspace, ref), test, workspace, actions, plots_dir)
 
 
@@ -345,7 +346,7 @@ def promote(
     actions = load_actions()
     client = connect(workspace)
     challenger = model_version(client, CHALLENGER)
-    test = load_splits(workspace.datasets / "ranker_v1.parquet", TrainConfig()).test
+    test = load_splits(training_set_path(workspace), TrainConfig()).test
     try:
         champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     except MlflowException:

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
+from features.store import training_set_path
 from feedrank.cli import main
 from tests.conftest import new_workspace
 
@@ -42,7 +43,7 @@ def test_every_stage_runs_from_the_command_line(tmp_path: Path) -> None:
         done = run(*step)
         assert done.returncode == 0, (step, done.stderr[-2000:])
     assert "150 users" in run("data", "generate", "--preset", "tiny", "--users", "150", *w).stdout
-    training = pq.read_table(ws.datasets / "ranker_v1.parquet")
+    training = pq.read_table(training_set_path(ws))
     impressions = pq.read_table(ws.world / "impressions.parquet")
     assert training.num_rows == impressions.num_rows
     again = run("features", "materialize", *w)
@@ -98,7 +99,7 @@ def test_demo_runs_the_pipeline_on_a_tiny_world(tmp_path: Path) -> None:
     done = run("demo", "--preset", "tiny", "--workspace", str(ws.root))
     assert done.returncode == 0, done.exception
     assert "feedrank demo summary" in done.stdout
-    training = pq.read_table(ws.datasets / "ranker_v1.parquet")
+    training = pq.read_table(training_set_path(ws))
     assert f"{training.num_rows:,}" in done.stdout
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from features.online import apply_repo
 from features.pipelines import build_features
-from features.store import open_store
+from features.store import open_store, training_set_path
 from feedrank.workspace import Workspace
 from metrics.commands import monitor
 from metrics.drift import psi
@@ -38,7 +38,7 @@ def _drift(reference: Workspace, current: Workspace) -> tuple[int, str]:
             "--workspace",
             str(reference.root),
             "--current",
-            str(current.datasets / "ranker_v1.parquet"),
+            str(training_set_path(current)),
         ],
     )
     return done.exit_code, done.output

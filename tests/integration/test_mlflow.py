@@ -26,6 +26,7 @@ import requests
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from features.store import FEATURE_SERVICE, training_set_path
 from feedrank.workspace import Workspace
 from training import registry
 from training.commands import evaluate_command, promote_command, run_training_pipeline
@@ -62,14 +63,14 @@ def test_run_logs_params_metrics_plots_and_lineage(trained: tuple[Workspace, dic
     run = client.get_run(summary["run_id"])
     assert run.data.params["batch_size"] == "1024"
     assert run.data.params["model.architecture"] == "shared_bottom"
-    assert run.data.tags["feature_service"] == "ranker_v1"
+    assert run.data.tags["feature_service"] == FEATURE_SERVICE
     assert len(run.data.tags["data_sha256"]) == 64
     assert {"auc_like", "oracle_lift_share_at_50", "ece_report"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == summary["epochs"]
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"calibration_like.png", "roc_like.png", "lift.png"} <= plots
     features = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/features.json")
-    assert features["feature_service"] == "ranker_v1"
+    assert features["feature_service"] == FEATURE_SERVICE
     assert "ua_positive_rate" in features["features"]
     assert "tweet_created_s" not in features["features"]
     experiment = client.get_experiment(run.info.experiment_id)
@@ -287,7 +288,7 @@ def test_drift_monitor_compares_model_scores(trained: tuple[Workspace, dict]) ->
     from metrics.commands import monitor  # pylint: disable=import-outside-toplevel
 
     ws, _ = trained
-    dataset = ws.datasets / "ranker_v1.parquet"
+    dataset = training_set_path(ws)
     done = CliRunner().invoke(
         monitor,
         ["drift", "--workspace", str(ws.root), "--current", str(dataset), "--model", "champion"],

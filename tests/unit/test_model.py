@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from features.store import training_set_path
 from feedrank.workspace import Workspace
 from metrics.actions import load_actions
 from training.model import ModelConfig, Ranker, RankerNet
@@ -78,7 +79,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 
 @pytest.fixture(name="tiny_model", scope="module")
 def fixture_tiny_model(tiny_workspace: Workspace) -> TrainResult:
-    return train(tiny_workspace.datasets / "ranker_v1.parquet", FAST, progress=False)
+    return train(training_set_path(tiny_workspace), FAST, progress=False)
 
 
 def _mean_prob(result: TrainResult, feature: str, quantile: float, head: str) -> float:
@@ -108,14 +109,14 @@ def test_author_report_rate_raises_p_report(tiny_workspace: Workspace, tmp_path:
     pipeline that lost or flipped the feature (preprocessing, down-weighting
     correction) fails.
     """
-    table = pq.read_table(tiny_workspace.datasets / "ranker_v1.parquet")
+    table = pq.read_table(training_set_path(tiny_workspace))
     rate = table["author_report_rate_7d"].to_numpy(zero_copy_only=False).astype(float)
     z = np.nan_to_num((np.log1p(rate) - np.nanmean(np.log1p(rate))) / np.nanstd(np.log1p(rate)))
     rng = np.random.default_rng(0)
     report = rng.random(len(z)) < 1 / (1 + np.exp(-(-4.0 + 1.5 * z)))
     column = table.schema.get_field_index("report")
     table = table.set_column(column, "report", pa.array(report))
-    path = tmp_path / "ranker_v1.parquet"
+    path = tmp_path / "training_set.parquet"
     pq.write_table(table, path)
     result = train(path, FAST, load_actions(), progress=False)
     high = _mean_prob(result, "author_report_rate_7d", 0.95, "report")
@@ -125,6 +126,6 @@ def test_author_report_rate_raises_p_report(tiny_workspace: Workspace, tmp_path:
 
 @pytest.mark.slow
 def test_training_is_deterministic(tiny_workspace: Workspace, tiny_model: TrainResult) -> None:
-    again = train(tiny_workspace.datasets / "ranker_v1.parquet", FAST, progress=False)
+    again = train(training_set_path(tiny_workspace), FAST, progress=False)
     assert again.weights_sha256 == tiny_model.weights_sha256
     assert again.best_epoch == tiny_model.best_epoch
