@@ -58,23 +58,18 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
     Serving calls this same function on every /rank request.
     """
 
-    def as_matrix(values: pd.Series) -> np.ndarray:
-        slot_of: dict[int, int] = {}
-        distinct: list[object] = []
-        index = np.empty(len(values), dtype=np.int64)
-        for i, v in enumerate(values):
-            slot = slot_of.get(id(v))
-            if slot is None:
-                slot = slot_of[id(v)] = len(distinct)
-                distinct.append(v)
-            index[i] = slot
-        valid = [v for v in distinct if isinstance(v, (list, np.ndarray)) and len(v)]
-        width = max((len(v) for v in valid), default=0)
+    def as_matrix(column: pd.Series) -> np.ndarray:
+        values = column.to_numpy()
+        ids = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
+        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        distinct = [values[i] for i in first]
+        lengths = [len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in distinct]
+        width = max(lengths, default=0)
         rows = np.full((len(distinct), width), np.nan)
-        for j, v in enumerate(distinct):
-            if isinstance(v, (list, np.ndarray)) and len(v) == width:
+        for j, (v, length) in enumerate(zip(distinct, lengths, strict=True)):
+            if length and length == width:
                 rows[j] = v
-        return rows[index]
+        return rows[inverse.reshape(-1)]
 
     n = len(inputs)
     topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)

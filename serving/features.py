@@ -461,15 +461,30 @@ class OnlineFeatureReader:
         except Exception as exc:  # any driver error means "store unavailable" to the caller
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
-        for odfv, features, inputs in self._odfvs:
-            frame = pd.DataFrame(
-                {k: out[k] for k in inputs if k in out}
-                | {"request_ts": np.full(n, request_ts, dtype=np.int64)}
-            )
-            derived = odfv.feature_transformation.udf(frame)
-            for name in features:
-                out[name] = derived[name].to_numpy(dtype=np.float64)
+        if self._odfvs:
+            frame = self._odfv_frame(out, n, request_ts)
+            for odfv, features, _ in self._odfvs:
+                derived = odfv.feature_transformation.udf(frame)
+                for name in features:
+                    out[name] = derived[name].to_numpy(dtype=np.float64)
         return {name: out[name] for name in self.names}
+
+    def _odfv_frame(
+        self, out: Mapping[str, np.ndarray | list], n: int, request_ts: int
+    ) -> pd.DataFrame:
+        """One input frame for every on-demand view: the numeric features as one
+        float block (building a DataFrame column by column cost ~1 ms a request)."""
+        names = list(dict.fromkeys(k for _, _, inputs in self._odfvs for k in inputs if k in out))
+        numeric = [k for k in names if isinstance(out[k], np.ndarray)]
+        block = np.empty((n, len(numeric) + 1))
+        for j, k in enumerate(numeric):
+            block[:, j] = out[k]
+        block[:, -1] = request_ts  # Unix seconds: exact in a float64
+        frame = pd.DataFrame(block, columns=[*numeric, "request_ts"])
+        for k in names:
+            if k not in numeric:
+                frame[k] = out[k]
+        return frame
 
     def clear_cache(self) -> None:
         """Forget cached rows (after a refill, or to measure the store itself)."""
