@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: benchmarks.harness
 # pylint: disable=wrong-import-position
 from benchmarks.harness import copy_workspace, ensure_champion, serve  # noqa: E402
 from features.online import apply_repo, fill_online  # noqa: E402
-from features.store import FEATURE_SERVICE, Workspace, open_store  # noqa: E402
+from features.store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
 from feedrank.tables import TWEETS, read_table  # noqa: E402
 from metrics.actions import load_actions  # noqa: E402
 from serving.candidates import load_redis_candidates  # noqa: E402
@@ -185,7 +185,7 @@ def main() -> None:
             with serve(ws, settings | production) as served:
                 redis_seq, degraded_r = _sequential(served.url, requests, 50)
         finally:
-            store.teardown()
+            drop_project(store)
             for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
                 candidates.unlink(key)
         print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)

@@ -65,3 +65,17 @@ def open_store(
     return FeatureStore(
         repo_path=str(workspace.repo), config=repo_config(workspace, profile, project)
     )
+
+
+def drop_project(store: FeatureStore) -> None:
+    """Delete one project's online data and registry objects, and nothing else.
+
+    Feast 0.66's ``FeatureStore.teardown()`` deletes every project in the
+    registry (it loops over ``list_projects()``), so against a shared SQL
+    registry it wipes other users' feature services, and a service started
+    meanwhile fails with "Feature service ... does not exist".
+    """
+    views = store.list_feature_views()
+    # pylint: disable-next=protected-access
+    store._get_provider().teardown_infra(store.project, views, store.list_entities())
+    store.registry.delete_project(store.project, commit=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from features.online import apply_repo, fill_online, materialize_feast
-from features.store import FEATURE_SERVICE, open_store
+from features.store import FEATURE_SERVICE, drop_project, open_store
 from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
 
@@ -51,8 +51,8 @@ def test_redis_and_sql_registry_serve_what_the_embedded_store_serves(
             assert from_redis_feast[name] == embedded[name], name
         assert any(v is not None for v in from_redis_fast["ua_positive_rate"])
     finally:
-        fast.teardown()
-        feast.teardown()
+        drop_project(fast)
+        drop_project(feast)
 
 
 def test_registry_lives_in_postgres(tiny_workspace: Workspace, feast_project: str) -> None:
@@ -71,4 +71,21 @@ def test_registry_lives_in_postgres(tiny_workspace: Workspace, feast_project: st
         assert store.config.registry.registry_type == "sql"
         assert store.config.online_store.type == "redis"
     finally:
-        store.teardown()
+        drop_project(store)
+
+
+def test_dropping_a_project_leaves_the_other_projects_alone(
+    tiny_workspace: Workspace, feast_project: str
+) -> None:
+    kept = open_store(tiny_workspace, "production", project=feast_project)
+    dropped = open_store(tiny_workspace, "production", project=f"{feast_project}d")
+    apply_repo(kept, tiny_workspace)
+    apply_repo(dropped, tiny_workspace)
+    try:
+        drop_project(dropped)
+        fresh = open_store(tiny_workspace, "production", project=feast_project)
+        assert fresh.get_feature_service(FEATURE_SERVICE).name == FEATURE_SERVICE
+        other = open_store(tiny_workspace, "production", project=f"{feast_project}d")
+        assert not other.list_feature_views()
+    finally:
+        drop_project(kept)

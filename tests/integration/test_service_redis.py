@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from features.online import apply_repo, fill_online
-from features.store import Workspace, open_store
+from features.store import Workspace, drop_project, open_store
 from metrics.actions import load_actions
 from serving.candidates import RedisCandidates, load_redis_candidates
 from serving.schemas import RankRequest
@@ -92,7 +92,7 @@ def test_redis_profile_ranks_like_the_embedded_one(
         assert cold.candidate_source == "cold_start" and cold.items
         production.close()
     finally:
-        store.teardown()
+        drop_project(store)
         _drop_keys(local_redis, feast_project)
 
 
