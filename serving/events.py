@@ -11,7 +11,8 @@ The same transaction keeps each touched tweet's cumulative counters
 counters with the value the online store holds (the daily batch), so what is
 pushed to Feast is "batch + everything since", never just the delta.
 Counting inside the append transaction is what makes retries safe: an event
-is counted exactly when it is first logged.
+is counted exactly when it is first logged. Publishing the new counters to
+Feast inside it too keeps pushes in count order across worker processes.
 
 At scale this role goes to a log such as Kafka and a stream job; the interface
 (append a batch, get new cumulative counters) stays.
@@ -108,6 +109,9 @@ class AppendResult:
 Seeder = Callable[[list[int]], Mapping[int, Mapping[str, int]]]
 """Current counters of tweets seen for the first time (from the online store)."""
 
+Publisher = Callable[[Mapping[int, Mapping[str, int]], Mapping[int, int]], None]
+"""Pushes fresh cumulative counters (and their push times) to the online store."""
+
 
 class EventLog:
     """Append-only, idempotent event log with the live tweet counters.
@@ -129,13 +133,20 @@ class EventLog:
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
 
-    def append(self, events: Sequence[EventRecord], seed: Seeder) -> AppendResult:
+    def append(
+        self, events: Sequence[EventRecord], seed: Seeder, publish: Publisher | None = None
+    ) -> AppendResult:
         """Log the events not logged yet and update their tweets' counters, atomically.
 
         Args:
             events: a batch; ids repeated in the batch or already logged are skipped.
             seed: called (inside the transaction) with tweets that have no live
                 counters yet; returns their current counters (missing: 0).
+            publish: called inside the transaction, before the commit, with the
+                new counters. The write lock orders publishes across processes as
+                it orders the counts, so an older count never lands after a newer
+                one (Feast's SQLite online store overwrites without comparing
+                times). It must not raise: the events commit either way.
         """
         unique: dict[str, EventRecord] = {}
         for event in events:
@@ -162,6 +173,8 @@ class EventLog:
                 )
                 counters = self._count(new, seed)
                 push_us = self._push_times(new)
+                if publish is not None and counters:
+                    publish(counters, push_us)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

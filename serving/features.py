@@ -60,6 +60,10 @@ class FeatureStoreUnavailable(RuntimeError):
     """The online store could not be read (down, slow, or not set up)."""
 
 
+class OnDemandFeaturesFailed(RuntimeError):
+    """An on-demand view's transformation raised."""
+
+
 class FeatureDeadlineExceeded(RuntimeError):
     """The read passed its deadline; the views not read yet were not asked for."""
 
@@ -168,7 +172,7 @@ class RowCache:
 
     Args:
         ttl: seconds an entry is served (0 disables the cache: every lookup misses).
-        max_entries: number of slots.
+        max_entries: number of slots (0 disables the cache too).
         width: numeric features per row.
         lists: number of list features per row.
     """
@@ -200,7 +204,7 @@ class RowCache:
     ) -> None:
         """Put rows in the next slots of the ring (evicting what was there)."""
         n = len(keys)
-        if self.ttl <= 0 or n == 0:
+        if self.ttl <= 0 or n == 0 or self.max_entries < 1:
             return
         if n > self.max_entries:
             keys, values = keys[-self.max_entries :], values[-self.max_entries :]
@@ -303,9 +307,12 @@ class OnlineFeatureReader:
     def _ids(spec: _View, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """One int64 per row identifying the entity: the cache key (no bytes needed).
 
-        None when two join keys do not fit one int64 (ids of 2^31 and more):
-        those rows are read without the cache.
+        None when the ids cannot be keys: negative ids (-1 marks an empty cache
+        slot) or two join keys that do not fit one int64 (ids of 2^31 and more).
+        Then the whole view is read from the store for this request.
         """
+        if any(columns[k].min(initial=0) < 0 for k in spec.join_keys):
+            return None
         if len(spec.join_keys) == 1:
             return columns[spec.join_keys[0]]
         high, low = (columns[k] for k in spec.join_keys)
@@ -324,12 +331,11 @@ class OnlineFeatureReader:
             # Reads only: map the file and keep hot pages in memory.
             self._sqlite.execute("PRAGMA mmap_size = 1073741824")
             self._sqlite.execute("PRAGMA cache_size = -131072")
-        unique = keys
         rows = self._sqlite.execute(
             # Table name from the registry; keys are bound parameters.
             f'SELECT entity_key, feature_name, value FROM "{spec.table}" '  # nosec B608
-            f"WHERE entity_key IN ({','.join('?' * len(unique))})",
-            unique,
+            f"WHERE entity_key IN ({','.join('?' * len(keys))})",
+            keys,
         ).fetchall()
         found: dict[bytes, dict[str, bytes]] = {}
         for key, name, value in rows:
@@ -339,13 +345,12 @@ class OnlineFeatureReader:
     def _read_redis(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
         if self._redis is None:
             self._redis = self._redis_client()
-        unique = keys
         with self._redis.pipeline(transaction=False) as pipe:
-            for key in unique:
+            for key in keys:
                 pipe.hmget(key + self._project, spec.redis_fields)
             replies = pipe.execute()
         found: dict[bytes, dict[str, bytes]] = {}
-        for key, reply in zip(unique, replies, strict=True):
+        for key, reply in zip(keys, replies, strict=True):
             if any(v is not None for v in reply):
                 found[key] = {
                     n: v for n, v in zip(spec.features, reply, strict=True) if v is not None
@@ -431,6 +436,7 @@ class OnlineFeatureReader:
         Raises:
             FeatureStoreUnavailable: the online store could not be read.
             FeatureDeadlineExceeded: the deadline passed before all views were read.
+            OnDemandFeaturesFailed: an on-demand view's transformation raised.
         """
         n = len(entities["tweet_id"])
         out: dict[str, np.ndarray | list] = {}
@@ -440,15 +446,17 @@ class OnlineFeatureReader:
                     raise FeatureDeadlineExceeded(f"deadline passed before {spec.view.name}")
                 columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
                 # Each distinct entity once (the user's row repeats N times).
-                keys = self._ids(spec, columns)
-                if keys is None:
+                cache_keys = self._ids(spec, columns)
+                if cache_keys is None:
                     pairs = np.stack([columns[k] for k in spec.join_keys], axis=1)
                     _, first, inverse = np.unique(
                         pairs, axis=0, return_index=True, return_inverse=True
                     )
                     ids = None
                 else:
-                    ids, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                    ids, first, inverse = np.unique(
+                        cache_keys, return_index=True, return_inverse=True
+                    )
                 inverse = inverse.reshape(-1)
                 unique = {k: v[first] for k, v in columns.items()}
                 matrix, lists = self._rows(spec, ids, unique)
@@ -464,9 +472,12 @@ class OnlineFeatureReader:
         if self._odfvs:
             frame = self._odfv_frame(out, n, request_ts)
             for odfv, features, _ in self._odfvs:
-                derived = odfv.feature_transformation.udf(frame)
-                for name in features:
-                    out[name] = derived[name].to_numpy(dtype=np.float64)
+                try:
+                    derived = odfv.feature_transformation.udf(frame)
+                    for name in features:
+                        out[name] = derived[name].to_numpy(dtype=np.float64)
+                except Exception as exc:
+                    raise OnDemandFeaturesFailed(f"{odfv.name}: {exc!r}") from exc
         return {name: out[name] for name in self.names}
 
     def _odfv_frame(

@@ -58,6 +58,7 @@ from serving.events import PUSH_SOURCE, EventLog, EventRecord, push_frame, to_mi
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
+    OnDemandFeaturesFailed,
     OnlineFeatureReader,
 )
 from serving.policy import action_weights, rank, reverse_chronological
@@ -91,6 +92,7 @@ _SAMPLE_ROWS = 20
 _FALLBACK_LABELS: dict[str | None, str] = {
     "candidate store unavailable": "candidates_unavailable",
     "online store unavailable": "features_unavailable",
+    "on-demand features failed": "features_failed",
     "model failed": "model_failed",
 }
 """Fallback reasons to Prometheus labels (the timeout reason embeds the deadline)."""
@@ -385,6 +387,9 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         except FeatureDeadlineExceeded:
             features = None
             reason = f"online store slower than {self.config.feature_deadline_ms:g} ms"
+        except OnDemandFeaturesFailed:
+            log.exception("on-demand features failed")
+            features, reason = None, "on-demand features failed"
         timings["features"] = self._lap(mark, "features")
         if features is None:
             return None, None, reason
@@ -436,20 +441,23 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             )
             for e in events
         ]
-        try:
-            result = self.event_log.append(records, self._online_counters)
-        except FeatureStoreUnavailable as exc:
-            raise ServiceUnavailable("online store unavailable; retry the batch") from exc
-        self._metrics.events.labels(outcome="accepted").inc(len(result.new))
-        self._metrics.events.labels(outcome="duplicate").inc(result.duplicates)
         pushed = 0
-        if result.counters:
-            frame = push_frame(result.counters, result.push_us, self.event_log.counters)
+
+        def publish(counters: Mapping[int, Mapping[str, int]], push_us: Mapping[int, int]) -> None:
+            nonlocal pushed
+            frame = push_frame(counters, push_us, self.event_log.counters)
             try:
                 self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
                 pushed = len(frame)
             except Exception:  # pylint: disable=broad-exception-caught  # logged; counters are kept
                 log.exception("push of %d tweet counters failed", len(frame))
+
+        try:
+            result = self.event_log.append(records, self._online_counters, publish)
+        except FeatureStoreUnavailable as exc:
+            raise ServiceUnavailable("online store unavailable; retry the batch") from exc
+        self._metrics.events.labels(outcome="accepted").inc(len(result.new))
+        self._metrics.events.labels(outcome="duplicate").inc(result.duplicates)
         positive = {a for a, w in zip(self.actions.names, self.weights, strict=True) if w > 0}
         try:
             self.candidates.record(

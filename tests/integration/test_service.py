@@ -83,6 +83,21 @@ def test_class_falls_back_when_the_model_fails(
     assert list(created) == sorted(created, reverse=True)  # reverse-chronological
 
 
+def test_class_falls_back_when_an_on_demand_view_fails(
+    ranker: Any, world_end_iso: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault injected on purpose: a real transformation does not raise on demand.
+    odfv = ranker.reader._odfvs[0][0]  # pylint: disable=protected-access
+
+    def broken(frame: Any) -> Any:
+        raise KeyError("user_topic_rates")
+
+    monkeypatch.setattr(odfv.feature_transformation, "udf", broken)
+    body = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20))
+    assert body.degraded and body.reason == "on-demand features failed"
+    assert body.items and all(i.probabilities == {} for i in body.items)
+
+
 def test_class_logs_feature_samples(ranker: Any, world_end_iso: str) -> None:
     ranker.rank(RankRequest(user_id=6, request_time=world_end_iso))
     samples = list((ranker.config.serving_dir / "feature_samples").glob("*.jsonl"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,27 @@ def test_event_batch_rejects_unknown_actions_and_negative_dwell() -> None:
         adapter.validate_python([{**good, "action": "love"}])
     with pytest.raises(ValidationError):
         adapter.validate_python([{**good, "action": "impression", "dwell_seconds": -1.0}])
+
+
+def test_publishes_are_ordered_like_the_counts_across_connections(tmp_path: Path) -> None:
+    """Two workers (two connections) append to one tweet: what they publish never goes back."""
+    published: list[int] = []
+    lock = threading.Lock()
+
+    def publish(counters: dict, push_us: dict) -> None:
+        with lock:
+            published.append(counters[7]["tweet_like_count"])
+
+    def worker(name: str) -> None:
+        log = _log(tmp_path)
+        for i in range(50):
+            log.append([EventRecord(f"{name}-{i}", 1, 7, "like", None, i)], _seed, publish)
+        log.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert published == sorted(published)
+    assert published[-1] == 10 + 100  # the seed, then every event once
