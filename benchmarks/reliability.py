@@ -371,6 +371,17 @@ def _fill_online(ws: Workspace, project: str, redis_port: int) -> None:
             os.environ["FEEDRANK_REDIS_URL"] = saved
 
 
+def _drop_registry_project(ws: Workspace, project: str) -> None:
+    """Remove the scenario's project from the shared SQL registry (its Redis goes anyway)."""
+    from feast.errors import ProjectNotFoundException  # pylint: disable=import-outside-toplevel
+
+    from features.store import open_store  # pylint: disable=import-outside-toplevel
+
+    store = open_store(ws, "production", project=project)
+    with suppress(ProjectNotFoundException):
+        store.registry.delete_project(project, commit=True)
+
+
 @dataclass
 class OutagePhase:
     """Answers of one phase of the outage loop."""
@@ -461,6 +472,7 @@ def private_online_store(ws: Workspace) -> Iterator[PrivateOnlineStore]:
             )
             yield online
         finally:
+            _drop_registry_project(ws, project)
             stop_process(online.proc)
             for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
                 candidates.unlink(key)
@@ -533,10 +545,12 @@ def outage(
 
 
 class DelayProxy:
-    """A TCP proxy on 127.0.0.1 that holds every reply from upstream for ``delay`` seconds.
+    """A TCP proxy on 127.0.0.1 that holds what upstream sends back for ``delay`` seconds.
 
     In front of Redis it makes a slow online store on demand, the one fault a
     real Redis does not produce when asked: set :attr:`delay` while it runs.
+    The delay applies to each chunk read from upstream (up to 64 KiB), so a
+    larger reply is held several times.
     """
 
     def __init__(self, upstream_port: int, delay: float = 0.0) -> None:
@@ -544,19 +558,29 @@ class DelayProxy:
         self._upstream = ("127.0.0.1", upstream_port)
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
 
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._server.accept()
-                upstream = socket.create_connection(self._upstream)
             except OSError:
                 return  # closed
-            self._open += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+            try:
+                upstream = socket.create_connection(self._upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:  # upstream down: this connection fails, the proxy stays up
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for args in ((client, upstream, False), (upstream, client, True)):
+                thread = threading.Thread(target=self._pump, args=args, daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def _pump(self, source: socket.socket, target: socket.socket, reply: bool) -> None:
         try:
@@ -566,16 +590,24 @@ class DelayProxy:
                 target.sendall(data)
         except OSError:
             pass
-        finally:
+        finally:  # either side gone: end both directions of the connection
             for sock in (source, target):
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        """Stop accepting and drop every connection."""
+        """Stop accepting, drop every connection and wait for the threads."""
+        with suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._server.close()
-        for sock in self._open:
+        with self._lock:
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes threads blocked in recv()
             sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def __enter__(self) -> DelayProxy:
         return self
@@ -631,21 +663,39 @@ def slow_store(
 # --------------------------------------------------------------------------- worker killed
 
 
+def _logged_rows(db_path: Path) -> int:
+    """Rows in the event log (0 before it exists)."""
+    if not db_path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def worker_kill(
-    ws: Workspace, n_events: int = 3000, kill_after: float = 1.0, respawn_timeout: float = 120.0
+    ws: Workspace, n_events: int = 3000, kill_share: float = 0.25, respawn_timeout: float = 120.0
 ) -> dict[str, Any]:
     """SIGKILL one of two workers while /events batches (with retries) stream in.
 
-    Returns what the clients were told, what the log holds, and whether the
-    arbiter started a new worker in the dead one's place.
+    The kill lands once ``kill_share`` of the events are in the log, so it
+    hits the stream whatever the machine's speed. Returns what the clients
+    were told, what the log holds, and whether the arbiter started a new
+    worker in the dead one's place.
     """
+    db = ws.data / "serving" / "events.db"
     with serve(ws, {}) as served:
         before = served.worker_pids()
+        if not before:
+            raise RuntimeError("bentoml serve shows no worker processes")
+        start_rows = _logged_rows(db)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(
                 send_events, served.url, n_events, threads=4, now_iso=_world_end_iso(ws)
             )
-            time.sleep(kill_after)
+            while not future.done() and _logged_rows(db) - start_rows < kill_share * n_events:
+                time.sleep(0.01)
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             killed_under_load = not future.done()
@@ -656,7 +706,7 @@ def worker_kill(
             time.sleep(0.2)
             after = served.worker_pids()
         ready = httpx.get(f"{served.url}/readyz", timeout=10).status_code == 200
-    rows, distinct = logged_events(ws.data / "serving" / "events.db", report.prefix)
+    rows, distinct = logged_events(db, report.prefix)
     return {
         "workers_before": len(before),
         "workers_after": len(after - {victim}),

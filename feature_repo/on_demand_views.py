@@ -80,7 +80,7 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
     share[known] = follows[np.flatnonzero(known), topic[known].astype(np.int64)]
     affinity = (
         (follows * author).sum(axis=1)
-        if follows.shape[1] == author.shape[1]
+        if follows.shape[1] == author.shape[1] > 0
         else np.full(n, np.nan)
     )
     return pd.DataFrame(

@@ -1,6 +1,6 @@
 """A process killed in the middle of writing the event log leaves it whole.
 
-A child process appends batches to an :class:`serving.events.EventLog` as fast
+A child process appends 2000-event batches to an :class:`serving.events.EventLog` as fast
 as it can and prints each batch number once ``append`` has returned (the
 point at which ``POST /events`` answers 200). The test kills it with SIGKILL
 at an arbitrary moment, several times over, then checks the file: SQLite's
@@ -27,7 +27,8 @@ from serving.events import EventLog, counter_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BATCH = 50
+BATCH = 2000
+"""Events per batch: an append takes tens of ms, so most kills land inside one."""
 TWEETS = 7
 KILLS = 6
 
@@ -63,9 +64,10 @@ def _run_and_kill(db: Path, run: str, after_acks: int, rng: random.Random) -> se
         acked.append(line.strip())
         if len(acked) >= after_acks:
             break
-    time.sleep(rng.uniform(0, 0.02))  # somewhere inside a later batch
+    time.sleep(rng.uniform(0, 0.03))  # somewhere inside a later batch
     os.kill(proc.pid, signal.SIGKILL)
     acked += [line.strip() for line in proc.stdout]  # acknowledged before the kill landed
+    proc.stdout.close()
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     return set(acked)
@@ -76,7 +78,7 @@ def test_sigkill_mid_append_never_corrupts_or_splits_a_batch(tmp_path: Path) -> 
     rng = random.Random(11)
     acked: set[str] = set()
     for run in range(KILLS):
-        acked |= _run_and_kill(db, f"r{run}", after_acks=rng.randint(1, 20), rng=rng)
+        acked |= _run_and_kill(db, f"r{run}", after_acks=rng.randint(1, 5), rng=rng)
 
     conn = sqlite3.connect(db)
     try:

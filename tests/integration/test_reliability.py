@@ -207,7 +207,7 @@ def test_a_slow_online_store_trips_the_deadline_and_the_feed_falls_back(
 def test_a_worker_killed_under_load_loses_no_events_and_is_replaced(
     served_workspace: Workspace, reliability: ModuleType
 ) -> None:
-    found = reliability.worker_kill(served_workspace, n_events=1500, kill_after=0.5)
+    found = reliability.worker_kill(served_workspace, n_events=1500)
     assert found["workers_before"] == 2
     assert found["killed_under_load"], found
     assert found["events_failed_batches"] == 0, found

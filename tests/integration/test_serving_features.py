@@ -8,7 +8,7 @@ import pytest
 from feast import FeatureStore
 
 from features.online import apply_repo, fill_online
-from features.store import FEATURE_SERVICE, open_store
+from features.store import FEATURE_SERVICE, drop_project, open_store
 from feedrank.workspace import Workspace
 from serving.features import FeatureStoreUnavailable, OnlineFeatureReader, RowCache
 from simulation.world import load_world_config, world_end
@@ -67,15 +67,20 @@ def test_models_of_the_older_service_read_exactly_its_features(tiny_workspace: W
     _assert_same(reader, store, _entities(tiny_workspace, 1), service="ranker_v1")
 
 
-def test_ids_too_large_for_a_cache_key_are_read_without_the_cache(
-    tiny_workspace: Workspace,
+def test_ids_that_cannot_be_cache_keys_are_read_without_the_cache(
+    tiny_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store(tiny_workspace)
     reader = OnlineFeatureReader(store)
-    entities = _entities(tiny_workspace, 5)
-    entities["user_id"] = np.full(len(entities["user_id"]), 2**40)  # no user-author cache key
-    _assert_same(reader, store, entities)
-    _assert_same(reader, store, entities)
+    big = _entities(tiny_workspace, 5)
+    big["user_id"] = np.full(len(big["user_id"]), 2**40)  # no user-author key fits an int64
+    _assert_same(reader, store, big)
+    # Real users with history, every view forced onto the no-cache path.
+    monkeypatch.setattr(OnlineFeatureReader, "_ids", staticmethod(lambda spec, columns: None))
+    reader = OnlineFeatureReader(store)
+    for seed in range(3):
+        _assert_same(reader, store, _entities(tiny_workspace, seed))
+    assert all(len(spec.cache) == 0 for spec in reader._views)  # pylint: disable=protected-access
 
 
 def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
@@ -87,7 +92,7 @@ def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
         for seed in range(3):
             _assert_same(reader, store, _entities(tiny_workspace, seed))
     finally:
-        store.teardown()
+        drop_project(store)
 
 
 def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_path) -> None:
