@@ -358,7 +358,11 @@ class OnlineFeatureReader:
         return found
 
     def _rows(
-        self, spec: _View, ids: np.ndarray | None, columns: Mapping[str, np.ndarray]
+        self,
+        spec: _View,
+        ids: np.ndarray | None,
+        columns: Mapping[str, np.ndarray],
+        deadline: float | None = None,
     ) -> tuple[np.ndarray, dict[str, list[list[float] | None]]]:
         """Decoded rows of distinct entities: cached ones from memory, the rest from the store.
 
@@ -366,6 +370,7 @@ class OnlineFeatureReader:
             spec: the feature view.
             ids: distinct cache keys (see :meth:`_ids`); None: no cache for these rows.
             columns: the join-key values of those entities, aligned with ``ids``.
+            deadline: see :meth:`read`; checked only when the store must be read.
         """
         now = time.monotonic()
         n = len(next(iter(columns.values())))
@@ -383,6 +388,8 @@ class OnlineFeatureReader:
                 lists_out[name][i] = column[slot]  # type: ignore[assignment]
         missing = np.flatnonzero(~fresh)
         if len(missing):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise FeatureDeadlineExceeded(f"deadline passed before reading {spec.view.name}")
             keys = self._keys(spec, {k: v[missing] for k, v in columns.items()})
             reader = self._read_sqlite if self.online_type == "sqlite" else self._read_redis
             found = reader(spec, keys)
@@ -424,8 +431,9 @@ class OnlineFeatureReader:
         Args:
             entities: the join keys, one array each.
             request_ts: the request time (Unix seconds), input of the on-demand view.
-            deadline: a ``time.perf_counter()`` value. Checked before each feature
-                view's read, so a slow store costs at most the deadline plus one
+            deadline: a ``time.perf_counter()`` value. Checked before each read
+                from the store (views served from the cache need none), so a slow
+                store costs at most the deadline plus one
                 read, and a read is bounded by the client's timeouts.
 
         Returns:
@@ -442,8 +450,6 @@ class OnlineFeatureReader:
         out: dict[str, np.ndarray | list] = {}
         try:
             for spec in self._views:
-                if deadline is not None and time.perf_counter() > deadline:
-                    raise FeatureDeadlineExceeded(f"deadline passed before {spec.view.name}")
                 columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
                 # Each distinct entity once (the user's row repeats N times).
                 cache_keys = self._ids(spec, columns)
@@ -459,7 +465,7 @@ class OnlineFeatureReader:
                     )
                 inverse = inverse.reshape(-1)
                 unique = {k: v[first] for k, v in columns.items()}
-                matrix, lists = self._rows(spec, ids, unique)
+                matrix, lists = self._rows(spec, ids, unique, deadline)
                 for j, name in enumerate(spec.numeric):
                     out[name] = matrix[inverse, j]
                 for name, values in lists.items():

@@ -10,7 +10,12 @@ from feast import FeatureStore
 from features.online import apply_repo, fill_online
 from features.store import FEATURE_SERVICE, drop_project, open_store
 from feedrank.workspace import Workspace
-from serving.features import FeatureStoreUnavailable, OnlineFeatureReader, RowCache
+from serving.features import (
+    FeatureDeadlineExceeded,
+    FeatureStoreUnavailable,
+    OnlineFeatureReader,
+    RowCache,
+)
 from simulation.world import load_world_config, world_end
 
 pytestmark = pytest.mark.integration
@@ -56,6 +61,19 @@ def test_parity_on_sqlite_cold_and_cached(tiny_workspace: Workspace) -> None:
         entities = _entities(tiny_workspace, seed)
         _assert_same(reader, store, entities)  # cold: read from SQLite
         _assert_same(reader, store, entities)  # warm: from the in-process cache
+
+
+def test_the_deadline_stops_store_reads_but_not_cache_hits(tiny_workspace: Workspace) -> None:
+    store = open_store(tiny_workspace)
+    reader = OnlineFeatureReader(store)
+    entities = _entities(tiny_workspace, 2)
+    past = time.perf_counter() - 1.0
+    with pytest.raises(FeatureDeadlineExceeded):
+        reader.read(entities, REQUEST_TS, deadline=past)  # cold: a store read is due
+    warm = reader.read(entities, REQUEST_TS)
+    cached = reader.read(entities, REQUEST_TS, deadline=past)  # all cached: nothing to wait for
+    assert list(cached) == list(warm)
+    np.testing.assert_array_equal(cached["tweet_topic"], warm["tweet_topic"])
 
 
 def test_models_of_the_older_service_read_exactly_its_features(tiny_workspace: Workspace) -> None:
