@@ -21,7 +21,7 @@ import click
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from features.store import FEATURE_SERVICE
+from features.store import training_set_path
 from feedrank.workspace import Workspace
 from metrics.actions import load_actions
 from training.model import RankerNet, negative_rates
@@ -93,7 +93,7 @@ def main(workspace: Path, rows: int, epochs: int, batch_size: int) -> None:
     torch.manual_seed(config.seed)
     actions = load_actions()
     ws = Workspace(workspace)
-    splits = load_splits(ws.datasets / f"{FEATURE_SERVICE}.parquet", config, actions)
+    splits = load_splits(training_set_path(ws), config, actions)
     columns = {name: values[:rows] for name, values in splits.train.columns.items()}
     labels = torch.from_numpy(splits.train.labels[:rows])
     numeric = [f for f in splits.features if f not in config.exclude + config.categorical]

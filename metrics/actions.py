@@ -58,6 +58,11 @@ class ActionSet(BaseModel):
         return tuple(a.weight for a in self.actions.values())
 
     @property
+    def positive(self) -> tuple[str, ...]:
+        """Actions with a positive weight (engagement: like, reply, retweet, long dwell)."""
+        return tuple(n for n, a in self.actions.items() if a.weight > 0)
+
+    @property
     def negative(self) -> tuple[str, ...]:
         """Actions with a negative weight (hide, report)."""
         return tuple(n for n, a in self.actions.items() if a.weight < 0)

@@ -93,10 +93,8 @@ class CandidateSource(Protocol):
 def _positive_engagement(events_dir: Path, actions: ActionSet) -> tuple[np.ndarray, np.ndarray]:
     """Tweet ids and their counts of positive-weight actions (the popularity of cold start)."""
     events = read_table(EVENTS, events_dir)
-    positive = [a for a, w in zip(actions.names, actions.weights, strict=True) if w > 0]
-    tweets = events.filter(pc.is_in(events["action"], value_set=pa.array(positive, pa.string())))[
-        "tweet_id"
-    ]
+    positive = pa.array(actions.positive, pa.string())
+    tweets = events.filter(pc.is_in(events["action"], value_set=positive))["tweet_id"]
     ids, counts = np.unique(tweets.to_numpy(), return_counts=True)
     return ids.astype(np.int64), counts.astype(np.int64)
 

@@ -300,6 +300,13 @@ class OnlineFeatureReader:
         self._redis = None
         self._hmget_many: Script | None = None
         self._project = project.encode("utf-8")
+        # The on-demand views' inputs among what is read: numeric ones go into one
+        # float block, list ones become object columns (fixed by the service).
+        read = {n for spec in self._views for n in spec.numeric}
+        listed = {n for spec in self._views for n in spec.lists}
+        inputs = dict.fromkeys(n for _, _, names in self._odfvs for n in names)
+        self._odfv_numeric = [n for n in inputs if n in read]
+        self._odfv_lists = [n for n in inputs if n in listed]
 
     def _keys(self, spec: _View, columns: Mapping[str, np.ndarray]) -> list[bytes]:
         """Feast's serialized entity keys for rows of join-key columns (template patching)."""
@@ -506,16 +513,13 @@ class OnlineFeatureReader:
     ) -> pd.DataFrame:
         """One input frame for every on-demand view: the numeric features as one
         float block (building a DataFrame column by column cost ~1 ms a request)."""
-        names = list(dict.fromkeys(k for _, _, inputs in self._odfvs for k in inputs if k in out))
-        numeric = [k for k in names if isinstance(out[k], np.ndarray)]
-        block = np.empty((n, len(numeric) + 1))
-        for j, k in enumerate(numeric):
+        block = np.empty((n, len(self._odfv_numeric) + 1))
+        for j, k in enumerate(self._odfv_numeric):
             block[:, j] = out[k]
         block[:, -1] = request_ts  # Unix seconds: exact in a float64
-        frame = pd.DataFrame(block, columns=[*numeric, "request_ts"])
-        for k in names:
-            if k not in numeric:
-                frame[k] = out[k]
+        frame = pd.DataFrame(block, columns=[*self._odfv_numeric, "request_ts"])
+        for k in self._odfv_lists:
+            frame[k] = out[k]
         return frame
 
     def clear_cache(self) -> None:

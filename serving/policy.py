@@ -22,14 +22,17 @@ def action_weights(actions: ActionSet | None = None) -> np.ndarray:
     return np.asarray((actions or load_actions()).weights, dtype=np.float64)
 
 
-def weighted_scores(probs: np.ndarray, actions: ActionSet | None = None) -> np.ndarray:
+def weighted_scores(
+    probs: np.ndarray, actions: ActionSet | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Expected weighted engagement per candidate: ``probs @ weights``.
 
     Args:
         probs: (n, n_actions) probabilities in head order.
         actions: the weights (default ``metrics/actions.yaml``).
+        weights: :func:`action_weights` computed once by the caller (serving).
     """
-    weights = action_weights(actions)
+    weights = action_weights(actions) if weights is None else weights
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(weights):
         raise ValueError(f"probs must have shape (n, {len(weights)}), got {probs.shape}")

@@ -61,7 +61,7 @@ from serving.features import (
     OnDemandFeaturesFailed,
     OnlineFeatureReader,
 )
-from serving.policy import action_weights, rank, reverse_chronological
+from serving.policy import action_weights, rank, reverse_chronological, weighted_scores
 from serving.schemas import (
     MAX_LIMIT,
     EventBatch,
@@ -313,7 +313,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
                 reason=_FALLBACK_LABELS.get(reason, "features_slow")
             ).inc()
         else:
-            scores = probs.astype(np.float64) @ self.weights
+            scores = weighted_scores(probs, weights=self.weights)
             order = rank(
                 scores, cands.tweet_ids, cands.author_ids, request.limit, self.config.diversity
             )
@@ -458,11 +458,10 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             raise ServiceUnavailable("online store unavailable; retry the batch") from exc
         self._metrics.events.labels(outcome="accepted").inc(len(result.new))
         self._metrics.events.labels(outcome="duplicate").inc(result.duplicates)
-        positive = {a for a, w in zip(self.actions.names, self.weights, strict=True) if w > 0}
         try:
             self.candidates.record(
                 [(e.user_id, e.tweet_id, e.ts_us) for e in result.new if e.action == IMPRESSION],
-                [e.tweet_id for e in result.new if e.action in positive],
+                [e.tweet_id for e in result.new if e.action in self.actions.positive],
             )
         except CandidateStoreUnavailable:
             log.exception("candidate store update failed")

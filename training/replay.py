@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from features.store import FEATURE_SERVICE
+from features.store import training_set_path
 from feedrank.workspace import Workspace
 from metrics.ab import Difference, welch_difference
 from metrics.actions import IMPRESSION, ActionSet, load_actions
@@ -63,7 +63,7 @@ class ReplayResult:
 
 def _test_day(workspace: Workspace) -> pd.DataFrame:
     """Rows of the training set on its last day: the held-out visits."""
-    frame = pq.read_table(workspace.datasets / f"{FEATURE_SERVICE}.parquet").to_pandas()
+    frame = pq.read_table(training_set_path(workspace)).to_pandas()
     day = frame["event_timestamp"].dt.floor("D")
     return frame[day == day.max()].reset_index(drop=True)
 
