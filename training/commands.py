@@ -79,9 +79,10 @@ def _rank() -> str:
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    default=12,
+    default=6,
     show_default=True,
-    help="Maximum epochs (early stopping on validation loss may end sooner).",
+    help="Maximum epochs: the cosine learning-rate decay ends there "
+    "(early stopping on validation loss may end sooner).",
 )
 @click.option(
     "--batch-size",

@@ -184,6 +184,7 @@ def log_training(
     ranker = result.ranker
     with mlflow.start_run(experiment_id=exp) as run:
         mlflow.log_params(_flat("", config.model_dump(mode="json")))
+        mlflow.log_param("resolved_precision", result.precision)
         for row in result.history:
             step = int(row["epoch"])
             mlflow.log_metrics(_clean({k: v for k, v in row.items() if k != "epoch"}), step=step)
