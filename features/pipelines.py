@@ -5,7 +5,9 @@ computed only from impressions strictly before T, so that Feast's
 point-in-time join (latest row at or before the impression, within the
 view's TTL) can never hand a training row a value from its future.
 
-Snapshots are taken at each day boundary of the world. Windowed counters use
+Snapshots are taken at each day boundary of the world, except the tweet
+counters, which serving updates live and which are therefore stepped hourly
+here (:func:`_tweet_engagement`). Windowed counters use
 the last ``WINDOW_DAYS`` days. Rates are smoothed towards the global rate of
 the same window (``PRIOR_WEIGHT`` pseudo-impressions), so that a user with two
 impressions does not get a like rate of 50%.
@@ -29,6 +31,8 @@ WINDOW_DAYS = 7
 PRIOR_WEIGHT = 20.0
 TOPIC_PRIOR_TWEETS = 1.0
 """Pseudo-tweets of the overall topic mix added to each author's topic histogram."""
+COUNTER_STEP_US = 3_600_000_000
+"""Time step of the tweet counter rows: a training row's counters are at most this old."""
 POSITIVE = ("like", "reply", "retweet", "long_dwell")
 """Actions counted as a positive engagement in affinity features."""
 
@@ -161,9 +165,7 @@ def build_features(
             topic_mix,
         ),
         "tweet_content": _tweet_content(tweets),
-        "tweet_engagement": _tweet_engagement(
-            actions, per_imp, imp_tweet, tweets, day, n_days, start_us
-        ),
+        "tweet_engagement": _tweet_engagement(actions, per_imp, imp_tweet, imp_time),
         "user_author_affinity": _user_author_affinity(
             actions, labels, imp_user, imp_author, day, start_us
         ),
@@ -338,31 +340,36 @@ def _tweet_content(tweets: pa.Table) -> pa.Table:
 
 
 def _tweet_engagement(
-    actions: ActionSet,
-    per_imp: np.ndarray,
-    imp_tweet: np.ndarray,
-    tweets: pa.Table,
-    day: np.ndarray,
-    n_days: int,
-    start_us: int,
+    actions: ActionSet, per_imp: np.ndarray, imp_tweet: np.ndarray, imp_time: np.ndarray
 ) -> pa.Table:
-    """Engagement a tweet received so far, one row per day it changed.
+    """Engagement a tweet received so far, close to what serving's live counters see.
 
-    The same columns are pushed live through the PushSource as events arrive.
+    One row per tweet and ``COUNTER_STEP_US`` step in which it was shown,
+    stamped at the step's end with the counts of every impression before it:
+    no impression sees its own outcome, and a training row's counters are at
+    most one step old. Serving pushes the same counters through the
+    PushSource as events arrive. Daily snapshots left them empty for tweets
+    of the same day: two thirds of the training rows, where serving has live
+    counts. One row per impression would match serving exactly, but made
+    Feast's point-in-time join 2.8x slower (16x the rows of daily snapshots).
     """
-    n_tweets = tweets.num_rows
-    daily = _daily_counts(imp_tweet, day, per_imp, n_tweets, n_days)
-    cum = _window(daily, None)[:, 1:]  # snapshot at the end of each day
-    changed = daily[..., 0] > 0
-    tweet_idx, day_idx = np.nonzero(changed)
-    snap = cum[tweet_idx, day_idx]
+    step = imp_time // COUNTER_STEP_US
+    order = np.lexsort((step, imp_tweet))
+    tweet, step = imp_tweet[order], step[order]
+    starts = np.flatnonzero(np.r_[True, (tweet[1:] != tweet[:-1]) | (step[1:] != step[:-1])])
+    added = np.add.reduceat(per_imp[order], starts, axis=0)
+    tweet, step = tweet[starts], step[starts]
+    running = added.cumsum(axis=0)
+    is_first = np.r_[True, tweet[1:] != tweet[:-1]]
+    first = np.maximum.accumulate(np.where(is_first, np.arange(len(tweet)), 0))
+    counts = running - running[first] + added[first]
     return pa.table(
         {
-            "tweet_id": tweet_idx.astype(np.int64),
-            "event_timestamp": _snapshot_ts(start_us, day_idx + 1),
-            "tweet_impressions": snap[:, 0].astype(np.int64),
+            "tweet_id": tweet.astype(np.int64),
+            "event_timestamp": pa.array((step + 1) * COUNTER_STEP_US).cast(tables.TS),
+            "tweet_impressions": counts[:, 0].astype(np.int64),
             **{
-                f"tweet_{a}_count": snap[:, j].astype(np.int64)
+                f"tweet_{a}_count": counts[:, j].astype(np.int64)
                 for j, a in enumerate(actions.names, 1)
             },
         }

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.online import apply_repo, materialize_feast
+from features.pipelines import COUNTER_STEP_US
 from features.store import FEATURE_SERVICE, open_store
 from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
@@ -44,6 +45,30 @@ def test_training_rows_take_the_latest_snapshot_before_the_impression(
     both = want.notna()
     assert both.sum() > 0.75 * len(want)  # the first day has no snapshot before it
     np.testing.assert_array_equal(got[want.index[both]].to_numpy(), want[both].to_numpy())
+
+
+def test_tweet_counters_hold_every_impression_of_earlier_hours_and_none_later(
+    tiny_workspace: Workspace,
+) -> None:
+    """The counters a training row reads are the tweet's impressions in completed hours."""
+    training = _training(tiny_workspace)
+    impressions = pq.read_table(tiny_workspace.world / "impressions.parquet")
+    tweet = impressions["tweet_id"].to_numpy()
+    step = impressions["impression_time"].cast(pa.int64()).to_numpy() // COUNTER_STEP_US
+    likes = impressions["like"].to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = training.sample(300, random_state=5)
+    row_step = (
+        rows.event_timestamp.astype("datetime64[us, UTC]").astype(np.int64) // COUNTER_STEP_US
+    )
+    seen, liked = [], []
+    for t, s in zip(rows.tweet_id.to_numpy(), row_step.to_numpy(), strict=True):
+        earlier = (tweet == t) & (step < s)
+        seen.append(earlier.sum())
+        liked.append(likes[earlier].sum())
+    got = rows.tweet_impressions.fillna(0).to_numpy()
+    np.testing.assert_array_equal(got, seen)
+    np.testing.assert_array_equal(rows.tweet_like_count.fillna(0).to_numpy(), liked)
+    assert (got > 0).mean() > 0.5  # fresh tweets have counters: most rows see some
 
 
 def test_no_value_stamped_after_an_impression_reaches_it(
