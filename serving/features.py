@@ -104,7 +104,7 @@ def decode(cells: np.ndarray) -> np.ndarray:
     flat_out = out.reshape(-1)
     flat = cells.reshape(-1)
     present = np.flatnonzero(flat.astype(bool))
-    if not len(present):
+    if present.size == 0:
         return out
     values = flat[present]
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))

@@ -84,7 +84,6 @@ class Preprocessor:
         self._mean = np.array([s.mean for s in self.numeric], dtype=np.float64)[:, None]
         self._std = np.array([s.std for s in self.numeric], dtype=np.float64)[:, None]
         self._flagged = np.array([s.has_missing for s in self.numeric], dtype=bool)
-        self._cardinality = np.array([c.cardinality for c in self.categorical], dtype=np.int64)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -170,7 +169,7 @@ class Preprocessor:
         ids = np.empty((len(self.categorical), n))
         for j, cat in enumerate(self.categorical):
             ids[j] = _as_float(columns[cat.name])
-        limit = self._cardinality[:, None]
+        limit = np.array([c.cardinality for c in self.categorical], dtype=np.int64)[:, None]
         known = ~np.isnan(ids) & (ids >= 0) & (ids < limit)
         categorical = np.where(known, np.nan_to_num(ids), limit).astype(np.int64).T.copy()
         return Batch(torch.from_numpy(numeric), torch.from_numpy(categorical))
