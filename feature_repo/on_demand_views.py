@@ -50,8 +50,12 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
             count=len(values),
         )
         matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
-        for i in np.flatnonzero(lengths).tolist():
-            matrix[i, : lengths[i]] = values[i]
+        present = np.flatnonzero(lengths)
+        if len(present) and (lengths[present] == matrix.shape[1]).all():
+            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+        else:
+            for i in present.tolist():
+                matrix[i, : lengths[i]] = values[i]
         return matrix, lengths
 
     request_ts = inputs["request_ts"].to_numpy(dtype="float64", na_value=np.nan)
@@ -111,8 +115,12 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
             count=len(values),
         )
         matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
-        for i in np.flatnonzero(lengths).tolist():
-            matrix[i, : lengths[i]] = values[i]
+        present = np.flatnonzero(lengths)
+        if len(present) and (lengths[present] == matrix.shape[1]).all():
+            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+        else:
+            for i in present.tolist():
+                matrix[i, : lengths[i]] = values[i]
         return matrix, lengths
 
     n = len(inputs)

@@ -154,7 +154,7 @@ class ListValues:
     None when missing), for the response. ``matrix`` holds the same floats,
     left-aligned in float32 rows (``lengths[i]`` of them, -1 when missing), so
     a batch of rows becomes the on-demand views' Arrow list column by numpy
-    gathers: converting hundreds of Python lists per request cost ~3 ms.
+    gathers, not a pass over hundreds of Python lists per request.
 
     Args:
         size: number of rows, all missing at first.
@@ -612,8 +612,8 @@ class OnlineFeatureReader:
         """One input frame for every on-demand view, built in one call from whole columns.
 
         List features go in as pandas' Arrow list type, which the views turn
-        into a matrix in one step; object columns of Python lists cost ~1 ms
-        to insert and as much again to convert, per request.
+        into a matrix in one step. With object columns of Python lists, the
+        frame and both views took 1.6 ms for 500 rows; now 1.0-1.2 ms.
         """
         columns: dict[str, object] = {k: out[k] for k in self._odfv_numeric}
         columns["request_ts"] = np.full(n, request_ts, dtype=np.int64)
