@@ -14,6 +14,16 @@ with 500 tweets of the last two simulated days as candidates. Measured:
 Bars: p99 <= 20 ms sequential, p50 >= 15x faster than naive, >= 150 rps with
 p99 <= 50 ms at concurrency 8.
 
+Two clients measure each phase. The ``httpx`` one (the keys without a
+suffix, comparable with earlier runs) runs concurrency 8 as 8 threads of this
+process: they share its GIL, and their CPU (JSON encoding, httpx's
+machinery) competes with the 2 server workers for the same 2 cores, so it
+inflates the server's latency. The lean one (keys ending in ``_lean``) is one
+asyncio loop on raw HTTP/1.1 keep-alive connections, with the bodies encoded
+before the clock starts; it reads the status line and the body, nothing more.
+Both send the same requests to the same server; the gap between them is the
+client, not a server change.
+
     .venv/bin/python benchmarks/serve_latency.py [--workspace DIR] [--requests N]
 
 Needs Redis and PostgreSQL on 127.0.0.1 for the production profile. Ends with
@@ -23,6 +33,7 @@ Needs Redis and PostgreSQL on 127.0.0.1 for the production profile. Ends with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -122,6 +133,62 @@ def _concurrent(
     )
 
 
+def _encode(url: str, body: dict[str, Any]) -> bytes:
+    """A whole ``POST /rank`` HTTP/1.1 request (keep-alive is HTTP/1.1's default)."""
+    payload = json.dumps(body).encode()
+    host = httpx.URL(url).netloc.decode()
+    head = f"POST /rank HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Status and body of one response (BentoML sends JSON bodies chunked)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" not in head:
+        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        return status, await reader.readexactly(length)
+    chunks = []
+    while size := int((await reader.readline()).split(b";", 1)[0], 16):
+        chunks.append((await reader.readexactly(size + 2))[:-2])
+    await reader.readline()  # the blank line after the last chunk
+    return status, b"".join(chunks)
+
+
+def _lean(
+    url: str, requests: list[dict[str, Any]], workers: int
+) -> tuple[dict[str, float], float, int]:
+    """The lean client (see the module docstring): ``workers`` connections, one asyncio loop."""
+    bodies = [_encode(url, body) for body in requests]
+    parsed = httpx.URL(url)
+    results: list[tuple[float, int, bytes]] = []
+    pending = iter(bodies)
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        try:
+            for body in pending:  # shared: each request is sent once, by the first free connection
+                start = time.perf_counter()
+                writer.write(body)
+                status, answer = await _response(reader)
+                results.append(((time.perf_counter() - start) * 1000, status, answer))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def run() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(connection() for _ in range(workers)))
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    failed = [status for _, status, _ in results if status != 200]
+    if failed:
+        raise RuntimeError(f"{len(failed)} /rank requests failed (HTTP {failed[0]})")
+    degraded = sum(bool(json.loads(answer)["degraded"]) for _, _, answer in results)
+    return _percentiles([ms for ms, _, _ in results]), len(results) / elapsed, degraded
+
+
 def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
     """Feast's own online read plus the model, in process, on the same requests."""
     from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
@@ -166,9 +233,14 @@ def main() -> None:
 
         with serve(ws, settings) as served:
             sqlite, degraded = _sequential(served.url, requests, 50)
+            sqlite_lean, _, degraded_lean = _lean(served.url, requests[50:], 1)
             c8, rps, degraded_c8 = _concurrent(served.url, requests[50:], 8)
+            c8_lean, rps_lean, degraded_c8_lean = _lean(served.url, requests[50:], 8)
+        degraded += degraded_lean + degraded_c8_lean
         print(f"sqlite sequential {sqlite} degraded={degraded}", flush=True)
+        print(f"sqlite sequential, lean client {sqlite_lean}", flush=True)
         print(f"sqlite concurrency 8: {c8} rps={rps:.0f} degraded={degraded_c8}", flush=True)
+        print(f"sqlite concurrency 8, lean client: {c8_lean} rps={rps_lean:.0f}", flush=True)
 
         project = f"bench{uuid.uuid4().hex[:8]}"
         store = open_store(ws, "production", project=project)
@@ -184,11 +256,14 @@ def main() -> None:
             )
             with serve(ws, settings | production) as served:
                 redis_seq, degraded_r = _sequential(served.url, requests, 50)
+                redis_lean, _, degraded_r_lean = _lean(served.url, requests[50:], 1)
+            degraded_r += degraded_r_lean
         finally:
             drop_project(store)
             for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
                 candidates.unlink(key)
         print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
+        print(f"redis sequential, lean client {redis_lean}", flush=True)
 
         naive = _naive(ws, requests[: args.naive_requests])
         print(f"naive (get_online_features + model) {naive}", flush=True)
@@ -203,6 +278,12 @@ def main() -> None:
             "naive_ratio_p50": round(naive["p50_ms"] / sqlite["p50_ms"], 1),
             "rps_c8": round(rps, 1),
             "p99_ms_c8": c8["p99_ms"],
+            "p50_ms_sqlite_lean": sqlite_lean["p50_ms"],
+            "p99_ms_sqlite_lean": sqlite_lean["p99_ms"],
+            "p50_ms_redis_lean": redis_lean["p50_ms"],
+            "p99_ms_redis_lean": redis_lean["p99_ms"],
+            "rps_c8_lean": round(rps_lean, 1),
+            "p99_ms_c8_lean": c8_lean["p99_ms"],
             "degraded": degraded + degraded_c8 + degraded_r,
         }
         print("RESULT " + json.dumps(result))

@@ -22,16 +22,49 @@ from feature_views import author_stats, tweet_content, user_stats
 def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     """Tweet age in hours at the request, and the user's engagement rate on the tweet's topic.
 
-    Written with numpy on the columns (no per-column pandas operations):
-    serving calls this same function on every /rank request.
+    Written with numpy on whole columns, the rates lists as one matrix: serving
+    calls this same function on every /rank request.
     """
+
+    def as_matrix(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """A list column as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+
+        Serving passes pandas' Arrow list type, converted in one step; Feast's
+        own paths pass objects (a list or an array per row), copied row by row.
+        """
+        if isinstance(column.dtype, pd.ArrowDtype):
+            # Serving's case only (Feast's own paths never need pyarrow here).
+            import pyarrow as pa  # pylint: disable=import-outside-toplevel
+            import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
+
+            arrow = pa.array(column.array)  # an Array, or a ChunkedArray
+            lengths = pc.list_value_length(arrow).fill_null(0).to_numpy().astype(np.int64)
+            matrix = np.full((len(column), lengths.max(initial=0)), np.nan)
+            flat = pc.list_flatten(arrow).to_numpy(zero_copy_only=False)
+            matrix[np.arange(matrix.shape[1]) < lengths[:, None]] = flat
+            return matrix, lengths
+        values = column.to_numpy()
+        lengths = np.fromiter(
+            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in values),
+            dtype=np.int64,
+            count=len(values),
+        )
+        matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+        present = np.flatnonzero(lengths)
+        if len(present) and (lengths[present] == matrix.shape[1]).all():
+            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+        else:
+            for i in present.tolist():
+                matrix[i, : lengths[i]] = values[i]
+        return matrix, lengths
+
     request_ts = inputs["request_ts"].to_numpy(dtype="float64", na_value=np.nan)
     created = inputs["tweet_created_s"].to_numpy(dtype="float64", na_value=np.nan)
     topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)
+    rates, lengths = as_matrix(inputs["user_topic_rates"])
     affinity = np.full(len(inputs), np.nan, dtype="float32")
-    for i, (rates, t) in enumerate(zip(inputs["user_topic_rates"], topic, strict=True)):
-        if isinstance(rates, (list, np.ndarray)) and 0 <= t < len(rates):
-            affinity[i] = rates[int(t)]
+    known = np.flatnonzero((topic >= 0) & (topic < lengths))  # a NaN topic compares False
+    affinity[known] = rates[known, topic[known].astype(np.int64)]
     return pd.DataFrame(
         {
             "tweet_age_hours": np.maximum((request_ts - created) / 3600.0, 0.0).astype("float32"),
@@ -53,31 +86,52 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
     """The followed authors' share of the tweet's topic, and the dot product of the
     followed-topic mix with the author's topic mix (NaN where a mix is missing).
 
-    The lists become (rows, topics) matrices first, so the arithmetic is vectorised;
-    a list object repeated over rows (serving's one user) is converted once.
+    The lists become (rows, topics) matrices first, so the arithmetic is vectorised.
+    A mix shorter than the longest one of its column counts as missing.
     Serving calls this same function on every /rank request.
     """
 
-    def as_matrix(column: pd.Series) -> np.ndarray:
+    def as_matrix(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """A list column as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+
+        Serving passes pandas' Arrow list type, converted in one step; Feast's
+        own paths pass objects (a list or an array per row), copied row by row.
+        """
+        if isinstance(column.dtype, pd.ArrowDtype):
+            # Serving's case only (Feast's own paths never need pyarrow here).
+            import pyarrow as pa  # pylint: disable=import-outside-toplevel
+            import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
+
+            arrow = pa.array(column.array)  # an Array, or a ChunkedArray
+            lengths = pc.list_value_length(arrow).fill_null(0).to_numpy().astype(np.int64)
+            matrix = np.full((len(column), lengths.max(initial=0)), np.nan)
+            flat = pc.list_flatten(arrow).to_numpy(zero_copy_only=False)
+            matrix[np.arange(matrix.shape[1]) < lengths[:, None]] = flat
+            return matrix, lengths
         values = column.to_numpy()
-        ids = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
-        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-        distinct = [values[i] for i in first]
-        lengths = [len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in distinct]
-        width = max(lengths, default=0)
-        rows = np.full((len(distinct), width), np.nan)
-        for j, (v, length) in enumerate(zip(distinct, lengths, strict=True)):
-            if length and length == width:
-                rows[j] = v
-        return rows[inverse.reshape(-1)]
+        lengths = np.fromiter(
+            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in values),
+            dtype=np.int64,
+            count=len(values),
+        )
+        matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+        present = np.flatnonzero(lengths)
+        if len(present) and (lengths[present] == matrix.shape[1]).all():
+            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+        else:
+            for i in present.tolist():
+                matrix[i, : lengths[i]] = values[i]
+        return matrix, lengths
 
     n = len(inputs)
     topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)
-    mixes = [as_matrix(inputs[c]) for c in ("user_follow_topics", "author_topic_mix")]
-    follows, author = mixes
+    follows, follow_lengths = as_matrix(inputs["user_follow_topics"])
+    author, author_lengths = as_matrix(inputs["author_topic_mix"])
+    follows[follow_lengths < follows.shape[1]] = np.nan
+    author[author_lengths < author.shape[1]] = np.nan
     share = np.full(n, np.nan)
-    known = ~np.isnan(topic) & (topic >= 0) & (topic < follows.shape[1])
-    share[known] = follows[np.flatnonzero(known), topic[known].astype(np.int64)]
+    known = np.flatnonzero((topic >= 0) & (topic < follows.shape[1]))
+    share[known] = follows[known, topic[known].astype(np.int64)]
     affinity = (
         (follows * author).sum(axis=1)
         if follows.shape[1] == author.shape[1] > 0

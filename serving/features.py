@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -34,14 +35,13 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
-from feast.types import Array, Float32, Float64
+from feast.types import Array, Float32
 from redis.commands.core import Script
 
 from features.store import FEATURE_SERVICE
 
 _FLOAT_TAG = 0x35  # field 6 (float_val), wire type 5: 4 little-endian bytes follow
 _DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1: 8 little-endian bytes follow
-_EMPTY: dict[str, bytes] = {}
 _HMGET_MANY_LUA = """-- HMGET of the same fields (ARGV) on every key (KEYS), one reply per key.
 local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
@@ -93,26 +93,35 @@ def _int_key_template(names: Sequence[str]) -> tuple[bytes, list[int]]:
     return template, offsets
 
 
-def decode(values: Sequence[bytes | None], dtype: object) -> np.ndarray:
-    """``ValueProto`` bytes to a float64 array (None or an unset value: NaN).
+def decode(cells: np.ndarray) -> np.ndarray:
+    """``ValueProto`` bytes (an object array of any shape) to float64 (None or unset: NaN).
 
-    Floats are decoded column-wise when every value has the plain 5-byte
-    (float) or 9-byte (double) layout; anything else goes through protobuf.
+    The plain float (5 bytes: tag, value) and double (9 bytes) layouts, which
+    nearly all values have, are recognised from the bytes and decoded together
+    with numpy; anything else (ints, say) goes through protobuf.
     """
-    n = len(values)
-    out = np.full(n, np.nan)
-    present = [i for i, v in enumerate(values) if v]
-    if not present:
+    out = np.full(cells.shape, np.nan)
+    flat_out = out.reshape(-1)
+    flat = cells.reshape(-1)
+    present = np.flatnonzero(flat.astype(bool))
+    if present.size == 0:
         return out
-    width, tag, fmt = {Float32: (5, _FLOAT_TAG, "<f4"), Float64: (9, _DOUBLE_TAG, "<f8")}.get(
-        dtype, (0, 0, "")
-    )
-    chunk = [values[i] for i in present]
-    if width and all(len(v) == width and v[0] == tag for v in chunk):  # type: ignore[index,arg-type]
-        raw = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, width)  # type: ignore[arg-type]
-        out[present] = raw[:, 1:].copy().view(fmt).ravel()
-        return out
-    out[present] = [_scalar(v) for v in chunk]  # type: ignore[arg-type]
+    values = flat[present]
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    tags = joined[starts]
+    plain = np.zeros(len(values), dtype=bool)
+    for width, tag, fmt in ((5, _FLOAT_TAG, "<f4"), (9, _DOUBLE_TAG, "<f8")):
+        layout = (lengths == width) & (tags == tag)
+        rows = np.flatnonzero(layout)
+        if len(rows):
+            raw = joined[starts[rows, None] + np.arange(1, width)]
+            flat_out[present[rows]] = raw.view(fmt).ravel()
+            plain |= layout
+    other = np.flatnonzero(~plain)
+    if len(other):
+        flat_out[present[other]] = [_scalar(v) for v in values[other]]
     return out
 
 
@@ -138,6 +147,74 @@ def decode_lists(values: Sequence[bytes | None]) -> list[list[float] | None]:
     return out
 
 
+class ListValues:
+    """The values of one list feature for a run of rows, in the two layouts its readers need.
+
+    ``objects`` holds what ``get_online_features`` returns (a Python list, or
+    None when missing), for the response. ``matrix`` holds the same floats,
+    left-aligned in float32 rows (``lengths[i]`` of them, -1 when missing), so
+    a batch of rows becomes the on-demand views' Arrow list column by numpy
+    gathers, not a pass over hundreds of Python lists per request.
+
+    Args:
+        size: number of rows, all missing at first.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.objects = np.full(size, None, dtype=object)
+        self.lengths = np.full(size, -1, dtype=np.int64)
+        # Cells past a row's length are never read: left uninitialised (a
+        # cache's pages are touched as its slots fill).
+        self.matrix = np.empty((size, 0), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[float] | None]) -> ListValues:
+        """Rows from decoded lists (None: missing)."""
+        out = cls(len(lists))
+        out.lengths[:] = [-1 if v is None else len(v) for v in lists]
+        out.matrix = np.empty((len(lists), out.lengths.max(initial=0)), dtype=np.float32)
+        for i, v in enumerate(lists):
+            if v is not None:
+                out.objects[i] = v
+                out.matrix[i, : len(v)] = v
+        return out
+
+    def take(self, rows: np.ndarray) -> ListValues:
+        """The rows ``rows`` (integer indices), as a new run."""
+        out = ListValues(0)
+        out.objects, out.lengths, out.matrix = (
+            self.objects[rows],
+            self.lengths[rows],
+            self.matrix[rows],
+        )
+        return out
+
+    def put(self, rows: np.ndarray, values: ListValues) -> None:
+        """Overwrite the rows ``rows`` with ``values`` (widening the matrix if they are longer)."""
+        width = values.matrix.shape[1]
+        if width > self.matrix.shape[1]:
+            wider = np.empty((len(self), width), dtype=np.float32)
+            wider[:, : self.matrix.shape[1]] = self.matrix
+            self.matrix = wider
+        self.objects[rows] = values.objects
+        self.lengths[rows] = values.lengths
+        self.matrix[rows, :width] = values.matrix
+
+    def to_arrow(self) -> pa.ListArray:
+        """The rows as an Arrow ``list<float>`` array (null where missing)."""
+        lengths = np.maximum(self.lengths, 0)
+        offsets = np.zeros(len(self) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = self.matrix[np.arange(self.matrix.shape[1]) < lengths[:, None]]
+        missing = self.lengths < 0
+        return pa.ListArray.from_arrays(
+            offsets, flat, mask=pa.array(missing) if missing.any() else None
+        )
+
+
 @dataclass
 class _View:
     view: FeatureView
@@ -150,17 +227,20 @@ class _View:
     max_entries: int
     table: str = ""
     redis_fields: list[bytes] = field(default_factory=list)
+    column_of: dict[str, int] = field(init=False)
+    """A feature's column in the (keys, features) value cells read from the store."""
 
     numeric: list[str] = field(default_factory=list)
     """Scalar features, decoded to float64."""
     lists: list[str] = field(default_factory=list)
-    """List features (inputs of on-demand views), kept as Python lists."""
+    """List features (inputs of on-demand views), kept as :class:`ListValues`."""
     cache: RowCache = field(init=False)
 
     def __post_init__(self) -> None:
         list_type = Array(Float32)
         self.lists = [n for n in self.features if self.dtypes[n] == list_type]
         self.numeric = [n for n in self.features if n not in self.lists]
+        self.column_of = {n: i for i, n in enumerate(self.features)}
         self.cache = RowCache(self.ttl, self.max_entries, len(self.numeric), len(self.lists))
 
 
@@ -170,10 +250,10 @@ class RowCache:
     The freshness bound: a value served from the cache is at most ``ttl``
     seconds older than the online store's. Missing entities are cached too.
 
-    Rows live in slots of a matrix (numeric features) and a list per list
-    feature; a dict maps an entity's cache key to its slot. A batch lookup is
-    one C-level pass over the dict and a numpy gather, not a Python call per
-    row. Slots are reused in insertion order (a ring), so when full the
+    Rows live in slots of a matrix (numeric features) and a :class:`ListValues`
+    per list feature; a dict maps an entity's cache key to its slot. A batch
+    lookup is one C-level pass over the dict and a numpy gather, not a Python
+    call per row. Slots are reused in insertion order (a ring), so when full the
     oldest entries go first.
 
     Args:
@@ -189,7 +269,7 @@ class RowCache:
         self._slot_of: dict[int, int] = {}
         self._keys = np.full(max_entries, -1, dtype=np.int64)
         self.values = np.empty((max_entries, width))  # pages are touched as slots fill
-        self.lists: list[list[object]] = [[None] * max_entries for _ in range(lists)]
+        self.lists = [ListValues(max_entries) for _ in range(lists)]
         self._expires = np.full(max_entries, -np.inf)
         self._next = 0
 
@@ -206,7 +286,7 @@ class RowCache:
         return slots, fresh
 
     def store(
-        self, keys: list[int], values: np.ndarray, lists: Sequence[Sequence[object]], now: float
+        self, keys: list[int], values: np.ndarray, lists: Sequence[ListValues], now: float
     ) -> None:
         """Put rows in the next slots of the ring (evicting what was there)."""
         n = len(keys)
@@ -214,19 +294,23 @@ class RowCache:
             return
         if n > self.max_entries:
             keys, values = keys[-self.max_entries :], values[-self.max_entries :]
-            lists = [column[-self.max_entries :] for column in lists]
+            lists = [column.take(np.arange(n - self.max_entries, n)) for column in lists]
             n = self.max_entries
         slots = (self._next + np.arange(n)) % self.max_entries
         self._next = int((self._next + n) % self.max_entries)
-        for key, slot, old in zip(keys, slots.tolist(), self._keys[slots].tolist(), strict=True):
-            if old >= 0 and self._slot_of.get(old) == slot:
-                del self._slot_of[old]
-            self._slot_of[key] = slot
+        evicted = self._keys[slots]
+        taken = evicted >= 0
+        if taken.any():
+            # An evicted key is forgotten unless it was stored again since, elsewhere.
+            old = evicted[taken].tolist()
+            at = np.fromiter(map(self._slot_of.get, old, itertools.repeat(-1)), np.int64, len(old))
+            for key in itertools.compress(old, (at == slots[taken]).tolist()):
+                del self._slot_of[key]
+        self._slot_of.update(zip(keys, slots.tolist(), strict=True))
         self._keys[slots] = keys
         self.values[slots] = values
         for column, new in zip(self.lists, lists, strict=True):
-            for slot, value in zip(slots.tolist(), new, strict=True):
-                column[slot] = value
+            column.put(slots, new)
         self._expires[slots] = now + self.ttl
 
     def clear(self) -> None:
@@ -338,7 +422,8 @@ class OnlineFeatureReader:
             return None
         return (high << 32) | low
 
-    def _read_sqlite(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
+    def _read_sqlite(self, spec: _View, keys: list[bytes]) -> np.ndarray:
+        """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._sqlite is None:
             path = SqliteOnlineStore._get_db_path(self.store.config)  # pylint: disable=protected-access
             self._sqlite = sqlite3.connect(path, check_same_thread=False)
@@ -346,17 +431,30 @@ class OnlineFeatureReader:
             self._sqlite.execute("PRAGMA mmap_size = 1073741824")
             self._sqlite.execute("PRAGMA cache_size = -131072")
         rows = self._sqlite.execute(
-            # Table name from the registry; keys are bound parameters.
+            # Table name from the registry; keys are bound parameters, sorted:
+            # SQLite probes the index in key order (500 keys: 0.6 vs 1.1 ms).
             f'SELECT entity_key, feature_name, value FROM "{spec.table}" '  # nosec B608
             f"WHERE entity_key IN ({','.join('?' * len(keys))})",
-            keys,
+            sorted(keys),
         ).fetchall()
-        found: dict[bytes, dict[str, bytes]] = {}
-        for key, name, value in rows:
-            found.setdefault(key, {})[name] = value
-        return found
+        cells = np.full((len(keys), len(spec.features)), None, dtype=object)
+        if rows:
+            found, names, values = zip(*rows, strict=True)
+            row_of = dict(zip(keys, range(len(keys)), strict=True))
+            row = np.fromiter(map(row_of.__getitem__, found), dtype=np.int64, count=len(rows))
+            column = np.fromiter(
+                map(spec.column_of.get, names, itertools.repeat(-1)),
+                dtype=np.int64,
+                count=len(rows),
+            )
+            wanted = column >= 0  # the table holds the view's features the service leaves out too
+            cells[row[wanted], column[wanted]] = np.fromiter(values, dtype=object, count=len(rows))[
+                wanted
+            ]
+        return cells
 
-    def _read_redis(self, spec: _View, keys: list[bytes]) -> dict[bytes, dict[str, bytes]]:
+    def _read_redis(self, spec: _View, keys: list[bytes]) -> np.ndarray:
+        """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._redis is None:
             self._redis = self._redis_client()
             if isinstance(self._redis, redis.Redis):
@@ -371,13 +469,9 @@ class OnlineFeatureReader:
                 for key in redis_keys:
                     pipe.hmget(key, spec.redis_fields)
                 replies = pipe.execute()
-        found: dict[bytes, dict[str, bytes]] = {}
-        for key, reply in zip(keys, replies, strict=True):
-            if any(v is not None for v in reply):
-                found[key] = {
-                    n: v for n, v in zip(spec.features, reply, strict=True) if v is not None
-                }
-        return found
+        cells = np.full((len(keys), len(spec.features)), None, dtype=object)
+        cells[:] = replies
+        return cells
 
     def _rows(
         self,
@@ -385,7 +479,7 @@ class OnlineFeatureReader:
         ids: np.ndarray | None,
         columns: Mapping[str, np.ndarray],
         deadline: float | None = None,
-    ) -> tuple[np.ndarray, dict[str, list[list[float] | None]]]:
+    ) -> tuple[np.ndarray, dict[str, ListValues]]:
         """Decoded rows of distinct entities: cached ones from memory, the rest from the store.
 
         Args:
@@ -403,25 +497,23 @@ class OnlineFeatureReader:
         hit = np.flatnonzero(fresh)
         matrix = np.empty((n, len(spec.numeric)))
         matrix[hit] = spec.cache.values[slots[hit]]
-        lists_out: dict[str, list[list[float] | None]] = {}
+        lists_out = {name: ListValues(n) for name in spec.lists}
         for name, column in zip(spec.lists, spec.cache.lists, strict=True):
-            lists_out[name] = [None] * n
-            for i, slot in zip(hit.tolist(), slots[hit].tolist(), strict=True):
-                lists_out[name][i] = column[slot]  # type: ignore[assignment]
+            lists_out[name].put(hit, column.take(slots[hit]))
         missing = np.flatnonzero(~fresh)
         if len(missing):
             if deadline is not None and time.perf_counter() > deadline:
                 raise FeatureDeadlineExceeded(f"deadline passed before reading {spec.view.name}")
             keys = self._keys(spec, {k: v[missing] for k, v in columns.items()})
             reader = self._read_sqlite if self.online_type == "sqlite" else self._read_redis
-            found = reader(spec, keys)
-            rows = [found.get(k, _EMPTY) for k in keys]
-            for c, name in enumerate(spec.numeric):
-                matrix[missing, c] = decode([r.get(name) for r in rows], spec.dtypes[name])
-            fetched = [decode_lists([r.get(name) for r in rows]) for name in spec.lists]
+            cells = reader(spec, keys)
+            matrix[missing] = decode(cells[:, [spec.column_of[n] for n in spec.numeric]])
+            fetched = [
+                ListValues.from_lists(decode_lists(cells[:, spec.column_of[name]]))
+                for name in spec.lists
+            ]
             for name, values in zip(spec.lists, fetched, strict=True):
-                for i, value in zip(missing.tolist(), values, strict=True):
-                    lists_out[name][i] = value
+                lists_out[name].put(missing, values)
             if ids is not None:
                 spec.cache.store(ids[missing].tolist(), matrix[missing], fetched, now)
         return matrix, lists_out
@@ -470,6 +562,7 @@ class OnlineFeatureReader:
         """
         n = len(entities["tweet_id"])
         out: dict[str, np.ndarray | list] = {}
+        list_columns: dict[str, ListValues] = {}
         try:
             for spec in self._views:
                 columns = {k: np.asarray(entities[k], dtype=np.int64) for k in spec.join_keys}
@@ -491,14 +584,15 @@ class OnlineFeatureReader:
                 for j, name in enumerate(spec.numeric):
                     out[name] = matrix[inverse, j]
                 for name, values in lists.items():
-                    out[name] = [values[i] for i in inverse]
+                    list_columns[name] = values.take(inverse)
+                    out[name] = list_columns[name].objects.tolist()
         except FeatureDeadlineExceeded:
             raise
         except Exception as exc:  # any driver error means "store unavailable" to the caller
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
         if self._odfvs:
-            frame = self._odfv_frame(out, n, request_ts)
+            frame = self._odfv_frame(out, list_columns, n, request_ts)
             for odfv, features, _ in self._odfvs:
                 try:
                     derived = odfv.feature_transformation.udf(frame)
@@ -509,18 +603,23 @@ class OnlineFeatureReader:
         return {name: out[name] for name in self.names}
 
     def _odfv_frame(
-        self, out: Mapping[str, np.ndarray | list], n: int, request_ts: int
+        self,
+        out: Mapping[str, np.ndarray | list],
+        lists: Mapping[str, ListValues],
+        n: int,
+        request_ts: int,
     ) -> pd.DataFrame:
-        """One input frame for every on-demand view: the numeric features as one
-        float block (building a DataFrame column by column cost ~1 ms a request)."""
-        block = np.empty((n, len(self._odfv_numeric) + 1))
-        for j, k in enumerate(self._odfv_numeric):
-            block[:, j] = out[k]
-        block[:, -1] = request_ts  # Unix seconds: exact in a float64
-        frame = pd.DataFrame(block, columns=[*self._odfv_numeric, "request_ts"])
+        """One input frame for every on-demand view, built in one call from whole columns.
+
+        List features go in as pandas' Arrow list type, which the views turn
+        into a matrix in one step. With object columns of Python lists, the
+        frame and both views took 1.6 ms for 500 rows; now 1.0-1.2 ms.
+        """
+        columns: dict[str, object] = {k: out[k] for k in self._odfv_numeric}
+        columns["request_ts"] = np.full(n, request_ts, dtype=np.int64)
         for k in self._odfv_lists:
-            frame[k] = out[k]
-        return frame
+            columns[k] = pd.arrays.ArrowExtensionArray(lists[k].to_arrow())
+        return pd.DataFrame(columns, copy=False)
 
     def clear_cache(self) -> None:
         """Forget cached rows (after a refill, or to measure the store itself)."""

@@ -66,7 +66,6 @@ from serving.schemas import (
     MAX_LIMIT,
     EventBatch,
     EventsResponse,
-    RankedItem,
     RankRequest,
     RankResponse,
 )
@@ -317,20 +316,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             order = rank(
                 scores, cands.tweet_ids, cands.author_ids, request.limit, self.config.diversity
             )
-        items = [
-            RankedItem(
-                tweet_id=int(cands.tweet_ids[i]),
-                author_id=int(cands.author_ids[i]),
-                rank=position,
-                score=float(scores[i]),
-                probabilities=(
-                    {}
-                    if probs is None
-                    else dict(zip(self.actions.names, probs[i].tolist(), strict=True))
-                ),
-            )
-            for position, i in enumerate(order[: min(request.limit, MAX_LIMIT)])
-        ]
+        items = self._items(cands, scores, probs, order[: min(request.limit, MAX_LIMIT)])
         timings["policy"] = self._lap(mark, "policy")
         timings["total"] = self._lap(started, "total")
         if reason is not None:
@@ -339,15 +325,46 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             )
         if features is not None and self._rng.random() < self.config.sample_rate:
             self._sample(request.user_id, request_us, cands, features)
-        return RankResponse(
-            items=items,
-            model_version=self.model.tag,
-            candidate_count=len(cands),
-            candidate_source=cands.source,
-            degraded=reason is not None,
-            reason=reason,
-            timings_ms=timings,
+        return RankResponse.model_validate(
+            {
+                "items": items,
+                "model_version": self.model.tag,
+                "candidate_count": len(cands),
+                "candidate_source": cands.source,
+                "degraded": reason is not None,
+                "reason": reason,
+                "timings_ms": timings,
+            }
         )
+
+    def _items(
+        self, cands: Candidates, scores: np.ndarray, probs: np.ndarray | None, top: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """The feed's items as plain data, validated with the response in one pydantic call
+        (50 ``RankedItem`` objects built one by one cost twice as much)."""
+        probabilities = (
+            [{}] * len(top)
+            if probs is None
+            else [dict(zip(self.actions.names, row, strict=True)) for row in probs[top].tolist()]
+        )
+        return [
+            {
+                "tweet_id": tweet,
+                "author_id": author,
+                "rank": position,
+                "score": score,
+                "probabilities": probability,
+            }
+            for position, (tweet, author, score, probability) in enumerate(
+                zip(
+                    cands.tweet_ids[top].tolist(),
+                    cands.author_ids[top].tolist(),
+                    scores[top].tolist(),
+                    probabilities,
+                    strict=True,
+                )
+            )
+        ]
 
     def _lap(self, since: float, stage: str) -> float:
         elapsed = time.perf_counter() - since

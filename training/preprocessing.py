@@ -78,6 +78,12 @@ class Preprocessor:
         self.numeric = tuple(numeric)
         self.categorical = tuple(categorical)
         self.clamp = clamp
+        # Per-feature constants as vectors, so transform is whole-matrix numpy
+        # (a loop over ~40 columns cost 0.8 ms per 500-row request).
+        self._log = np.array([s.log for s in self.numeric], dtype=bool)
+        self._mean = np.array([s.mean for s in self.numeric], dtype=np.float64)[:, None]
+        self._std = np.array([s.std for s in self.numeric], dtype=np.float64)[:, None]
+        self._flagged = np.array([s.has_missing for s in self.numeric], dtype=bool)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -148,23 +154,24 @@ class Preprocessor:
         if missing:
             raise KeyError(f"features missing from the input: {', '.join(missing)}")
         n = len(np.asarray(columns[self.feature_names[0]])) if self.feature_names else 0
-        numeric = np.zeros((n, self.numeric_width), dtype=np.float32)
-        extra = len(self.numeric)
+        # Feature-major (features, rows): each feature's values stay contiguous,
+        # as in a per-column loop, so every elementwise result is the same bits.
+        values = np.empty((len(self.numeric), n))
         for j, spec in enumerate(self.numeric):
-            values = _as_float(columns[spec.name])
-            absent = np.isnan(values)
-            if spec.log:
-                values = np.log1p(np.maximum(values, 0.0))
-            scaled = np.clip((values - spec.mean) / spec.std, -self.clamp, self.clamp)
-            numeric[:, j] = np.where(absent, 0.0, scaled)
-            if spec.has_missing:
-                numeric[:, extra] = absent
-                extra += 1
-        categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
+            values[j] = _as_float(columns[spec.name])
+        absent = np.isnan(values)
+        values[self._log] = np.log1p(np.maximum(values[self._log], 0.0))
+        scaled = np.clip((values - self._mean) / self._std, -self.clamp, self.clamp)
+        scaled[absent] = 0.0
+        numeric = np.empty((n, self.numeric_width), dtype=np.float32)
+        numeric[:, : len(self.numeric)] = scaled.T
+        numeric[:, len(self.numeric) :] = absent[self._flagged].T
+        ids = np.empty((len(self.categorical), n))
         for j, cat in enumerate(self.categorical):
-            values = _as_float(columns[cat.name])
-            known = ~np.isnan(values) & (values >= 0) & (values < cat.cardinality)
-            categorical[:, j] = np.where(known, np.nan_to_num(values), cat.oov)
+            ids[j] = _as_float(columns[cat.name])
+        limit = np.array([c.cardinality for c in self.categorical], dtype=np.int64)[:, None]
+        known = ~np.isnan(ids) & (ids >= 0) & (ids < limit)
+        categorical = np.where(known, np.nan_to_num(ids), limit).astype(np.int64).T.copy()
         return Batch(torch.from_numpy(numeric), torch.from_numpy(categorical))
 
     def to_dict(self) -> dict:

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
+from feast.protos.feast.types.Value_pb2 import Value
 
 from features.online import apply_repo, fill_online
 from features.store import FEATURE_SERVICE, drop_project, open_store
@@ -13,8 +14,10 @@ from feedrank.workspace import Workspace
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
+    ListValues,
     OnlineFeatureReader,
     RowCache,
+    decode,
 )
 from simulation.world import load_world_config, world_end
 
@@ -137,19 +140,64 @@ def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_p
 def test_row_cache_expires_and_stays_bounded() -> None:
     cache = RowCache(ttl=10.0, max_entries=8, width=2, lists=1)
     now = time.monotonic()
-    cache.store([7], np.array([[1.0, 2.0]]), [[[0.5]]], now)
+    cache.store([7], np.array([[1.0, 2.0]]), [ListValues.from_lists([[0.5]])], now)
     slots, fresh = cache.lookup([7, 8], now + 9.9)
     assert fresh.tolist() == [True, False] and slots[1] == -1
-    assert cache.values[slots[0]].tolist() == [1.0, 2.0] and cache.lists[0][slots[0]] == [0.5]
+    assert cache.values[slots[0]].tolist() == [1.0, 2.0] and cache.lists[0].objects[slots[0]] == [
+        0.5
+    ]
     assert cache.lookup([7], now + 10.1)[1].tolist() == [False]  # expired
     for i in range(20):
-        cache.store([100 + i], np.array([[float(i), 0.0]]), [[None]], now)
+        cache.store([100 + i], np.array([[float(i), 0.0]]), [ListValues.from_lists([None])], now)
     assert len(cache) == 8  # the ring evicted the oldest
     slots, fresh = cache.lookup([107, 119, 7], now)
     assert fresh.tolist() == [False, True, False]
     assert cache.values[slots[1], 0] == 19.0
-    cache.store(list(range(12)), np.zeros((12, 2)), [[None] * 12], now)  # more than it holds
+    more = list(range(12))  # more than it holds
+    cache.store(more, np.zeros((12, 2)), [ListValues.from_lists([None] * 12)], now)
     assert len(cache) == 8 and cache.lookup([11, 3], now)[1].tolist() == [True, False]
     disabled = RowCache(ttl=0, max_entries=8)
     disabled.store([1], np.zeros((1, 1)), [], now)
     assert disabled.lookup([1], now)[1].tolist() == [False]
+
+
+@pytest.mark.unit
+def test_decode_reads_every_value_layout_as_protobuf_does() -> None:
+    rng = np.random.default_rng(0)
+    protos = [
+        *(Value(float_val=float(v)) for v in rng.normal(0, 1e3, 50)),
+        *(Value(double_val=float(v)) for v in rng.normal(0, 1e9, 50)),
+        *(Value(int64_val=int(v)) for v in rng.integers(-(2**40), 2**40, 50)),
+        *(Value(int32_val=int(v)) for v in rng.integers(0, 300, 20)),
+        Value(float_val=float("nan")),
+        Value(bool_val=True),
+        Value(null_val=0),
+        Value(),  # unset: b""
+    ]
+    cells = np.array([p.SerializeToString() for p in protos] + [None] * 20, dtype=object)
+    cells = cells[rng.permutation(len(cells))].reshape(-1, 2)
+
+    def expected(raw: bytes | None) -> float:
+        if not raw:
+            return float("nan")
+        proto = Value.FromString(raw)
+        kind = proto.WhichOneof("val")
+        return float("nan") if kind in (None, "null_val") else float(getattr(proto, kind))
+
+    want = np.array([[expected(v) for v in row] for row in cells])
+    np.testing.assert_array_equal(decode(cells), want)
+    assert decode(np.full((3, 2), None, dtype=object)).shape == (3, 2)
+
+
+@pytest.mark.unit
+def test_list_values_keep_lists_and_their_arrow_form_aligned() -> None:
+    lists = [[0.5, 1.5, 2.5], None, [], [3.0], None, [4.0, 5.0]]
+    values = ListValues.from_lists(lists)
+    assert values.objects.tolist() == lists
+    assert values.to_arrow().to_pylist() == lists
+    taken = values.take(np.array([5, 1, 0, 0]))
+    assert taken.to_arrow().to_pylist() == [[4.0, 5.0], None, [0.5, 1.5, 2.5], [0.5, 1.5, 2.5]]
+    wider = ListValues.from_lists([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    values.put(np.array([1]), wider)  # widens the matrix, keeps the other rows
+    assert values.to_arrow().to_pylist() == [lists[0], wider.objects[0], *lists[2:]]
+    assert ListValues(0).to_arrow().to_pylist() == []

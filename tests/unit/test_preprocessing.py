@@ -86,3 +86,44 @@ def test_missing_feature_is_named(columns: dict[str, np.ndarray]) -> None:
     pre = Preprocessor.fit(columns, ["count", "signed"], ["topic"])
     with pytest.raises(KeyError, match="signed"):
         pre.transform({"count": columns["count"], "topic": columns["topic"]})
+
+
+def _per_column_reference(pre: Preprocessor, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The transform written one feature at a time (how it was before it became whole-matrix)."""
+    n = len(next(iter(columns.values())))
+    out = np.zeros((n, pre.numeric_width), dtype=np.float32)
+    extra = len(pre.numeric)
+    for j, spec in enumerate(pre.numeric):
+        values = np.asarray(columns[spec.name], dtype=np.float64)
+        absent = np.isnan(values)
+        if spec.log:
+            values = np.log1p(np.maximum(values, 0.0))
+        out[:, j] = np.where(absent, 0.0, np.clip((values - spec.mean) / spec.std, -5.0, 5.0))
+        if spec.has_missing:
+            out[:, extra] = absent
+            extra += 1
+    return out
+
+
+def test_whole_matrix_transform_is_bit_identical_to_per_column() -> None:
+    rng = np.random.default_rng(7)
+    for n in (1, 31, 500, 4099):
+        columns = {
+            "gamma": rng.gamma(0.5, 10.0, n),
+            "normal": rng.normal(0.0, 5.0, n),
+            "lognormal": rng.lognormal(0.0, 3.0, n) * 1e6,
+            "counts": rng.poisson(3.0, n).astype(np.float64),
+            "topic": rng.integers(-1, 8, n).astype(np.float64),
+        }
+        for values in columns.values():
+            values[rng.random(n) < 0.3] = np.nan
+        names = ["gamma", "normal", "lognormal", "counts"]
+        pre = Preprocessor.fit(columns, names, ["topic"])
+        shifted = {k: v * 3.0 - 1.0 for k, v in columns.items()}  # outside the fitted range
+        got = pre.transform(shifted)
+        want = _per_column_reference(pre, shifted)
+        assert np.array_equal(got.numeric.numpy().view(np.uint32), want.view(np.uint32)), n
+        topic = shifted["topic"]
+        known = ~np.isnan(topic) & (topic >= 0) & (topic < pre.categorical[0].cardinality)
+        expected_ids = np.where(known, np.nan_to_num(topic), pre.categorical[0].oov)
+        assert got.categorical[:, 0].tolist() == expected_ids.astype(np.int64).tolist()
