@@ -284,8 +284,14 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.reader.close()
 
     @bentoml.api(route="/rank")
-    def rank(self, request: RankRequest, /) -> RankResponse:
-        """Rank a user's feed; falls back to newest-first when features or the model fail."""
+    async def rank(self, request: RankRequest, /) -> RankResponse:
+        """Rank a user's feed; falls back to newest-first when features or the model fail.
+
+        Async although CPU-bound, so it runs in the worker's event loop: a sync
+        API hops to a thread per request, and the GIL hand-over between loop
+        and thread cost ~2.5 ms a request (sequential p50 14.3 -> 11.7 ms, p99
+        20.7 -> 16-18 ms). A worker ran one request at a time either way.
+        """
         started = time.perf_counter()
         timings: dict[str, float] = {}
         request_us = to_micros(request.request_time) if request.request_time else _now_us()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,9 @@ def _check_feed(body: dict[str, Any], limit: int) -> None:
 
 
 def test_class_ranks_followee_tweets_by_weighted_score(ranker: Any, world_end_iso: str) -> None:
-    response = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=50))
+    response = asyncio.run(
+        ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=50))
+    )
     body = response.model_dump()
     _check_feed(body, 50)
     assert body["candidate_source"] == "followees"
@@ -53,7 +56,9 @@ def test_class_ranks_followee_tweets_by_weighted_score(ranker: Any, world_end_is
 
 
 def test_class_serves_cold_start_to_unknown_user(ranker: Any, world_end_iso: str) -> None:
-    body = ranker.rank(RankRequest(user_id=10**9, request_time=world_end_iso, limit=10))
+    body = asyncio.run(
+        ranker.rank(RankRequest(user_id=10**9, request_time=world_end_iso, limit=10))
+    )
     assert body.candidate_source == "cold_start"
     assert not body.degraded
     assert 0 < len(body.items) <= 10
@@ -61,8 +66,10 @@ def test_class_serves_cold_start_to_unknown_user(ranker: Any, world_end_iso: str
 
 def test_class_ranks_given_candidates_only(ranker: Any, world_end_iso: str) -> None:
     given = [1, 2, 3, 4, 5, 10**12]  # the last one is unknown: dropped
-    body = ranker.rank(
-        RankRequest(user_id=7, candidate_tweet_ids=given, request_time=world_end_iso, limit=3)
+    body = asyncio.run(
+        ranker.rank(
+            RankRequest(user_id=7, candidate_tweet_ids=given, request_time=world_end_iso, limit=3)
+        )
     )
     assert body.candidate_source == "request"
     assert body.candidate_count == 5
@@ -77,7 +84,7 @@ def test_class_falls_back_when_the_model_fails(
         raise RuntimeError("weights are corrupt")
 
     monkeypatch.setattr(ranker.model.ranker, "predict_proba", broken)
-    body = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20))
+    body = asyncio.run(ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20)))
     assert body.degraded and body.reason == "model failed"
     created = ranker.candidates.lookup(np.asarray([i.tweet_id for i in body.items])).created_us
     assert list(created) == sorted(created, reverse=True)  # reverse-chronological
@@ -93,13 +100,13 @@ def test_class_falls_back_when_an_on_demand_view_fails(
         raise KeyError("user_topic_rates")
 
     monkeypatch.setattr(odfv.feature_transformation, "udf", broken)
-    body = ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20))
+    body = asyncio.run(ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20)))
     assert body.degraded and body.reason == "on-demand features failed"
     assert body.items and all(i.probabilities == {} for i in body.items)
 
 
 def test_class_logs_feature_samples(ranker: Any, world_end_iso: str) -> None:
-    ranker.rank(RankRequest(user_id=6, request_time=world_end_iso))
+    asyncio.run(ranker.rank(RankRequest(user_id=6, request_time=world_end_iso)))
     samples = list((ranker.config.serving_dir / "feature_samples").glob("*.jsonl"))
     assert samples and samples[0].read_text().strip()
 

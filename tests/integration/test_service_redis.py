@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -78,7 +79,10 @@ def test_redis_profile_ranks_like_the_embedded_one(
         compared = 0
         for user in range(20, 40):
             request = RankRequest(user_id=user, request_time=world_end_iso, limit=50)
-            embedded, redis_feed = ranker.rank(request), production.rank(request)
+            embedded, redis_feed = (
+                asyncio.run(ranker.rank(request)),
+                asyncio.run(production.rank(request)),
+            )
             assert redis_feed.candidate_source == embedded.candidate_source
             assert not redis_feed.degraded, redis_feed.reason
             if 11 in {i.tweet_id for i in embedded.items}:
@@ -88,7 +92,7 @@ def test_redis_profile_ranks_like_the_embedded_one(
                 assert a.score == pytest.approx(b.score, rel=1e-5, abs=1e-6)
             compared += len(embedded.items)
         assert compared > 0
-        cold = production.rank(RankRequest(user_id=10**9, request_time=world_end_iso))
+        cold = asyncio.run(production.rank(RankRequest(user_id=10**9, request_time=world_end_iso)))
         assert cold.candidate_source == "cold_start" and cold.items
         production.close()
     finally:
