@@ -263,9 +263,9 @@ def weights_sha256(net: nn.Module) -> str:
 def resolve_precision(precision: Precision) -> Precision:
     """``auto`` becomes bfloat16 on CPUs with native bfloat16 (AVX-512 BF16 or AMX), else float32.
 
-    Measured here (AVX-512 BF16): 2x the rows/s of float32 at the same lift share
-    (``benchmarks/train_throughput.py``); without native support bfloat16 would be
-    emulated, so float32 is kept.
+    Measured here (AVX-512 BF16): 1.1-1.4x the rows/s of float32 at the same lift
+    share (``benchmarks/train_throughput.py``; matmuls alone 2.5x); without native
+    support bfloat16 would be emulated, so float32 is kept.
     """
     if precision != "auto":
         return precision
