@@ -216,6 +216,22 @@ def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
     return _percentiles(times)
 
 
+def _print_bars(result: dict[str, float]) -> None:
+    """One line per bar of the serving issue: the figure, the bar, met or missed."""
+    checks = [
+        (f"p99 {store} ({client})", result[f"p99_ms_{store}{suffix}"], "<=", BARS["p99_ms"])
+        for store in ("sqlite", "redis")
+        for client, suffix in (("httpx", ""), ("lean", "_lean"))
+    ]
+    checks.append(("p50 x naive", result["naive_ratio_p50"], ">=", BARS["naive_ratio_p50"]))
+    for client, suffix in (("httpx", ""), ("lean", "_lean")):
+        checks.append((f"c8 req/s ({client})", result[f"rps_c8{suffix}"], ">=", BARS["rps_c8"]))
+        checks.append((f"c8 p99 ({client})", result[f"p99_ms_c8{suffix}"], "<=", BARS["p99_ms_c8"]))
+    for name, value, op, bar in checks:
+        met = value <= bar if op == "<=" else value >= bar
+        print(f"bar {name}: {value} (bar {op} {bar}) {'met' if met else 'missed'}", flush=True)
+
+
 def main() -> None:
     """Run the benchmark and print the RESULT line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -286,6 +302,7 @@ def main() -> None:
             "p99_ms_c8_lean": c8_lean["p99_ms"],
             "degraded": degraded + degraded_c8 + degraded_r,
         }
+        _print_bars(result)
         print("RESULT " + json.dumps(result))
 
 
