@@ -1,4 +1,9 @@
-"""On-demand features: computed at request time from stored features and the request."""
+"""On-demand features: computed at request time from stored features and the request.
+
+Each view defines its helpers inside itself, even where two views share one
+(``as_matrix``): Feast stores the function alone in the registry, and a
+module-level helper is a NameError when the registry's copy runs (tried).
+"""
 
 import numpy as np
 import pandas as pd
