@@ -30,7 +30,7 @@ from metrics.actions import load_actions
 from training.model import RankerNet, negative_rates
 from training.preprocessing import Batch, Preprocessor
 from training.train import (
-    Precision,
+    Dtype,
     TrainConfig,
     load_splits,
     resolve_precision,
@@ -58,7 +58,7 @@ def _naive_epoch(
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
     neg_weight: torch.Tensor,
-    precision: Precision,
+    precision: Dtype,
 ) -> None:
     net.train()
     for numeric, categorical, labels in loader:
@@ -123,7 +123,7 @@ def main(workspace: Path, rows: int, epochs: int, batch_size: int) -> None:
 
     precision = resolve_precision(config.precision)
 
-    def vectorised(dtype: Precision) -> list[float]:
+    def vectorised(dtype: Dtype) -> list[float]:
         net, opt = fresh()
         generator = torch.Generator().manual_seed(config.seed)
         rates = []

@@ -265,8 +265,8 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.reader = OnlineFeatureReader(self.store, self.model.ranker.feature_service)
         self.event_log = EventLog(self.config.serving_dir / "events.db", self.actions)
         self.candidates = _candidate_source(self.config, self.store, self.event_log)
-        # BentoML runs one request per worker at a time (threads=1); the lock
-        # keeps the reader's connections single-user if that is ever raised.
+        # /rank runs in the event loop, one request at a time per worker; the
+        # lock keeps the reader's connections single-user should a thread use it.
         self._read_lock = threading.Lock()
         self._rng = np.random.default_rng()
         self._sample_lock = threading.Lock()
