@@ -1,8 +1,11 @@
 """The serving feature reader returns what Feast's get_online_features returns, on both stores."""
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
@@ -64,6 +67,75 @@ def test_parity_on_sqlite_cold_and_cached(tiny_workspace: Workspace) -> None:
         entities = _entities(tiny_workspace, seed)
         _assert_same(reader, store, entities)  # cold: read from SQLite
         _assert_same(reader, store, entities)  # warm: from the in-process cache
+
+
+def _probed(reader: OnlineFeatureReader, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the keys each view asks SQLite for (the real read still runs)."""
+    counts: dict[str, int] = {}
+    read = OnlineFeatureReader._read_sqlite  # pylint: disable=protected-access
+
+    def counting(self, spec, keys):  # type: ignore[no-untyped-def]
+        counts[spec.view.name] = counts.get(spec.view.name, 0) + len(keys)
+        return read(self, spec, keys)
+
+    monkeypatch.setattr(OnlineFeatureReader, "_read_sqlite", counting)
+    return counts
+
+
+def test_keys_the_store_does_not_hold_are_not_probed(
+    tiny_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tiny_workspace)
+    reader = OnlineFeatureReader(store)
+    reader.warm()  # builds the sets of present keys now, not in the background
+    probed = _probed(reader, monkeypatch)
+    pairs = held = 0
+    for seed in range(4):
+        entities = _entities(tiny_workspace, seed)
+        _assert_same(reader, store, entities)
+        got = reader.read(entities, REQUEST_TS)
+        rows = list(zip(entities["author_id"].tolist(), entities["user_id"].tolist(), strict=True))
+        pairs += len(set(rows))
+        held += len(
+            {p for p, n in zip(rows, got["ua_impressions"], strict=True) if not np.isnan(n)}
+        )
+    assert 0 < held < pairs
+    # Only the pairs with a row were read from SQLite (each once: then from the cache).
+    assert probed["user_author_affinity"] <= held
+
+
+def test_an_entity_written_later_is_seen_once_the_present_keys_are_rebuilt(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    root = tmp_path / "ws"
+    shutil.copytree(tiny_workspace.root / "feature_repo", root / "feature_repo")
+    shutil.copytree(tiny_workspace.data / "feast", root / "data" / "feast")
+    ws = Workspace(root)
+    store = open_store(ws)
+    reader = OnlineFeatureReader(store, freshness={"user_author_affinity": 0.5})
+    reader.warm()
+    entities = _entities(tiny_workspace, 0)
+    before = reader.read(entities, REQUEST_TS)["ua_impressions"]
+    new = int(np.flatnonzero(np.isnan(before))[0])  # a pair without a row
+    store.write_to_online_store(
+        "user_author_affinity",
+        pd.DataFrame(
+            {
+                "user_id": [int(entities["user_id"][new])],
+                "author_id": [int(entities["author_id"][new])],
+                "ua_impressions": [41],
+                "ua_positive_rate": [0.25],
+                "ua_negative_count": [0],
+                "event_timestamp": [pd.Timestamp(REQUEST_TS, unit="s", tz="UTC")],
+            }
+        ),
+    )
+    deadline = time.monotonic() + 30
+    while np.isnan(reader.read(entities, REQUEST_TS)["ua_impressions"][new]):
+        assert time.monotonic() < deadline, "the new pair was never read"
+        time.sleep(0.1)
+    _assert_same(reader, store, entities)
+    assert reader.read(entities, REQUEST_TS)["ua_impressions"][new] == 41
 
 
 def test_the_deadline_stops_store_reads_but_not_cache_hits(tiny_workspace: Workspace) -> None:
