@@ -241,7 +241,7 @@ class _View:
     """List features (inputs of on-demand views), kept as :class:`ListValues`."""
     cache: RowCache = field(init=False)
     present: PresentKeys | None = None
-    """The entities the store holds (SQLite batch views), to skip probing for the rest."""
+    """The pairs the store holds (SQLite pair views without a push source), to skip the rest."""
 
     def __post_init__(self) -> None:
         list_type = Array(Float32)
@@ -342,6 +342,8 @@ class PresentKeys:
     Freshness bound: an entity written to the store is seen at most ``refresh``
     seconds plus one rebuild (~0.15 s for 200k pairs) after the write, so
     this is for views without a push source only (they change at materialization).
+    The keys are read as one value, which SQLite caps at 1 GB (~15M pairs of
+    68-byte keys); a larger table fails the rebuild, and every key is probed.
 
     Args:
         path: the SQLite online store's file.
@@ -431,7 +433,7 @@ class OnlineFeatureReader:
         service: the FeatureService name recorded with the model.
         freshness: seconds a decoded row may be served from memory, per view
             (default :data:`DEFAULT_FRESHNESS`; 0 disables the cache for a view).
-            On SQLite it is also how often a batch view's :class:`PresentKeys` is rebuilt.
+            On SQLite it is also how often a pair view's :class:`PresentKeys` is rebuilt.
         max_entries: bound on cached rows per view.
         redis_timeout: seconds a Redis connect or read may take before the read fails.
     """
