@@ -39,17 +39,11 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Array, Float32
-from redis.commands.core import Script
 
 from features.store import FEATURE_SERVICE
 
 _FLOAT_TAG = 0x35  # field 6 (float_val), wire type 5: 4 little-endian bytes follow
 _DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1: 8 little-endian bytes follow
-_HMGET_MANY_LUA = """-- HMGET of the same fields (ARGV) on every key (KEYS), one reply per key.
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
-return out
-"""
 
 DEFAULT_TTL = 5.0
 DEFAULT_FRESHNESS: dict[str, float] = {
@@ -498,7 +492,6 @@ class OnlineFeatureReader:
             self._views.append(spec)
         self._sqlite: sqlite3.Connection | None = None
         self._redis = None
-        self._hmget_many: Script | None = None
         self._project = project.encode("utf-8")
         # The on-demand views' inputs among what is read: numeric ones go into one
         # float block, list ones become object columns (fixed by the service).
@@ -573,13 +566,9 @@ class OnlineFeatureReader:
         """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._redis is None:
             self._redis = self._redis_client()
-            if isinstance(self._redis, redis.Redis):
-                self._hmget_many = self._redis.register_script(_HMGET_MANY_LUA)
         redis_keys = [key + self._project for key in keys]
-        if self._hmget_many is not None:
-            # One command for all keys (EVALSHA): a pipeline of N HMGETs spent
-            # ~5 us a key in redis-py. A single server (not a cluster) runs it.
-            replies = self._hmget_many(keys=redis_keys, args=spec.redis_fields)
+        if isinstance(self._redis, redis.Redis):  # a single server (not a cluster)
+            replies = _hmget_packed(self._redis, redis_keys, spec.redis_fields)
         else:
             with self._redis.pipeline(transaction=False) as pipe:
                 for key in redis_keys:
@@ -764,7 +753,31 @@ class OnlineFeatureReader:
             self._sqlite.close()
             self._sqlite = None
         self._redis = None
-        self._hmget_many = None
+
+
+def _hmget_packed(
+    client: redis.Redis, keys: list[bytes], fields: list[bytes]
+) -> list[list[bytes | None]]:
+    """HMGET of the same fields on every key: one buffer of plain HMGETs on one connection.
+
+    redis-py packs a pipeline command by command (~5 us a key here), and a Lua
+    script looping over HMGET cost Redis itself ~4.5 us a key against ~1 us for
+    a plain HMGET; this buffer is a template repeated with the keys in it.
+    449 user-author keys: 1.18 ms, against 1.81 ms for the Lua script it replaced.
+    """
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+    tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+    payload = b"".join(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail) for key in keys)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([payload])
+        return [connection.read_response() for _ in keys]
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: never reuse this connection
+        raise
+    finally:
+        pool.release(connection)
 
 
 def _is_batch(store: FeatureStore, name: str) -> bool:

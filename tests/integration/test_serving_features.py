@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import redis
 from feast import FeatureStore
 from feast.protos.feast.types.Value_pb2 import Value
 
@@ -184,6 +185,24 @@ def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
         reader = OnlineFeatureReader(store, freshness={"tweet_content": 0})
         for seed in range(3):
             _assert_same(reader, store, _entities(tiny_workspace, seed))
+        # An error reply in the middle of the packed HMGETs: a typed error, then
+        # the same reader reads again once the key is a hash again.
+        entities = _entities(tiny_workspace, 4)
+        views = {spec.view.name: spec for spec in reader._views}  # pylint: disable=protected-access
+        middle = {"tweet_id": entities["tweet_id"][60:61]}  # of 120 keys in one buffer
+        key = reader._keys(views["tweet_content"], middle)[0] + feast_project.encode()  # pylint: disable=protected-access
+        client = redis.Redis("127.0.0.1", 6379)
+        fresh = OnlineFeatureReader(store)  # nothing cached: every tweet is read
+        saved = client.dump(key)
+        client.delete(key)
+        client.set(key, b"not a hash")
+        try:
+            with pytest.raises(FeatureStoreUnavailable, match="WRONGTYPE"):
+                fresh.read(entities, REQUEST_TS)
+        finally:
+            client.delete(key)
+            client.restore(key, 0, saved)
+        _assert_same(fresh, store, entities)
     finally:
         drop_project(store)
 
