@@ -262,14 +262,23 @@ class RowCache:
         max_entries: number of slots (0 disables the cache too).
         width: numeric features per row.
         lists: number of list features per row.
+        dtype: of the numeric values (float64 for features).
     """
 
-    def __init__(self, ttl: float, max_entries: int, width: int = 1, lists: int = 0) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int,
+        width: int = 1,
+        lists: int = 0,
+        *,
+        dtype: type = np.float64,
+    ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._slot_of: dict[int, int] = {}
         self._keys = np.full(max_entries, -1, dtype=np.int64)
-        self.values = np.empty((max_entries, width))  # pages are touched as slots fill
+        self.values = np.empty((max_entries, width), dtype=dtype)  # pages touched as slots fill
         self.lists = [ListValues(max_entries) for _ in range(lists)]
         self._expires = np.full(max_entries, -np.inf)
         self._next = 0

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,29 @@ def local_redis(redis_service: None) -> Iterator[redis.Redis]:
     client = redis.Redis("127.0.0.1", 6379)
     yield client
     client.close()
+
+
+def test_tweet_facts_are_cached_and_unknown_tweets_asked_again(local_redis: redis.Redis) -> None:
+    prefix = f"feedrank:t{uuid.uuid4().hex[:12]}:"
+    local_redis.hset(f"{prefix}tweet_author", mapping={1: 10, 2: 20})
+    local_redis.hset(f"{prefix}tweet_created", mapping={1: 1_000, 2: 2_000})
+    source = RedisCandidates(local_redis, prefix)
+    try:
+        first = source.lookup(np.array([2, 3, 1]))
+        assert first.tweet_ids.tolist() == [2, 1]
+        assert first.author_ids.tolist() == [20, 10]
+        assert first.created_us.tolist() == [2_000, 1_000]
+        # Served from memory: a tweet's author and creation time never change.
+        local_redis.hset(f"{prefix}tweet_author", mapping={1: 99, 3: 30})
+        local_redis.hset(f"{prefix}tweet_created", mapping={3: 3_000})
+        again = source.lookup(np.array([1, 3]))
+        assert again.author_ids.tolist() == [10, 30]  # 1 cached; 3, unknown before, asked again
+        assert again.created_us.tolist() == [1_000, 3_000]
+        assert RedisCandidates(local_redis, prefix).lookup(np.array([1])).author_ids.tolist() == [
+            99
+        ]
+    finally:
+        _drop_keys(local_redis, prefix.split(":")[1])
 
 
 def test_redis_profile_ranks_like_the_embedded_one(
