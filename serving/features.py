@@ -604,22 +604,23 @@ class OnlineFeatureReader:
         """
         now = time.monotonic()
         n = len(next(iter(columns.values())))
+        matrix = np.empty((n, len(spec.numeric)))
+        lists_out = {name: ListValues(n) for name in spec.lists}
+        asked = np.arange(n)  # the rows neither known absent nor cached
+        if ids is not None and spec.present is not None:
+            held = spec.present.contains(ids, now)
+            if held is not None:  # the others have no row in the store: missing, not probed
+                matrix[~held] = np.nan
+                asked = np.flatnonzero(held)
         if ids is None:
             slots, fresh = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
         else:
-            slots, fresh = spec.cache.lookup(ids.tolist(), now)
-        hit = np.flatnonzero(fresh)
-        matrix = np.empty((n, len(spec.numeric)))
-        matrix[hit] = spec.cache.values[slots[hit]]
-        lists_out = {name: ListValues(n) for name in spec.lists}
+            slots, fresh = spec.cache.lookup(ids[asked].tolist(), now)
+        hit = asked[fresh]
+        matrix[hit] = spec.cache.values[slots[fresh]]
         for name, column in zip(spec.lists, spec.cache.lists, strict=True):
-            lists_out[name].put(hit, column.take(slots[hit]))
-        missing = np.flatnonzero(~fresh)
-        if len(missing) and ids is not None and spec.present is not None:
-            held = spec.present.contains(ids[missing], now)
-            if held is not None:  # the others have no row in the store: missing, not probed
-                matrix[missing[~held]] = np.nan
-                missing = missing[held]
+            lists_out[name].put(hit, column.take(slots[fresh]))
+        missing = asked[~fresh]
         if len(missing):
             if deadline is not None and time.perf_counter() > deadline:
                 raise FeatureDeadlineExceeded(f"deadline passed before reading {spec.view.name}")
