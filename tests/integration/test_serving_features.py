@@ -142,6 +142,7 @@ def test_an_entity_written_later_is_seen_once_the_present_keys_are_rebuilt(
 def test_the_deadline_stops_store_reads_but_not_cache_hits(tiny_workspace: Workspace) -> None:
     store = open_store(tiny_workspace)
     reader = OnlineFeatureReader(store)
+    reader.warm()  # pairs without a row are answered from the present keys, never cached
     entities = _entities(tiny_workspace, 2)
     past = time.perf_counter() - 1.0
     with pytest.raises(FeatureDeadlineExceeded):
@@ -203,6 +204,27 @@ def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
             client.delete(key)
             client.restore(key, 0, saved)
         _assert_same(fresh, store, entities)
+        # Only the pairs the store holds are cached, so a pair written later is read at once.
+        got = fresh.read(entities, REQUEST_TS)["ua_impressions"]
+        pairs = list(zip(entities["user_id"].tolist(), entities["author_id"].tolist(), strict=True))
+        held = {p for p, n in zip(pairs, got, strict=True) if not np.isnan(n)}
+        fresh_views = {spec.view.name: spec for spec in fresh._views}  # pylint: disable=protected-access
+        assert 0 < len(fresh_views["user_author_affinity"].cache) == len(held) < len(set(pairs))
+        new = int(np.flatnonzero(np.isnan(got))[0])
+        store.write_to_online_store(
+            "user_author_affinity",
+            pd.DataFrame(
+                {
+                    "user_id": [int(entities["user_id"][new])],
+                    "author_id": [int(entities["author_id"][new])],
+                    "ua_impressions": [41],
+                    "ua_positive_rate": [0.25],
+                    "ua_negative_count": [0],
+                    "event_timestamp": [pd.Timestamp(REQUEST_TS, unit="s", tz="UTC")],
+                }
+            ),
+        )
+        assert fresh.read(entities, REQUEST_TS)["ua_impressions"][new] == 41
     finally:
         drop_project(store)
 
