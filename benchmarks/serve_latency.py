@@ -23,7 +23,8 @@ inflates the server's latency. The lean one (keys ending in ``_lean``) is one
 asyncio loop on raw HTTP/1.1 keep-alive connections, with the bodies encoded
 before the clock starts; it reads the status line and the body, nothing more.
 Both send the same requests to the same server; the gap between them is the
-client, not a server change.
+client, not a server change. The lean sequential phases also report the CPU
+the server's workers spent per request (``server_cpu_ms_*``).
 
     .venv/bin/python benchmarks/serve_latency.py [--workspace DIR] [--requests N]
 
@@ -56,7 +57,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: benchmarks.harness
     sys.path.insert(0, str(REPO_ROOT))
 
 # pylint: disable=wrong-import-position
-from benchmarks.harness import copy_workspace, ensure_champion, serve  # noqa: E402
+from benchmarks.harness import Served, copy_workspace, ensure_champion, serve  # noqa: E402
 from features.online import apply_repo, fill_online  # noqa: E402
 from features.store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
 from feedrank.tables import TWEETS, read_table  # noqa: E402
@@ -207,6 +208,29 @@ def _lean(
     return _percentiles([ms for ms, _, _ in results]), len(results) / elapsed, degraded
 
 
+def _lean_with_cpu(
+    served: Served, requests: list[dict[str, Any]]
+) -> tuple[dict[str, float], int, float]:
+    """The lean client's sequential phase, and the CPU its workers spent per request (ms).
+
+    Server CPU per request: user + system time of the worker processes over
+    the phase (background threads included), divided by the requests. It
+    leaves out the client and the time a request waits for a core, though not
+    the machine's own speed (8.7-11.5 ms for the same SQLite server in four
+    runs of 2026-12-02).
+    """
+    import psutil  # pylint: disable=import-outside-toplevel  # a BentoML dependency
+
+    workers = [psutil.Process(pid) for pid in served.worker_pids()]
+
+    def cpu_s() -> float:
+        return sum(sum(w.cpu_times()[:2]) for w in workers)
+
+    before = cpu_s()
+    latency, _, degraded = _lean(served.url, requests, 1)
+    return latency, degraded, round((cpu_s() - before) / len(requests) * 1000, 2)
+
+
 def _warm(url: str, requests: list[dict[str, Any]]) -> None:
     """Warm both workers (their row caches and first code paths) before anything is timed.
 
@@ -280,12 +304,12 @@ def main() -> None:
         with serve(ws, settings) as served:
             _warm(served.url, warmup)
             sqlite, degraded = _sequential(served.url, requests, 50)
-            sqlite_lean, _, degraded_lean = _lean(served.url, requests[50:], 1)
+            sqlite_lean, degraded_lean, cpu_sqlite = _lean_with_cpu(served, requests[50:])
             c8, rps, degraded_c8 = _concurrent(served.url, requests[50:], 8)
             c8_lean, rps_lean, degraded_c8_lean = _lean(served.url, requests[50:], 8)
         degraded += degraded_lean + degraded_c8_lean
         print(f"sqlite sequential {sqlite} degraded={degraded}", flush=True)
-        print(f"sqlite sequential, lean client {sqlite_lean}", flush=True)
+        print(f"sqlite sequential, lean {sqlite_lean} CPU/request {cpu_sqlite} ms", flush=True)
         print(f"sqlite concurrency 8: {c8} rps={rps:.0f} degraded={degraded_c8}", flush=True)
         print(f"sqlite concurrency 8, lean client: {c8_lean} rps={rps_lean:.0f}", flush=True)
 
@@ -304,14 +328,14 @@ def main() -> None:
             with serve(ws, settings | production) as served:
                 _warm(served.url, warmup)
                 redis_seq, degraded_r = _sequential(served.url, requests, 50)
-                redis_lean, _, degraded_r_lean = _lean(served.url, requests[50:], 1)
+                redis_lean, degraded_r_lean, cpu_redis = _lean_with_cpu(served, requests[50:])
             degraded_r += degraded_r_lean
         finally:
             drop_project(store)
             for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
                 candidates.unlink(key)
         print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
-        print(f"redis sequential, lean client {redis_lean}", flush=True)
+        print(f"redis sequential, lean {redis_lean} CPU/request {cpu_redis} ms", flush=True)
 
         naive = _naive(ws, requests[: args.naive_requests])
         print(f"naive (get_online_features + model) {naive}", flush=True)
@@ -332,6 +356,8 @@ def main() -> None:
             "p99_ms_redis_lean": redis_lean["p99_ms"],
             "rps_c8_lean": round(rps_lean, 1),
             "p99_ms_c8_lean": c8_lean["p99_ms"],
+            "server_cpu_ms_sqlite": cpu_sqlite,
+            "server_cpu_ms_redis": cpu_redis,
             "degraded": degraded + degraded_c8 + degraded_r,
         }
         _print_bars(result)
