@@ -217,7 +217,7 @@ def _lean_with_cpu(
     the phase (background threads included), divided by the requests. It
     leaves out the client and the time a request waits for a core, though not
     the machine's own speed (8.7-11.5 ms for the same SQLite server in four
-    runs of 2026-12-02).
+    runs of 2026-12-01 and 02).
     """
     import psutil  # pylint: disable=import-outside-toplevel  # a BentoML dependency
 
