@@ -105,6 +105,23 @@ def test_keys_the_store_does_not_hold_are_not_probed(
     assert probed["user_author_affinity"] <= held
 
 
+def _write_pair(store: FeatureStore, entities: dict[str, np.ndarray], row: int) -> None:
+    """Write the user-author row of ``entities[row]`` (41 impressions) to the online store."""
+    store.write_to_online_store(
+        "user_author_affinity",
+        pd.DataFrame(
+            {
+                "user_id": [int(entities["user_id"][row])],
+                "author_id": [int(entities["author_id"][row])],
+                "ua_impressions": [41],
+                "ua_positive_rate": [0.25],
+                "ua_negative_count": [0],
+                "event_timestamp": [pd.Timestamp(REQUEST_TS, unit="s", tz="UTC")],
+            }
+        ),
+    )
+
+
 def test_an_entity_written_later_is_seen_once_the_present_keys_are_rebuilt(
     tiny_workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -118,19 +135,7 @@ def test_an_entity_written_later_is_seen_once_the_present_keys_are_rebuilt(
     entities = _entities(tiny_workspace, 0)
     before = reader.read(entities, REQUEST_TS)["ua_impressions"]
     new = int(np.flatnonzero(np.isnan(before))[0])  # a pair without a row
-    store.write_to_online_store(
-        "user_author_affinity",
-        pd.DataFrame(
-            {
-                "user_id": [int(entities["user_id"][new])],
-                "author_id": [int(entities["author_id"][new])],
-                "ua_impressions": [41],
-                "ua_positive_rate": [0.25],
-                "ua_negative_count": [0],
-                "event_timestamp": [pd.Timestamp(REQUEST_TS, unit="s", tz="UTC")],
-            }
-        ),
-    )
+    _write_pair(store, entities, new)
     deadline = time.monotonic() + 30
     while np.isnan(reader.read(entities, REQUEST_TS)["ua_impressions"][new]):
         assert time.monotonic() < deadline, "the new pair was never read"
@@ -211,19 +216,7 @@ def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
         fresh_views = {spec.view.name: spec for spec in fresh._views}  # pylint: disable=protected-access
         assert 0 < len(fresh_views["user_author_affinity"].cache) == len(held) < len(set(pairs))
         new = int(np.flatnonzero(np.isnan(got))[0])
-        store.write_to_online_store(
-            "user_author_affinity",
-            pd.DataFrame(
-                {
-                    "user_id": [int(entities["user_id"][new])],
-                    "author_id": [int(entities["author_id"][new])],
-                    "ua_impressions": [41],
-                    "ua_positive_rate": [0.25],
-                    "ua_negative_count": [0],
-                    "event_timestamp": [pd.Timestamp(REQUEST_TS, unit="s", tz="UTC")],
-                }
-            ),
-        )
+        _write_pair(store, entities, new)
         assert fresh.read(entities, REQUEST_TS)["ua_impressions"][new] == 41
     finally:
         drop_project(store)
