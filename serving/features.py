@@ -237,6 +237,11 @@ class _View:
     present: PresentKeys | None = None
     """The pairs the store holds (SQLite pair views without a push source), to skip the rest."""
 
+    @property
+    def pair(self) -> bool:
+        """Keyed by two entities (user-author): sparse, most pairs have no row."""
+        return len(self.join_keys) == 2
+
     def __post_init__(self) -> None:
         list_type = Array(Float32)
         self.lists = [n for n in self.features if self.dtypes[n] == list_type]
@@ -358,7 +363,7 @@ class PresentKeys:
         refresh: seconds a built set is used before a rebuild starts.
     """
 
-    def __init__(  # pylint: disable=too-many-arguments
+    def __init__(
         self,
         path: str,
         table: str,
@@ -489,7 +494,7 @@ class OnlineFeatureReader:
                 spec.table = _table_id(project, view, versioning)
                 # Pair views are sparse (most user-author pairs never met), and
                 # without a push source they change only at materialization.
-                if len(join_keys) == 2 and view.stream_source is None and spec.ttl > 0:
+                if spec.pair and view.stream_source is None and spec.ttl > 0:
                     spec.present = PresentKeys(
                         SqliteOnlineStore._get_db_path(store.config),  # pylint: disable=protected-access
                         spec.table,
@@ -637,7 +642,7 @@ class OnlineFeatureReader:
                 lists_out[name].put(missing, values)
             if ids is not None:
                 kept = np.arange(len(missing))
-                if len(spec.join_keys) > 1:
+                if spec.pair:
                     # A pair view's rows absent from the store (the user never met the
                     # author: ~455 of 500 on Redis) are not cached. A hit needs the same
                     # user again before ~440 requests' worth of them evict it, and storing
