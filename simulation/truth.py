@@ -101,6 +101,12 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def topic_interest(latent: Latent, users: np.ndarray, topics: np.ndarray) -> np.ndarray:
+    """The user's interest in the tweet's topic, as it enters every action's logit."""
+    n_topics = latent.interests.shape[1]
+    return np.log1p(latent.interests[users, topics] * n_topics) - 0.7
+
+
 def pair_affinity(
     latent: Latent, users: np.ndarray, authors: np.ndarray, pair_noise: bool = True
 ) -> np.ndarray:
@@ -136,8 +142,7 @@ def true_probabilities(
     ranks by what a user would do if they examined the tweet. ``pair_noise=False``
     drops the per-pair affinity noise (see :func:`pair_affinity`).
     """
-    n_topics = latent.interests.shape[1]
-    interest = np.log1p(latent.interests[users, topics] * n_topics) - 0.7
+    interest = topic_interest(latent, users, topics)
     affinity = pair_affinity(latent, users, authors, pair_noise)
     quality = latent.quality[authors]
     toxicity = latent.toxicity[authors]
