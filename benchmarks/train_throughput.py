@@ -33,6 +33,7 @@ from training.train import (
     Dtype,
     TrainConfig,
     load_splits,
+    make_optimizer,
     resolve_precision,
     train_epoch,
     weighted_bce,
@@ -119,7 +120,7 @@ def main(workspace: Path, rows: int, epochs: int, batch_size: int) -> None:
         net = RankerNet(
             pre.numeric_width, pre.cardinalities, len(actions.names), config.model, rates
         )
-        return net, torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
+        return net, make_optimizer(net.parameters(), config)
 
     precision = resolve_precision(config.precision)
 
