@@ -279,7 +279,7 @@ def resolve_precision(precision: Precision) -> Dtype:
 
 def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with the config's rate and decay, fused: one kernel updates every parameter
-    (the step took 0.45 ms per batch one tensor at a time, 0.13 ms fused, on this CPU)."""
+    (the update alone, 2026-12-02's machine: 0.45 ms a step one tensor at a time, 0.13 fused)."""
     return torch.optim.AdamW(
         params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
