@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks import lift_gap
 from simulation.truth import draw_latent
 
 pytestmark = pytest.mark.unit
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    # benchmarks/ is scripts, not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("lift_gap", REPO / "benchmarks" / "lift_gap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lift_gap"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lift_gap = _load()
 
 
 @pytest.mark.parametrize("term", ["interest", "quality", "toxicity"])
