@@ -1,8 +1,16 @@
 """On-demand features: computed at request time from stored features and the request.
 
+Each view takes either of two inputs and answers in the same type:
+
+- a DataFrame, on Feast's own paths (historical retrieval, ``get_online_features``);
+- from serving (:class:`serving.features.OnlineFeatureReader`), a dict of
+  numpy arrays, list features as Arrow list arrays. The same function, without
+  a DataFrame in and out: building the input frame and reading its columns
+  cost more than the arithmetic (1.6 ms of a 4.5 ms feature read for 500 rows).
+
 Each view defines its helpers inside itself, even where two views share one
-(``as_matrix``): Feast stores the function alone in the registry, and a
-module-level helper is a NameError when the registry's copy runs (tried).
+(``column``, ``as_matrix``): Feast stores the function alone in the registry,
+and a module-level helper is a NameError when the registry's copy runs (tried).
 """
 
 import numpy as np
@@ -28,55 +36,58 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     """Tweet age in hours at the request, and the user's engagement rate on the tweet's topic.
 
     Written with numpy on whole columns, the rates lists as one matrix: serving
-    calls this same function on every /rank request.
+    calls this same function on every /rank request (see the module docstring).
     """
 
-    def as_matrix(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """A list column as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+    def column(name: str) -> np.ndarray:
+        """A scalar input as float64 (NaN where missing)."""
+        values = inputs[name]
+        if isinstance(values, pd.Series):
+            return values.to_numpy(dtype="float64", na_value=np.nan)
+        return np.asarray(values, dtype="float64")
 
-        Serving passes pandas' Arrow list type, converted in one step; Feast's
-        own paths pass objects (a list or an array per row), copied row by row.
+    def as_matrix(values: object) -> tuple[np.ndarray, np.ndarray]:
+        """A list input as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+
+        Serving passes an Arrow list array, converted in one step; Feast's own
+        paths pass a column of objects (a list or an array per row), copied row by row.
         """
-        if isinstance(column.dtype, pd.ArrowDtype):
+        if not isinstance(values, pd.Series):
             # Serving's case only (Feast's own paths never need pyarrow here).
-            import pyarrow as pa  # pylint: disable=import-outside-toplevel
             import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
 
-            arrow = pa.array(column.array)  # an Array, or a ChunkedArray
-            lengths = pc.list_value_length(arrow).fill_null(0).to_numpy().astype(np.int64)
-            matrix = np.full((len(column), lengths.max(initial=0)), np.nan)
-            flat = pc.list_flatten(arrow).to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(values).fill_null(0).to_numpy().astype(np.int64)
+            matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+            flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
             matrix[np.arange(matrix.shape[1]) < lengths[:, None]] = flat
             return matrix, lengths
-        values = column.to_numpy()
+        objects = values.to_numpy()
         lengths = np.fromiter(
-            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in values),
+            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in objects),
             dtype=np.int64,
-            count=len(values),
+            count=len(objects),
         )
-        matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+        matrix = np.full((len(objects), lengths.max(initial=0)), np.nan)
         present = np.flatnonzero(lengths)
         if len(present) and (lengths[present] == matrix.shape[1]).all():
-            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+            matrix[present] = np.array(objects[present].tolist())  # the usual case: one length
         else:
             for i in present.tolist():
-                matrix[i, : lengths[i]] = values[i]
+                matrix[i, : lengths[i]] = objects[i]
         return matrix, lengths
 
-    request_ts = inputs["request_ts"].to_numpy(dtype="float64", na_value=np.nan)
-    created = inputs["tweet_created_s"].to_numpy(dtype="float64", na_value=np.nan)
-    topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)
+    request_ts = column("request_ts")
+    created = column("tweet_created_s")
+    topic = column("tweet_topic")
     rates, lengths = as_matrix(inputs["user_topic_rates"])
-    affinity = np.full(len(inputs), np.nan, dtype="float32")
+    affinity = np.full(len(topic), np.nan, dtype="float32")
     known = np.flatnonzero((topic >= 0) & (topic < lengths))  # a NaN topic compares False
     affinity[known] = rates[known, topic[known].astype(np.int64)]
-    return pd.DataFrame(
-        {
-            "tweet_age_hours": np.maximum((request_ts - created) / 3600.0, 0.0).astype("float32"),
-            "user_topic_affinity": affinity,
-        },
-        index=inputs.index,
-    )
+    out = {
+        "tweet_age_hours": np.maximum((request_ts - created) / 3600.0, 0.0).astype("float32"),
+        "user_topic_affinity": affinity,
+    }
+    return pd.DataFrame(out, index=inputs.index) if isinstance(inputs, pd.DataFrame) else out
 
 
 @on_demand_feature_view(
@@ -93,43 +104,48 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
 
     The lists become (rows, topics) matrices first, so the arithmetic is vectorised.
     A mix shorter than the longest one of its column counts as missing.
-    Serving calls this same function on every /rank request.
+    Serving calls this same function on every /rank request (see the module docstring).
     """
 
-    def as_matrix(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """A list column as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+    def column(name: str) -> np.ndarray:
+        """A scalar input as float64 (NaN where missing)."""
+        values = inputs[name]
+        if isinstance(values, pd.Series):
+            return values.to_numpy(dtype="float64", na_value=np.nan)
+        return np.asarray(values, dtype="float64")
 
-        Serving passes pandas' Arrow list type, converted in one step; Feast's
-        own paths pass objects (a list or an array per row), copied row by row.
+    def as_matrix(values: object) -> tuple[np.ndarray, np.ndarray]:
+        """A list input as a NaN-padded (rows, longest) matrix and each row's length (0: missing).
+
+        Serving passes an Arrow list array, converted in one step; Feast's own
+        paths pass a column of objects (a list or an array per row), copied row by row.
         """
-        if isinstance(column.dtype, pd.ArrowDtype):
+        if not isinstance(values, pd.Series):
             # Serving's case only (Feast's own paths never need pyarrow here).
-            import pyarrow as pa  # pylint: disable=import-outside-toplevel
             import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
 
-            arrow = pa.array(column.array)  # an Array, or a ChunkedArray
-            lengths = pc.list_value_length(arrow).fill_null(0).to_numpy().astype(np.int64)
-            matrix = np.full((len(column), lengths.max(initial=0)), np.nan)
-            flat = pc.list_flatten(arrow).to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(values).fill_null(0).to_numpy().astype(np.int64)
+            matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+            flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
             matrix[np.arange(matrix.shape[1]) < lengths[:, None]] = flat
             return matrix, lengths
-        values = column.to_numpy()
+        objects = values.to_numpy()
         lengths = np.fromiter(
-            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in values),
+            (len(v) if isinstance(v, (list, np.ndarray)) else 0 for v in objects),
             dtype=np.int64,
-            count=len(values),
+            count=len(objects),
         )
-        matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+        matrix = np.full((len(objects), lengths.max(initial=0)), np.nan)
         present = np.flatnonzero(lengths)
         if len(present) and (lengths[present] == matrix.shape[1]).all():
-            matrix[present] = np.array(values[present].tolist())  # the usual case: one length
+            matrix[present] = np.array(objects[present].tolist())  # the usual case: one length
         else:
             for i in present.tolist():
-                matrix[i, : lengths[i]] = values[i]
+                matrix[i, : lengths[i]] = objects[i]
         return matrix, lengths
 
-    n = len(inputs)
-    topic = inputs["tweet_topic"].to_numpy(dtype="float64", na_value=np.nan)
+    topic = column("tweet_topic")
+    n = len(topic)
     follows, follow_lengths = as_matrix(inputs["user_follow_topics"])
     author, author_lengths = as_matrix(inputs["author_topic_mix"])
     follows[follow_lengths < follows.shape[1]] = np.nan
@@ -142,10 +158,8 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
         if follows.shape[1] == author.shape[1] > 0
         else np.full(n, np.nan)
     )
-    return pd.DataFrame(
-        {
-            "follow_topic_share": share.astype("float32"),
-            "follow_author_affinity": affinity.astype("float32"),
-        },
-        index=inputs.index,
-    )
+    out = {
+        "follow_topic_share": share.astype("float32"),
+        "follow_author_affinity": affinity.astype("float32"),
+    }
+    return pd.DataFrame(out, index=inputs.index) if isinstance(inputs, pd.DataFrame) else out

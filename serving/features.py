@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
@@ -730,34 +729,34 @@ class OnlineFeatureReader:
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
         if self._odfvs:
-            frame = self._odfv_frame(out, list_columns, n, request_ts)
+            inputs = self._odfv_inputs(out, list_columns, n, request_ts)
             for odfv, features, _ in self._odfvs:
                 try:
-                    derived = odfv.feature_transformation.udf(frame)
+                    derived = odfv.feature_transformation.udf(inputs)
                     for name in features:
-                        out[name] = derived[name].to_numpy(dtype=np.float64)
+                        out[name] = np.asarray(derived[name], dtype=np.float64)
                 except Exception as exc:
                     raise OnDemandFeaturesFailed(f"{odfv.name}: {exc!r}") from exc
         return {name: out[name] for name in self.names}
 
-    def _odfv_frame(
+    def _odfv_inputs(
         self,
         out: Mapping[str, np.ndarray | list],
         lists: Mapping[str, ListValues],
         n: int,
         request_ts: int,
-    ) -> pd.DataFrame:
-        """One input frame for every on-demand view, built in one call from whole columns.
+    ) -> dict[str, np.ndarray | pa.ListArray]:
+        """The on-demand views' inputs as a dict of whole columns, list features as Arrow lists.
 
-        List features go in as pandas' Arrow list type, which the views turn
-        into a matrix in one step. With object columns of Python lists, the
-        frame and both views took 1.6 ms for 500 rows; now 1.0-1.2 ms.
+        The views take a dict as well as a DataFrame (see ``feature_repo/on_demand_views.py``).
+        The frame this replaced, with the lists in pandas' Arrow list type, cost
+        0.57 ms of a 3.9 ms read (500 rows, in process), and the views 1.04 ms on it.
         """
-        columns: dict[str, object] = {k: out[k] for k in self._odfv_numeric}
+        columns: dict[str, np.ndarray | pa.ListArray] = {k: out[k] for k in self._odfv_numeric}
         columns["request_ts"] = np.full(n, request_ts, dtype=np.int64)
         for k in self._odfv_lists:
-            columns[k] = pd.arrays.ArrowExtensionArray(lists[k].to_arrow())
-        return pd.DataFrame(columns, copy=False)
+            columns[k] = lists[k].to_arrow()
+        return columns
 
     def warm(self) -> None:
         """Build the sets of present keys now, so that the first requests need not wait for them.
