@@ -17,15 +17,15 @@ random rows of both stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -123,7 +123,7 @@ def decode(cells: np.ndarray) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 16)
 def _scalar(raw: bytes) -> float:
     """One scalar ``ValueProto`` as a float; memoised, since counts repeat a lot."""
     proto = Value.FromString(raw)
@@ -234,7 +234,7 @@ class _View:
     """List features (inputs of on-demand views), kept as :class:`ListValues`."""
     cache: RowCache = field(init=False)
     present: PresentKeys | None = None
-    """The pairs the store holds (SQLite pair views without a push source), to skip the rest."""
+    """The pairs the store holds (pair views without a push source), to skip the rest."""
 
     @property
     def pair(self) -> bool:
@@ -336,26 +336,27 @@ class RowCache:
 
 
 class PresentKeys:
-    """The cache keys of every pair a two-key batch view holds in the SQLite online store.
+    """The cache keys of every pair a two-key batch view holds in the online store.
 
     Most user-author pairs of a request have no row: the user never saw the
     author (455 of the 500 candidates' pairs in ``benchmarks/serve_latency.py``
-    hit nothing, and probing SQLite for them cost ~2.2 ms a request). A key
-    outside this set is answered "missing" without a probe; a key inside is
-    read from the store as before.
+    hit nothing; probing SQLite for them cost ~2.2 ms a request, Redis ~1.6 ms).
+    A key outside this set is answered "missing" without a probe; a key inside
+    is read from the store as before.
 
-    The set is rebuilt in a thread of its own (with its own read-only
-    connection) once it is older than ``refresh`` seconds; reads go on with the
-    previous set meanwhile, and probe every key until the first one is built.
-    Freshness bound: an entity written to the store is seen at most ``refresh``
-    seconds plus one rebuild (~0.15 s for 200k pairs) after the write, so
-    this is for views without a push source only (they change at materialization).
-    The keys are read as one value, which SQLite caps at 1 GB (~15M pairs of
-    68-byte keys); a larger table fails the rebuild, and every key is probed.
+    The set is rebuilt in a thread of its own (with its own connection) once it
+    is older than ``refresh`` seconds; reads go on with the previous set
+    meanwhile, and probe every key until the first one is built. Freshness
+    bound: an entity written to the store is seen at most ``refresh`` seconds
+    plus one rebuild after the write (205k pairs: ~0.15 s on SQLite, ~0.25 s on
+    Redis), so this is for views without a push source only (they change at
+    materialization). A key source that fails or returns keys of another
+    layout leaves the set unbuilt, and every key is probed.
 
     Args:
-        path: the SQLite online store's file.
-        table: the view's table.
+        read_keys: returns every entity key of the view, concatenated (each
+            ``len(template)`` bytes); see :func:`sqlite_entity_keys` and :func:`redis_entity_keys`.
+        name: of the view, for the rebuild thread and the log.
         template: Feast's serialized key of sentinel values (see :func:`_int_key_template`).
         offsets: where each of the two join keys' int64 sits in the key, in the
             view's join-key order (as :meth:`OnlineFeatureReader._ids` combines them).
@@ -364,14 +365,14 @@ class PresentKeys:
 
     def __init__(
         self,
-        path: str,
-        table: str,
+        read_keys: Callable[[], bytes],
+        name: str,
         template: bytes,
         offsets: Sequence[int],
         *,
         refresh: float,
     ) -> None:
-        self.path, self.table, self.refresh = path, table, refresh
+        self.read_keys, self.name, self.refresh = read_keys, name, refresh
         self.template, self.offsets = template, list(offsets)
         self._built: tuple[np.ndarray, float] | None = None  # (sorted keys, when), swapped whole
         self._building = threading.Lock()
@@ -384,7 +385,7 @@ class PresentKeys:
         built = self._built
         if (built is None or now - built[1] > self.refresh) and not self._building.locked():
             threading.Thread(
-                target=self.rebuild, name=f"present-keys-{self.table}", daemon=True
+                target=self.rebuild, name=f"present-keys-{self.name}", daemon=True
             ).start()
         if built is None:
             return None
@@ -393,36 +394,29 @@ class PresentKeys:
         return keys[np.minimum(at, len(keys) - 1)] == ids if len(keys) else np.zeros(len(ids), bool)
 
     def rebuild(self) -> None:
-        """Read every entity key of the table and swap the new set in (no-op while one runs)."""
+        """Read every entity key of the view and swap the new set in (no-op while one runs)."""
         if not self._building.acquire(blocking=False):  # pylint: disable=consider-using-with
             return
         try:
             started = time.monotonic()
-            keys = self._read_keys()
+            keys = self._parse(self.read_keys())
             if keys is not None:
                 self._built = (keys, started)
-        except sqlite3.Error as exc:  # the store is down or not filled: probe until it is back
-            log.warning("present keys of %s not rebuilt: %s", self.table, exc)
+        except (sqlite3.Error, redis.RedisError) as exc:  # down or not filled: probe until back
+            log.warning("present keys of %s not rebuilt: %s", self.name, exc)
         finally:
             self._building.release()
 
-    def _read_keys(self) -> np.ndarray | None:
-        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as con:
-            # One value, so one sqlite3_step: the GIL is released for the whole scan
-            # (fetchall re-took it for each of 200k rows, and slowed /rank meanwhile).
-            con.text_factory = bytes  # group_concat returns the blobs' bytes as they are
-            distinct = f'SELECT DISTINCT entity_key FROM "{self.table}"'  # nosec B608
-            concat = f"SELECT group_concat(entity_key, '') FROM ({distinct})"  # nosec B608
-            (joined,) = con.execute(concat).fetchone()
+    def _parse(self, joined: bytes) -> np.ndarray | None:
+        """Sorted cache keys of concatenated entity keys; None if one has another layout."""
         width = len(self.template)
-        joined = joined or b""
         fixed = np.ones(width, dtype=bool)  # the bytes every key shares with the template
         for off in self.offsets:
             fixed[off : off + 8] = False
         raw = np.frombuffer(joined, dtype=np.uint8)
         template = np.frombuffer(self.template, dtype=np.uint8)
         if len(raw) % width or not (raw.reshape(-1, width)[:, fixed] == template[fixed]).all():
-            log.warning("present keys of %s: unexpected key layout, not used", self.table)
+            log.warning("present keys of %s: unexpected key layout, not used", self.name)
             return None
         raw = raw.reshape(-1, width)
         high, low = (
@@ -433,6 +427,57 @@ class PresentKeys:
         return np.unique((high[fits] << 32) | low[fits])
 
 
+def sqlite_entity_keys(path: str, table: str) -> bytes:
+    """Every distinct entity key of a SQLite online-store table, concatenated.
+
+    One value, so one ``sqlite3_step``: the GIL is released for the whole scan
+    (``fetchall`` re-took it for each of 200k rows, and slowed /rank meanwhile).
+    SQLite caps a value at 1 GB (~15M pairs of 68-byte keys); a larger table
+    fails here, and every key is probed.
+    """
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        con.text_factory = bytes  # group_concat returns the blobs' bytes as they are
+        distinct = f'SELECT DISTINCT entity_key FROM "{table}"'  # nosec B608
+        concat = f"SELECT group_concat(entity_key, '') FROM ({distinct})"  # nosec B608
+        (joined,) = con.execute(concat).fetchone()
+    return joined or b""
+
+
+REDIS_SCAN_COUNT = 1000
+"""Keys Redis visits per SCAN call: ~1 ms of its time, so reads wait at most that long."""
+REDIS_MAX_KEYS = 5_000_000
+"""Past this many matching keys the scan gives up (the set would cost ~40 MB a worker)."""
+
+
+def redis_entity_keys(
+    client: redis.Redis, template: bytes, offsets: Sequence[int], project: bytes
+) -> bytes:
+    """Every Redis key of the project with the template's layout, without the project suffix.
+
+    Feast's Redis key is the serialized entity key followed by the project
+    name; all keys of one entity type share the bytes before the first id.
+    One ``SCAN ... MATCH`` walk of the keyspace (205k pair keys of a 255k-key
+    database: 255 calls, ~0.25 s, the longest 3 ms).
+
+    Raises:
+        redis.RedisError: the scan failed, or matched more than :data:`REDIS_MAX_KEYS`.
+    """
+    pattern = _glob_escape(template[: min(offsets)]) + b"*" + _glob_escape(project)
+    width = len(template) + len(project)
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=REDIS_SCAN_COUNT):
+        if len(key) == width:
+            keys.append(key[: len(template)])
+            if len(keys) > REDIS_MAX_KEYS:
+                raise redis.RedisError(f"more than {REDIS_MAX_KEYS} keys match")
+    return b"".join(keys)
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    """``raw`` as a literal in a Redis glob pattern."""
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
+
+
 class OnlineFeatureReader:
     """Reads a FeatureService's features of one user and N candidate tweets.
 
@@ -441,7 +486,7 @@ class OnlineFeatureReader:
         service: the FeatureService name recorded with the model.
         freshness: seconds a decoded row may be served from memory, per view
             (default :data:`DEFAULT_FRESHNESS`; 0 disables the cache for a view).
-            On SQLite it is also how often a pair view's :class:`PresentKeys` is rebuilt.
+            It is also how often a pair view's :class:`PresentKeys` is rebuilt.
         max_entries: bound on cached rows per view.
         redis_timeout: seconds a Redis connect or read may take before the read fails.
     """
@@ -466,6 +511,7 @@ class OnlineFeatureReader:
         """(view, its features in the service, its input names), in service order."""
         self.names: list[str] = []
         project = store.config.project
+        self._project = project.encode("utf-8")
         versioning = store.config.registry.enable_online_feature_view_versioning
         for projection in fs.feature_view_projections:
             names = [f.name for f in projection.features]
@@ -491,22 +537,15 @@ class OnlineFeatureReader:
             )
             if self.online_type == "sqlite":
                 spec.table = _table_id(project, view, versioning)
-                # Pair views are sparse (most user-author pairs never met), and
-                # without a push source they change only at materialization.
-                if spec.pair and view.stream_source is None and spec.ttl > 0:
-                    spec.present = PresentKeys(
-                        SqliteOnlineStore._get_db_path(store.config),  # pylint: disable=protected-access
-                        spec.table,
-                        template,
-                        offsets,
-                        refresh=spec.ttl,
-                    )
             else:
                 spec.redis_fields = [_mmh3(f"{view.name}:{n}") for n in names]
+            # Pair views are sparse (most user-author pairs never met), and
+            # without a push source they change only at materialization.
+            if spec.pair and view.stream_source is None and spec.ttl > 0:
+                spec.present = self._present_keys(spec)
             self._views.append(spec)
         self._sqlite: sqlite3.Connection | None = None
         self._redis = None
-        self._project = project.encode("utf-8")
         # The on-demand views' inputs among what is read: numeric ones go into one
         # float block, list ones become object columns (fixed by the service).
         read = {n for spec in self._views for n in spec.numeric}
@@ -514,6 +553,24 @@ class OnlineFeatureReader:
         inputs = dict.fromkeys(n for _, _, names in self._odfvs for n in names)
         self._odfv_numeric = [n for n in inputs if n in read]
         self._odfv_lists = [n for n in inputs if n in listed]
+
+    def _present_keys(self, spec: _View) -> PresentKeys | None:
+        """The set of held keys of a pair view; None on a Redis cluster or sentinel (no SCAN)."""
+        if self.online_type == "sqlite":
+            path = SqliteOnlineStore._get_db_path(self.store.config)  # pylint: disable=protected-access
+            read_keys = functools.partial(sqlite_entity_keys, path, spec.table)
+        elif self.store.config.online_store.redis_type == RedisType.redis:
+            # Its own client, with room for a SCAN call on a busy server.
+            read_keys = functools.partial(
+                redis_entity_keys,
+                self._redis_client(timeout=1.0),
+                spec.template,
+                spec.offsets,
+                self._project,
+            )
+        else:
+            return None
+        return PresentKeys(read_keys, spec.view.name, spec.template, spec.offsets, refresh=spec.ttl)
 
     def _keys(self, spec: _View, columns: Mapping[str, np.ndarray]) -> list[bytes]:
         """Feast's serialized entity keys for rows of join-key columns (template patching)."""
@@ -580,12 +637,12 @@ class OnlineFeatureReader:
         """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._redis is None:
             self._redis = self._redis_client()
-        redis_keys = [key + self._project for key in keys]
+        stored = [key + self._project for key in keys]
         if isinstance(self._redis, redis.Redis):  # a single server (not a cluster)
-            replies = _hmget_packed(self._redis, redis_keys, spec.redis_fields)
+            replies = _hmget_packed(self._redis, stored, spec.redis_fields)
         else:
             with self._redis.pipeline(transaction=False) as pipe:
-                for key in redis_keys:
+                for key in stored:
                     pipe.hmget(key, spec.redis_fields)
                 replies = pipe.execute()
         cells = np.full((len(keys), len(spec.features)), None, dtype=object)
@@ -643,9 +700,10 @@ class OnlineFeatureReader:
                 kept = np.arange(len(missing))
                 if spec.pair:
                     # A pair view's rows absent from the store (the user never met the
-                    # author: ~455 of 500 on Redis) are not cached. A hit needs the same
-                    # user again before ~440 requests' worth of them evict it, and storing
-                    # and looking them up cost ~0.8 ms a request (py-spy, Redis profile).
+                    # author: ~455 of 500 before the present keys are built, or on a Redis
+                    # cluster) are not cached. A hit needs the same user again before ~440
+                    # requests' worth of them evict it, and storing and looking them up
+                    # cost ~0.8 ms a request (py-spy, Redis profile).
                     kept = np.flatnonzero(~np.equal(cells, None).all(axis=1))
                 spec.cache.store(
                     ids[missing[kept]].tolist(),
@@ -655,11 +713,14 @@ class OnlineFeatureReader:
                 )
         return matrix, lists_out
 
-    def _redis_client(self) -> redis.Redis:
+    def _redis_client(self, timeout: float | None = None) -> redis.Redis:
         """A client that gives up fast: a dead Redis must become a fallback, not a hang.
 
         Feast's own client (no socket timeouts, retries) is kept for clusters
         and sentinels, whose clients this reader does not rebuild.
+
+        Args:
+            timeout: seconds for a connect or a reply (default ``redis_timeout``).
         """
         config = self.store.config.online_store
         if config.redis_type != RedisType.redis:
@@ -667,8 +728,9 @@ class OnlineFeatureReader:
             return self.store._get_provider().online_store._get_client(config)
         # pylint: disable-next=protected-access
         nodes, kwargs = RedisOnlineStore._parse_connection_string(config.connection_string)
-        kwargs.setdefault("socket_timeout", self.redis_timeout)
-        kwargs.setdefault("socket_connect_timeout", self.redis_timeout)
+        timeout = self.redis_timeout if timeout is None else timeout
+        kwargs.setdefault("socket_timeout", timeout)
+        kwargs.setdefault("socket_connect_timeout", timeout)
         return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), retry=None, **kwargs)
 
     def read(

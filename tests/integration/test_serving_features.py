@@ -1,7 +1,9 @@
 """The serving feature reader returns what Feast's get_online_features returns, on both stores."""
 
 import shutil
+import struct
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from serving.features import (
     OnlineFeatureReader,
     RowCache,
     decode,
+    redis_entity_keys,
 )
 from simulation.world import load_world_config, world_end
 
@@ -70,16 +73,18 @@ def test_parity_on_sqlite_cold_and_cached(tiny_workspace: Workspace) -> None:
         _assert_same(reader, store, entities)  # warm: from the in-process cache
 
 
-def _probed(reader: OnlineFeatureReader, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Counts the keys each view asks SQLite for (the real read still runs)."""
+def _probed(
+    reader: OnlineFeatureReader, monkeypatch: pytest.MonkeyPatch, method: str = "_read_sqlite"
+) -> dict[str, int]:
+    """Counts the keys each view asks the store for (the real read still runs)."""
     counts: dict[str, int] = {}
-    read = OnlineFeatureReader._read_sqlite  # pylint: disable=protected-access
+    read = getattr(OnlineFeatureReader, method)
 
     def counting(self, spec, keys):  # type: ignore[no-untyped-def]
         counts[spec.view.name] = counts.get(spec.view.name, 0) + len(keys)
         return read(self, spec, keys)
 
-    monkeypatch.setattr(OnlineFeatureReader, "_read_sqlite", counting)
+    monkeypatch.setattr(OnlineFeatureReader, method, counting)
     return counts
 
 
@@ -183,7 +188,9 @@ def test_ids_that_cannot_be_cache_keys_are_read_without_the_cache(
     assert all(len(spec.cache) == 0 for spec in reader._views)  # pylint: disable=protected-access
 
 
-def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
+def test_parity_on_redis(
+    tiny_workspace: Workspace, feast_project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = open_store(tiny_workspace, "production", project=feast_project)
     try:
         apply_repo(store, tiny_workspace)
@@ -209,17 +216,51 @@ def test_parity_on_redis(tiny_workspace: Workspace, feast_project: str) -> None:
             client.delete(key)
             client.restore(key, 0, saved)
         _assert_same(fresh, store, entities)
-        # Only the pairs the store holds are cached, so a pair written later is read at once.
+        # Only the pairs the store holds are cached.
         got = fresh.read(entities, REQUEST_TS)["ua_impressions"]
         pairs = list(zip(entities["user_id"].tolist(), entities["author_id"].tolist(), strict=True))
         held = {p for p, n in zip(pairs, got, strict=True) if not np.isnan(n)}
         fresh_views = {spec.view.name: spec for spec in fresh._views}  # pylint: disable=protected-access
         assert 0 < len(fresh_views["user_author_affinity"].cache) == len(held) < len(set(pairs))
+        # Once the present keys are built (a SCAN), only held pairs are asked for; a
+        # pair written later is read once they are rebuilt.
+        scanned = OnlineFeatureReader(store, freshness={"user_author_affinity": 0.5})
+        scanned.warm()
+        probed = _probed(scanned, monkeypatch, "_read_redis")
+        _assert_same(scanned, store, entities)
+        assert 0 < probed["user_author_affinity"] <= len(held)
         new = int(np.flatnonzero(np.isnan(got))[0])
         _write_pair(store, entities, new)
-        assert fresh.read(entities, REQUEST_TS)["ua_impressions"][new] == 41
+        deadline = time.monotonic() + 30
+        while np.isnan(scanned.read(entities, REQUEST_TS)["ua_impressions"][new]):
+            assert time.monotonic() < deadline, "the new pair was never read"
+            time.sleep(0.1)
+        _assert_same(scanned, store, entities)
     finally:
         drop_project(store)
+
+
+def test_redis_key_scan_matches_the_prefix_and_project_literally(redis_service: None) -> None:
+    # Glob characters in the key bytes and the project must not act as wildcards.
+    project = b"p*?[x]\\" + uuid.uuid4().hex.encode()
+    template = b"k*?[]\\" + b"\x00" * 8
+    offsets = [len(template) - 8]
+    ids = [struct.pack("<q", i) for i in (5, 6)]
+    held = [template[:-8] + i for i in ids]
+    others = [
+        b"kX?[]\\" + ids[0] + project,  # "*" in the prefix is not a wildcard
+        held[0] + b"pX" + project[2:],  # nor in the project
+        held[1] + b"\x00" + project,  # another width
+    ]
+    client = redis.Redis("127.0.0.1", 6379)
+    try:
+        for key in [k + project for k in held] + others:
+            client.set(key, b"1")
+        joined = redis_entity_keys(client, template, offsets, project)
+        found = sorted(joined[i : i + len(template)] for i in range(0, len(joined), len(template)))
+        assert found == sorted(held)
+    finally:
+        client.delete(*[k + project for k in held], *others)
 
 
 def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_path) -> None:
