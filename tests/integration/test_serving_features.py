@@ -22,7 +22,10 @@ from serving.features import (
     FeatureStoreUnavailable,
     ListValues,
     OnlineFeatureReader,
+    PresentKeys,
     RowCache,
+    _entity_key,
+    _int_key_template,
     decode,
     redis_entity_keys,
 )
@@ -281,6 +284,28 @@ def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_p
     store.config.online_store.path = str(tmp_path / "missing" / "online.db")
     with pytest.raises(FeatureStoreUnavailable, match="sqlite online store"):
         reader.read(_entities(tiny_workspace, 0), REQUEST_TS)
+
+
+@pytest.mark.unit
+def test_present_keys_parse_every_block_and_refuse_another_layout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ["author_id", "user_id"]
+    template, offsets = _int_key_template(names)
+    pairs = [(3, 9), (1, 2), (3, 9), (7, 1 << 40), (2**31, 5), (1, 3)]  # a repeat; two too large
+    joined = b"".join(_entity_key(names, pair) for pair in pairs)
+    monkeypatch.setattr("serving.features.PARSE_BLOCK", 2)  # the repeat falls in another block
+    present = PresentKeys(lambda: joined, "ua", template, offsets, refresh=60.0)
+    present.rebuild()
+    ids = np.array([(a << 32) | u for a, u in [(1, 2), (1, 3), (3, 9), (4, 4)]])
+    np.testing.assert_array_equal(
+        present.contains(ids, time.monotonic()), [True, True, True, False]
+    )
+    broken = bytearray(joined)
+    broken[len(template) * 4 + 1] ^= 0xFF  # a shared byte of the fifth key
+    other = PresentKeys(lambda: bytes(broken), "ua", template, offsets, refresh=60.0)
+    other.rebuild()
+    assert other.contains(ids, time.monotonic()) is None  # not built: every key is probed
 
 
 @pytest.mark.unit
