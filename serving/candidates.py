@@ -322,7 +322,7 @@ class RedisCandidates:
         if len(tweet_ids) == 0:
             return empty_candidates(source)
         now = time.monotonic()
-        slots, known = self._facts.lookup(tweet_ids.tolist(), now)
+        slots, known = self._facts.lookup(tweet_ids, now)
         facts = np.zeros((len(tweet_ids), 2), dtype=np.int64)
         facts[known] = self._facts.values[slots[known]]
         asked = np.flatnonzero(~known)
@@ -339,7 +339,7 @@ class RedisCandidates:
             ).reshape(-1, 2)
             facts[asked[found]] = new
             known[asked[found]] = True
-            self._facts.store(tweet_ids[asked[found]].tolist(), new, [], now)
+            self._facts.store(tweet_ids[asked[found]], new, [], now)
         return Candidates(tweet_ids[known], facts[known, 0], facts[known, 1], source)
 
     def record(

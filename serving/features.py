@@ -249,6 +249,84 @@ class _View:
         self.cache = RowCache(self.ttl, self.max_entries, len(self.numeric), len(self.lists))
 
 
+class SlotIndex:
+    """Non-negative int64 keys to int64 values, looked up a batch at a time in numpy.
+
+    An open-addressing hash table (Fibonacci hashing, linear probing) in two
+    arrays, at most a quarter full after a build and never more than half. A
+    batch lookup is one numpy pass per probe step (about 1.3 steps a key). A
+    dict answered the same with one C call per key, each touching three
+    scattered objects (entry, key, value): for 500 keys of 200k, ~390 us with
+    the caches cold, against ~115 us here (scratch check, 2026-12-02).
+
+    Nothing is ever deleted: :meth:`put` overwrites the value of a key it
+    holds, and the owner checks what a value points to (:class:`RowCache`
+    compares the slot's key). When a put would pass half the table,
+    :meth:`has_room` says no, and the owner builds a new index of its live keys.
+
+    Args:
+        keys: distinct non-negative keys to start with.
+        values: their values.
+    """
+
+    _EMPTY = -1
+    _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self._bits = max(10, int(4 * len(keys)).bit_length())
+        self._keys = np.full(1 << self._bits, self._EMPTY, dtype=np.int64)
+        self._values = np.full(1 << self._bits, -1, dtype=np.int64)
+        self.used = 0
+        """Cells taken (live keys and keys the owner no longer uses)."""
+        self.put(keys, values)
+
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more keys keep the table at most half full."""
+        return self.used + n <= len(self._keys) // 2
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * self._GOLDEN) >> np.uint64(64 - self._bits)).astype(
+            np.int64
+        )
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The value of each key (-1 when absent)."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        cell = self._home(keys)
+        pending = np.arange(len(keys))
+        mask = len(self._keys) - 1
+        while len(pending):
+            at = cell[pending]
+            found = self._keys[at]
+            hit = found == keys[pending]
+            out[pending[hit]] = self._values[at[hit]]
+            pending = pending[~hit & (found != self._EMPTY)]
+            cell[pending] = (cell[pending] + 1) & mask
+        return out
+
+    def put(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Set the values of distinct non-negative keys (see :meth:`has_room` first)."""
+        cell = self._home(keys)
+        pending = np.arange(len(keys))
+        mask = len(self._keys) - 1
+        while len(pending):
+            at = cell[pending]
+            found = self._keys[at]
+            same = found == keys[pending]
+            self._values[at[same]] = values[pending[same]]
+            free = np.flatnonzero(found == self._EMPTY)
+            # Keys probing the same free cell: one write stays, the others probe on.
+            cells, claims = at[free], pending[free]
+            self._keys[cells] = keys[claims]
+            won = self._keys[cells] == keys[claims]
+            self._values[cells[won]] = values[claims[won]]
+            self.used += int(np.count_nonzero(won))
+            settled = same
+            settled[free[won]] = True
+            pending = pending[~settled]
+            cell[pending] = (cell[pending] + 1) & mask
+
+
 class RowCache:
     """A bounded cache of decoded rows, each valid ``ttl`` seconds, looked up a batch at a time.
 
@@ -257,10 +335,10 @@ class RowCache:
     are cached too (as NaN), except those of pair views (see ``OnlineFeatureReader._rows``).
 
     Rows live in slots of a matrix (numeric features) and a :class:`ListValues`
-    per list feature; a dict maps an entity's cache key to its slot. A batch
-    lookup is one C-level pass over the dict and a numpy gather, not a Python
-    call per row. Slots are reused in insertion order (a ring), so when full the
-    oldest entries go first.
+    per list feature; a :class:`SlotIndex` maps an entity's cache key (a
+    non-negative int64) to its slot. A batch lookup is numpy passes and
+    gathers, not a Python call per row. Slots are reused in insertion order (a
+    ring), so when full the oldest entries go first.
 
     Args:
         ttl: seconds an entry is served (0 disables the cache: every lookup misses).
@@ -281,7 +359,7 @@ class RowCache:
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._slot_of: dict[int, int] = {}
+        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
         self._keys = np.full(max_entries, -1, dtype=np.int64)
         self.values = np.empty((max_entries, width), dtype=dtype)  # pages touched as slots fill
         self.lists = [ListValues(max_entries) for _ in range(lists)]
@@ -289,48 +367,62 @@ class RowCache:
         self._next = 0
 
     def __len__(self) -> int:
-        return len(self._slot_of)
+        return int(np.count_nonzero(self._keys >= 0))
 
-    def lookup(self, keys: list[int], now: float) -> tuple[np.ndarray, np.ndarray]:
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        """The slot holding each key (-1 when none does)."""
+        slots = self._index.get(keys)
+        held = np.flatnonzero(slots >= 0)
+        slots[held[self._keys[slots[held]] != keys[held]]] = -1  # reused since for another key
+        return slots
+
+    def lookup(self, keys: Sequence[int] | np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(slot per key, -1 when absent; mask of keys with a fresh entry)."""
-        slots = np.fromiter(
-            map(self._slot_of.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(keys)
-        )
+        slots = self._slots(np.asarray(keys, dtype=np.int64))
         fresh = slots >= 0
         fresh[fresh] = self._expires[slots[fresh]] > now
         return slots, fresh
 
     def store(
-        self, keys: list[int], values: np.ndarray, lists: Sequence[ListValues], now: float
+        self,
+        keys: Sequence[int] | np.ndarray,
+        values: np.ndarray,
+        lists: Sequence[ListValues],
+        now: float,
     ) -> None:
-        """Put rows in the next slots of the ring (evicting what was there)."""
+        """Put rows of distinct keys in the next slots of the ring (evicting what was there).
+
+        Raises:
+            ValueError: a key is negative.
+        """
+        keys = np.asarray(keys, dtype=np.int64)
         n = len(keys)
         if self.ttl <= 0 or n == 0 or self.max_entries < 1:
             return
+        if keys.min() < 0:
+            raise ValueError("cache keys must be non-negative")
         if n > self.max_entries:
             keys, values = keys[-self.max_entries :], values[-self.max_entries :]
             lists = [column.take(np.arange(n - self.max_entries, n)) for column in lists]
             n = self.max_entries
+        again = self._slots(keys)  # a key stored again leaves its old slot empty
+        self._keys[again[again >= 0]] = -1
         slots = (self._next + np.arange(n)) % self.max_entries
         self._next = int((self._next + n) % self.max_entries)
-        evicted = self._keys[slots]
-        taken = evicted >= 0
-        if taken.any():
-            # An evicted key is forgotten unless it was stored again since, elsewhere.
-            old = evicted[taken].tolist()
-            at = np.fromiter(map(self._slot_of.get, old, itertools.repeat(-1)), np.int64, len(old))
-            for key in itertools.compress(old, (at == slots[taken]).tolist()):
-                del self._slot_of[key]
-        self._slot_of.update(zip(keys, slots.tolist(), strict=True))
         self._keys[slots] = keys
         self.values[slots] = values
         for column, new in zip(self.lists, lists, strict=True):
             column.put(slots, new)
         self._expires[slots] = now + self.ttl
+        if self._index.has_room(n):
+            self._index.put(keys, slots)
+        else:  # rebuilt from the live slots (evicted keys' cells are dropped)
+            live = np.flatnonzero(self._keys >= 0)
+            self._index = SlotIndex(self._keys[live], live)
 
     def clear(self) -> None:
         """Forget everything (e.g. after the store was refilled)."""
-        self._slot_of.clear()
+        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
         self._keys.fill(-1)
         self._expires.fill(-np.inf)
 
@@ -693,7 +785,7 @@ class OnlineFeatureReader:
         if ids is None:
             slots, fresh = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
         else:
-            slots, fresh = spec.cache.lookup(ids[asked].tolist(), now)
+            slots, fresh = spec.cache.lookup(ids[asked], now)
         hit = asked[fresh]
         matrix[hit] = spec.cache.values[slots[fresh]]
         for name, column in zip(spec.lists, spec.cache.lists, strict=True):
@@ -722,7 +814,7 @@ class OnlineFeatureReader:
                     # cost ~0.8 ms a request (py-spy, Redis profile).
                     kept = np.flatnonzero(~np.equal(cells, None).all(axis=1))
                 spec.cache.store(
-                    ids[missing[kept]].tolist(),
+                    ids[missing[kept]],
                     matrix[missing[kept]],
                     [values.take(kept) for values in fetched],
                     now,

@@ -334,6 +334,32 @@ def test_row_cache_expires_and_stays_bounded() -> None:
 
 
 @pytest.mark.unit
+def test_row_cache_answers_as_a_ring_of_its_last_stores() -> None:
+    # Random stores (repeats, evictions, index rebuilds) against a model: a key is
+    # held while fewer than max_entries rows were stored after its last store.
+    rng = np.random.default_rng(5)
+    cache = RowCache(ttl=10.0, max_entries=64)
+    last: dict[int, tuple[int, float]] = {}  # key -> (position of its last store, value)
+    stored = 0
+    for step in range(400):
+        keys = rng.choice(np.arange(2000) * (2**33 + 7), rng.integers(1, 40), replace=False)
+        values = rng.normal(size=(len(keys), 1))
+        cache.store(keys, values, [], 0.0)
+        for i, (key, value) in enumerate(zip(keys.tolist(), values[:, 0].tolist(), strict=True)):
+            last[key] = (stored + i, value)
+        stored += len(keys)
+        asked = np.array([*last, 2**41 + step])  # and one never stored
+        slots, fresh = cache.lookup(asked, 1.0)
+        held = [*(stored - last[k][0] <= 64 for k in asked[:-1].tolist()), False]
+        assert fresh.tolist() == held
+        want = [last[k][1] for k, h in zip(asked[:-1].tolist(), held, strict=False) if h]
+        assert cache.values[slots[fresh], 0].tolist() == want
+        assert len(cache) == sum(held)
+    with pytest.raises(ValueError, match="non-negative"):
+        cache.store([-5], np.zeros((1, 1)), [], 0.0)
+
+
+@pytest.mark.unit
 def test_decode_reads_every_value_layout_as_protobuf_does() -> None:
     rng = np.random.default_rng(0)
     protos = [
