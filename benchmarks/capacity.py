@@ -638,8 +638,8 @@ def _cost_drivers(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[s
             ["driver", "quantity", "lever"],
             [
                 ["ranker CPU", f"{_n(p.replica_cores)} cores",
-                 "per-replica throughput (measure serve.rps_c8); the feature read is most "
-                 "of a request"],
+                 "per-replica throughput (measure serve.rps_c8); a request's CPU is split "
+                 "between the feature read, the model and HTTP (docs/serving.md)"],
                 ["Redis RAM", f"{_n(p.redis_ram_gb / 1000, 1)} TB",
                  f"user_author_affinity is {ua_share:.0%} of the store: keep only pairs with "
                  "an action, shorten its 90-day TTL, or fold a top-k into the user row"],
