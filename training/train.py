@@ -316,7 +316,7 @@ def train_epoch(
     if not mine:
         return 0.0
     rows = torch.cat(mine)
-    shuffled, shuffled_labels = inputs.index(rows), labels[rows]
+    shuffled, shuffled_labels = inputs.index(rows), labels.index_select(0, rows)
     total, steps = 0.0, 0
     for lo in range(0, len(rows), batch_size):
         part = shuffled.index(slice(lo, lo + batch_size))
