@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from feedrank.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
 from metrics.actions import ActionSet
 from serving.events import EventLog
-from serving.features import RowCache
+from serving.row_cache import RowCache
 
 DEFAULT_LIMIT = 500
 COLD_START_HOURS = 48.0

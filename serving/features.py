@@ -7,6 +7,9 @@ and N user-author pairs, so this reader does per view one round trip (one
 ``SELECT ... IN`` on SQLite, one pipelined ``HMGET`` batch on Redis), decodes
 the value bytes column-wise with numpy, and runs the repo's own on-demand
 transformation (the registry's UDF, not a copy). Missing values are NaN.
+Decoded rows are kept for a bounded time (:mod:`serving.row_cache`), and the
+user-author pairs the store does not hold are not asked for
+(:mod:`serving.present_keys`).
 
 The bytes and layouts are Feast's own (entity keys via Feast's serializer,
 ``ValueProto`` wire format), so the result equals ``get_online_features``
@@ -16,15 +19,13 @@ random rows of both stores.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import logging
 import sqlite3
 import struct
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Array, Float32
 
 from features.store import FEATURE_SERVICE
+from serving.present_keys import PresentKeys, redis_entity_keys, sqlite_entity_keys
+from serving.row_cache import ListValues, RowCache
 
 _FLOAT_TAG = 0x35  # field 6 (float_val), wire type 5: 4 little-endian bytes follow
 _DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1: 8 little-endian bytes follow
@@ -145,74 +148,6 @@ def decode_lists(values: Sequence[bytes | None]) -> list[list[float] | None]:
     return out
 
 
-class ListValues:
-    """The values of one list feature for a run of rows, in the two layouts its readers need.
-
-    ``objects`` holds what ``get_online_features`` returns (a Python list, or
-    None when missing), for the response. ``matrix`` holds the same floats,
-    left-aligned in float32 rows (``lengths[i]`` of them, -1 when missing), so
-    a batch of rows becomes the on-demand views' Arrow list column by numpy
-    gathers, not a pass over hundreds of Python lists per request.
-
-    Args:
-        size: number of rows, all missing at first.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.objects = np.full(size, None, dtype=object)
-        self.lengths = np.full(size, -1, dtype=np.int64)
-        # Cells past a row's length are never read: left uninitialised (a
-        # cache's pages are touched as its slots fill).
-        self.matrix = np.empty((size, 0), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    @classmethod
-    def from_lists(cls, lists: Sequence[Sequence[float] | None]) -> ListValues:
-        """Rows from decoded lists (None: missing)."""
-        out = cls(len(lists))
-        out.lengths[:] = [-1 if v is None else len(v) for v in lists]
-        out.matrix = np.empty((len(lists), out.lengths.max(initial=0)), dtype=np.float32)
-        for i, v in enumerate(lists):
-            if v is not None:
-                out.objects[i] = v
-                out.matrix[i, : len(v)] = v
-        return out
-
-    def take(self, rows: np.ndarray) -> ListValues:
-        """The rows ``rows`` (integer indices), as a new run."""
-        out = ListValues(0)
-        out.objects, out.lengths, out.matrix = (
-            self.objects[rows],
-            self.lengths[rows],
-            self.matrix[rows],
-        )
-        return out
-
-    def put(self, rows: np.ndarray, values: ListValues) -> None:
-        """Overwrite the rows ``rows`` with ``values`` (widening the matrix if they are longer)."""
-        width = values.matrix.shape[1]
-        if width > self.matrix.shape[1]:
-            wider = np.empty((len(self), width), dtype=np.float32)
-            wider[:, : self.matrix.shape[1]] = self.matrix
-            self.matrix = wider
-        self.objects[rows] = values.objects
-        self.lengths[rows] = values.lengths
-        self.matrix[rows, :width] = values.matrix
-
-    def to_arrow(self) -> pa.ListArray:
-        """The rows as an Arrow ``list<float>`` array (null where missing)."""
-        lengths = np.maximum(self.lengths, 0)
-        offsets = np.zeros(len(self) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = self.matrix[np.arange(self.matrix.shape[1]) < lengths[:, None]]
-        missing = self.lengths < 0
-        return pa.ListArray.from_arrays(
-            offsets, flat, mask=pa.array(missing) if missing.any() else None
-        )
-
-
 @dataclass
 class _View:
     view: FeatureView
@@ -247,343 +182,6 @@ class _View:
         self.numeric = [n for n in self.features if n not in self.lists]
         self.column_of = {n: i for i, n in enumerate(self.features)}
         self.cache = RowCache(self.ttl, self.max_entries, len(self.numeric), len(self.lists))
-
-
-class SlotIndex:
-    """Non-negative int64 keys to int64 values, looked up a batch at a time in numpy.
-
-    An open-addressing hash table (Fibonacci hashing, linear probing) in two
-    arrays, at most a quarter full after a build and never more than half. A
-    batch lookup is one numpy pass per probe step (about 1.3 steps a key). A
-    dict answered the same with one C call per key, each touching three
-    scattered objects (entry, key, value): for 500 keys of 200k, ~390 us with
-    the caches cold, against ~115 us here (scratch check, 2026-12-02).
-
-    Nothing is ever deleted: :meth:`put` overwrites the value of a key it
-    holds, and the owner checks what a value points to (:class:`RowCache`
-    compares the slot's key). When a put would pass half the table,
-    :meth:`has_room` says no, and the owner builds a new index of its live keys.
-
-    Args:
-        keys: distinct non-negative keys to start with.
-        values: their values.
-    """
-
-    _EMPTY = -1
-    _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
-        self._bits = max(10, int(4 * len(keys)).bit_length())
-        self._keys = np.full(1 << self._bits, self._EMPTY, dtype=np.int64)
-        self._values = np.full(1 << self._bits, -1, dtype=np.int64)
-        self.used = 0
-        """Cells taken (live keys and keys the owner no longer uses)."""
-        self.put(keys, values)
-
-    def has_room(self, n: int) -> bool:
-        """Whether ``n`` more keys keep the table at most half full."""
-        return self.used + n <= len(self._keys) // 2
-
-    def _home(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys.astype(np.uint64) * self._GOLDEN) >> np.uint64(64 - self._bits)).astype(
-            np.int64
-        )
-
-    def get(self, keys: np.ndarray) -> np.ndarray:
-        """The value of each key (-1 when absent)."""
-        out = np.full(len(keys), -1, dtype=np.int64)
-        cell = self._home(keys)
-        pending = np.arange(len(keys))
-        mask = len(self._keys) - 1
-        while len(pending):
-            at = cell[pending]
-            found = self._keys[at]
-            hit = found == keys[pending]
-            out[pending[hit]] = self._values[at[hit]]
-            pending = pending[~hit & (found != self._EMPTY)]
-            cell[pending] = (cell[pending] + 1) & mask
-        return out
-
-    def put(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Set the values of distinct non-negative keys (see :meth:`has_room` first)."""
-        cell = self._home(keys)
-        pending = np.arange(len(keys))
-        mask = len(self._keys) - 1
-        while len(pending):
-            at = cell[pending]
-            found = self._keys[at]
-            same = found == keys[pending]
-            self._values[at[same]] = values[pending[same]]
-            free = np.flatnonzero(found == self._EMPTY)
-            # Keys probing the same free cell: one write stays, the others probe on.
-            cells, claims = at[free], pending[free]
-            self._keys[cells] = keys[claims]
-            won = self._keys[cells] == keys[claims]
-            self._values[cells[won]] = values[claims[won]]
-            self.used += int(np.count_nonzero(won))
-            settled = same
-            settled[free[won]] = True
-            pending = pending[~settled]
-            cell[pending] = (cell[pending] + 1) & mask
-
-
-class RowCache:
-    """A bounded cache of decoded rows, each valid ``ttl`` seconds, looked up a batch at a time.
-
-    The freshness bound: a value served from the cache is at most ``ttl``
-    seconds older than the online store's. Entities the store does not hold
-    are cached too (as NaN), except those of pair views (see ``OnlineFeatureReader._rows``).
-
-    Rows live in slots of a matrix (numeric features) and a :class:`ListValues`
-    per list feature; a :class:`SlotIndex` maps an entity's cache key (a
-    non-negative int64) to its slot. A batch lookup is numpy passes and
-    gathers, not a Python call per row. Slots are reused in insertion order (a
-    ring), so when full the oldest entries go first.
-
-    Args:
-        ttl: seconds an entry is served (0 disables the cache: every lookup misses).
-        max_entries: number of slots (0 disables the cache too).
-        width: numeric features per row.
-        lists: number of list features per row.
-        dtype: of the numeric values (float64 for features).
-    """
-
-    def __init__(
-        self,
-        ttl: float,
-        max_entries: int,
-        width: int = 1,
-        lists: int = 0,
-        *,
-        dtype: type = np.float64,
-    ) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self._keys = np.full(max_entries, -1, dtype=np.int64)
-        self.values = np.empty((max_entries, width), dtype=dtype)  # pages touched as slots fill
-        self.lists = [ListValues(max_entries) for _ in range(lists)]
-        self._expires = np.full(max_entries, -np.inf)
-        self._next = 0
-
-    def __len__(self) -> int:
-        return int(np.count_nonzero(self._keys >= 0))
-
-    def _slots(self, keys: np.ndarray) -> np.ndarray:
-        """The slot holding each key (-1 when none does)."""
-        slots = self._index.get(keys)
-        held = np.flatnonzero(slots >= 0)
-        slots[held[self._keys[slots[held]] != keys[held]]] = -1  # reused since for another key
-        return slots
-
-    def lookup(self, keys: Sequence[int] | np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(slot per key, -1 when absent; mask of keys with a fresh entry)."""
-        slots = self._slots(np.asarray(keys, dtype=np.int64))
-        fresh = slots >= 0
-        fresh[fresh] = self._expires[slots[fresh]] > now
-        return slots, fresh
-
-    def store(
-        self,
-        keys: Sequence[int] | np.ndarray,
-        values: np.ndarray,
-        lists: Sequence[ListValues],
-        now: float,
-    ) -> None:
-        """Put rows of distinct keys in the next slots of the ring (evicting what was there).
-
-        Raises:
-            ValueError: a key is negative.
-        """
-        keys = np.asarray(keys, dtype=np.int64)
-        n = len(keys)
-        if self.ttl <= 0 or n == 0 or self.max_entries < 1:
-            return
-        if keys.min() < 0:
-            raise ValueError("cache keys must be non-negative")
-        if n > self.max_entries:
-            keys, values = keys[-self.max_entries :], values[-self.max_entries :]
-            lists = [column.take(np.arange(n - self.max_entries, n)) for column in lists]
-            n = self.max_entries
-        again = self._slots(keys)  # a key stored again leaves its old slot empty
-        self._keys[again[again >= 0]] = -1
-        slots = (self._next + np.arange(n)) % self.max_entries
-        self._next = int((self._next + n) % self.max_entries)
-        self._keys[slots] = keys
-        self.values[slots] = values
-        for column, new in zip(self.lists, lists, strict=True):
-            column.put(slots, new)
-        self._expires[slots] = now + self.ttl
-        if self._index.has_room(n):
-            self._index.put(keys, slots)
-        else:  # rebuilt from the live slots (evicted keys' cells are dropped)
-            live = np.flatnonzero(self._keys >= 0)
-            self._index = SlotIndex(self._keys[live], live)
-
-    def clear(self) -> None:
-        """Forget everything (e.g. after the store was refilled)."""
-        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self._keys.fill(-1)
-        self._expires.fill(-np.inf)
-
-
-PARSE_BLOCK = 16_384
-"""Keys a present-key rebuild parses between offers of the GIL (~1 ms of numpy)."""
-REDIS_SCAN_COUNT = 1000
-"""Keys Redis visits per SCAN call: ~1 ms of its time, so reads wait at most that long."""
-REDIS_MAX_KEYS = 5_000_000
-"""Past this many matching keys the scan gives up (the set would cost ~40 MB a worker)."""
-
-
-class PresentKeys:
-    """The cache keys of every pair a two-key batch view holds in the online store.
-
-    Most user-author pairs of a request have no row: the user never saw the
-    author (455 of the 500 candidates' pairs in ``benchmarks/serve_latency.py``
-    hit nothing; probing SQLite for them cost ~2.2 ms a request, Redis ~1.6 ms).
-    A key outside this set is answered "missing" without a probe; a key inside
-    is read from the store as before.
-
-    The set is rebuilt in a thread of its own (with its own connection) once it
-    is older than ``refresh`` seconds; reads go on with the previous set
-    meanwhile, and probe every key until the first one is built. Freshness
-    bound: an entity written to the store is seen at most ``refresh`` seconds
-    plus one rebuild after the write (205k pairs: ~0.15 s on SQLite, ~0.25 s on
-    Redis), so this is for views without a push source only (they change at
-    materialization). A key source that fails or returns keys of another
-    layout leaves the set unbuilt, and every key is probed.
-
-    Args:
-        read_keys: returns every entity key of the view, concatenated (each
-            ``len(template)`` bytes); see :func:`sqlite_entity_keys` and :func:`redis_entity_keys`.
-        name: of the view, for the rebuild thread and the log.
-        template: Feast's serialized key of sentinel values (see :func:`_int_key_template`).
-        offsets: where each of the two join keys' int64 sits in the key, in the
-            view's join-key order (as :meth:`OnlineFeatureReader._ids` combines them).
-        refresh: seconds a built set is used before a rebuild starts.
-    """
-
-    def __init__(
-        self,
-        read_keys: Callable[[], bytes],
-        name: str,
-        template: bytes,
-        offsets: Sequence[int],
-        *,
-        refresh: float,
-    ) -> None:
-        self.read_keys, self.name, self.refresh = read_keys, name, refresh
-        self.template, self.offsets = template, list(offsets)
-        self._built: tuple[np.ndarray, float] | None = None  # (sorted keys, when), swapped whole
-        self._building = threading.Lock()
-
-    def contains(self, ids: np.ndarray, now: float) -> np.ndarray | None:
-        """Mask of ``ids`` the store holds; None when no set is built yet (probe all).
-
-        Starts a rebuild in the background when the set is missing or stale.
-        """
-        built = self._built
-        if (built is None or now - built[1] > self.refresh) and not self._building.locked():
-            threading.Thread(
-                target=self.rebuild, name=f"present-keys-{self.name}", daemon=True
-            ).start()
-        if built is None:
-            return None
-        keys = built[0]
-        at = np.searchsorted(keys, ids)
-        return keys[np.minimum(at, len(keys) - 1)] == ids if len(keys) else np.zeros(len(ids), bool)
-
-    def rebuild(self) -> None:
-        """Read every entity key of the view and swap the new set in (no-op while one runs)."""
-        if not self._building.acquire(blocking=False):  # pylint: disable=consider-using-with
-            return
-        try:
-            started = time.monotonic()
-            keys = self._parse(self.read_keys())
-            if keys is not None:
-                self._built = (keys, started)
-        except (sqlite3.Error, redis.RedisError) as exc:  # down or not filled: probe until back
-            log.warning("present keys of %s not rebuilt: %s", self.name, exc)
-        finally:
-            self._building.release()
-
-    def _parse(self, joined: bytes) -> np.ndarray | None:
-        """Sorted cache keys of concatenated entity keys; None if one has another layout.
-
-        Runs in the rebuild thread, in blocks of :data:`PARSE_BLOCK` keys with
-        the GIL offered to /rank between them. In one go, the layout check and
-        ``np.unique`` held it for 20-34 ms (205k keys), a stall of the request
-        in flight on that worker once a refresh period.
-        """
-        width = len(self.template)
-        if len(joined) % width:
-            log.warning("present keys of %s: unexpected key length, not used", self.name)
-            return None
-        rows = np.frombuffer(joined, dtype=np.uint8).reshape(-1, width)
-        template = np.frombuffer(self.template, dtype=np.uint8)
-        starts = [0] + [off + 8 for off in sorted(self.offsets)]
-        ends = [*sorted(self.offsets), width]
-        fixed = [(a, b) for a, b in zip(starts, ends, strict=True) if b > a]  # shared bytes
-        blocks = []
-        for lo in range(0, len(rows), PARSE_BLOCK):
-            block = rows[lo : lo + PARSE_BLOCK]
-            if not all((block[:, a:b] == template[a:b]).all() for a, b in fixed):
-                log.warning("present keys of %s: unexpected key layout, not used", self.name)
-                return None
-            high, low = (
-                block[:, off : off + 8].copy().view("<i8").ravel() for off in self.offsets
-            )  # join-key order, as in OnlineFeatureReader._ids
-            fits = (high >= 0) & (high < 1 << 31) & (low >= 0) & (low < 1 << 32)
-            # Keys that cannot be cache keys are never looked up here (see _ids).
-            blocks.append((high[fits] << 32) | low[fits])
-            time.sleep(0)  # let the worker's request thread take the GIL
-        keys = np.sort(np.concatenate(blocks)) if blocks else np.zeros(0, dtype=np.int64)
-        return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
-
-
-def sqlite_entity_keys(path: str, table: str) -> bytes:
-    """Every distinct entity key of a SQLite online-store table, concatenated.
-
-    One value, so one ``sqlite3_step``: the GIL is released for the whole scan
-    (``fetchall`` re-took it for each of 200k rows, and slowed /rank meanwhile).
-    SQLite caps a value at 1 GB (~15M pairs of 68-byte keys); a larger table
-    fails here, and every key is probed.
-    """
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-        con.text_factory = bytes  # group_concat returns the blobs' bytes as they are
-        distinct = f'SELECT DISTINCT entity_key FROM "{table}"'  # nosec B608
-        concat = f"SELECT group_concat(entity_key, '') FROM ({distinct})"  # nosec B608
-        (joined,) = con.execute(concat).fetchone()
-    return joined or b""
-
-
-def redis_entity_keys(
-    client: redis.Redis, template: bytes, offsets: Sequence[int], project: bytes
-) -> bytes:
-    """Every Redis key of the project with the template's layout, without the project suffix.
-
-    Feast's Redis key is the serialized entity key followed by the project
-    name; all keys of one entity type share the bytes before the first id.
-    One ``SCAN ... MATCH`` walk of the keyspace (205k pair keys of a 255k-key
-    database: 255 calls, ~0.25 s, the longest 3 ms).
-
-    Raises:
-        redis.RedisError: the scan failed, or matched more than :data:`REDIS_MAX_KEYS`.
-    """
-    pattern = _glob_escape(template[: min(offsets)]) + b"*" + _glob_escape(project)
-    width = len(template) + len(project)
-    keys: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=REDIS_SCAN_COUNT):
-        if len(key) == width:
-            keys.append(key[: len(template)])
-            if len(keys) > REDIS_MAX_KEYS:
-                raise redis.RedisError(f"more than {REDIS_MAX_KEYS} keys match")
-    return b"".join(keys)
-
-
-def _glob_escape(raw: bytes) -> bytes:
-    """``raw`` as a literal in a Redis glob pattern."""
-    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
 
 
 class OnlineFeatureReader:

@@ -20,15 +20,13 @@ from feedrank.workspace import Workspace
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
-    ListValues,
     OnlineFeatureReader,
-    PresentKeys,
-    RowCache,
     _entity_key,
     _int_key_template,
     decode,
-    redis_entity_keys,
 )
+from serving.present_keys import PresentKeys, redis_entity_keys
+from serving.row_cache import ListValues, RowCache
 from simulation.world import load_world_config, world_end
 
 pytestmark = pytest.mark.integration
@@ -294,7 +292,7 @@ def test_present_keys_parse_every_block_and_refuse_another_layout(
     template, offsets = _int_key_template(names)
     pairs = [(3, 9), (1, 2), (3, 9), (7, 1 << 40), (2**31, 5), (1, 3)]  # a repeat; two too large
     joined = b"".join(_entity_key(names, pair) for pair in pairs)
-    monkeypatch.setattr("serving.features.PARSE_BLOCK", 2)  # the repeat falls in another block
+    monkeypatch.setattr("serving.present_keys.PARSE_BLOCK", 2)  # the repeat falls in another block
     present = PresentKeys(lambda: joined, "ua", template, offsets, refresh=60.0)
     present.rebuild()
     ids = np.array([(a << 32) | u for a, u in [(1, 2), (1, 3), (3, 9), (4, 4)]])
