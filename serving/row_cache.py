@@ -9,7 +9,7 @@ list feature's values for a run of rows. Used by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -106,46 +106,55 @@ class SlotIndex:
     _EMPTY = -1
     _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
-        self._bits = max(10, int(4 * len(keys)).bit_length())
+    def __init__(self, keys: np.ndarray | None = None, values: np.ndarray | None = None) -> None:
+        n = 0 if keys is None else len(keys)
+        self._bits = max(10, int(4 * n).bit_length())
         self._keys = np.full(1 << self._bits, self._EMPTY, dtype=np.int64)
         self._values = np.full(1 << self._bits, -1, dtype=np.int64)
         self.used = 0
         """Cells taken (live keys and keys the owner no longer uses)."""
-        self.put(keys, values)
+        if keys is not None and values is not None:
+            self.put(keys, values)
 
     def has_room(self, n: int) -> bool:
         """Whether ``n`` more keys keep the table at most half full."""
         return self.used + n <= len(self._keys) // 2
 
-    def _home(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys.astype(np.uint64) * self._GOLDEN) >> np.uint64(64 - self._bits)).astype(
+    def _probe(
+        self, keys: np.ndarray, settle: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    ) -> None:
+        """Walk every key's probe sequence until ``settle`` says it is done.
+
+        ``settle(pending, cells, found)`` gets the keys still probing (indices
+        into ``keys``), the cell each is at and the key stored there, and
+        returns the mask of those that are done; the others move one cell on.
+        """
+        cell = ((keys.astype(np.uint64) * self._GOLDEN) >> np.uint64(64 - self._bits)).astype(
             np.int64
         )
+        pending = np.arange(len(keys))
+        mask = len(self._keys) - 1
+        while len(pending):
+            at = cell[pending]
+            pending = pending[~settle(pending, at, self._keys[at])]
+            cell[pending] = (cell[pending] + 1) & mask
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """The value of each key (-1 when absent)."""
         out = np.full(len(keys), -1, dtype=np.int64)
-        cell = self._home(keys)
-        pending = np.arange(len(keys))
-        mask = len(self._keys) - 1
-        while len(pending):
-            at = cell[pending]
-            found = self._keys[at]
+
+        def settle(pending: np.ndarray, at: np.ndarray, found: np.ndarray) -> np.ndarray:
             hit = found == keys[pending]
             out[pending[hit]] = self._values[at[hit]]
-            pending = pending[~hit & (found != self._EMPTY)]
-            cell[pending] = (cell[pending] + 1) & mask
+            return hit | (found == self._EMPTY)
+
+        self._probe(keys, settle)
         return out
 
     def put(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Set the values of distinct non-negative keys (see :meth:`has_room` first)."""
-        cell = self._home(keys)
-        pending = np.arange(len(keys))
-        mask = len(self._keys) - 1
-        while len(pending):
-            at = cell[pending]
-            found = self._keys[at]
+
+        def settle(pending: np.ndarray, at: np.ndarray, found: np.ndarray) -> np.ndarray:
             same = found == keys[pending]
             self._values[at[same]] = values[pending[same]]
             free = np.flatnonzero(found == self._EMPTY)
@@ -155,10 +164,10 @@ class SlotIndex:
             won = self._keys[cells] == keys[claims]
             self._values[cells[won]] = values[claims[won]]
             self.used += int(np.count_nonzero(won))
-            settled = same
-            settled[free[won]] = True
-            pending = pending[~settled]
-            cell[pending] = (cell[pending] + 1) & mask
+            same[free[won]] = True
+            return same
+
+        self._probe(keys, settle)
 
 
 class RowCache:
@@ -194,7 +203,7 @@ class RowCache:
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._index = SlotIndex()
         self._keys = np.full(max_entries, -1, dtype=np.int64)
         self.values = np.empty((max_entries, width), dtype=dtype)  # pages touched as slots fill
         self.lists = [ListValues(max_entries) for _ in range(lists)]
@@ -257,6 +266,6 @@ class RowCache:
 
     def clear(self) -> None:
         """Forget everything (e.g. after the store was refilled)."""
-        self._index = SlotIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._index = SlotIndex()
         self._keys.fill(-1)
         self._expires.fill(-np.inf)
