@@ -14,12 +14,16 @@ metric code (:func:`training.evaluate.head_metrics` and
 - ``estimated_propensity``: ``no_pair_noise`` with the propensity replaced by
   its MAP estimate from the days before the test day;
 - ``estimated_hidden``: both hidden terms replaced by MAP estimates from that
-  history (what the best model of the history could know, give or take the
-  test day's own earlier visits);
+  history (the interest, quality and toxicity still exact);
+- ``joint_posterior``: nothing exact; every hidden term fitted jointly from
+  the history by a scorer that knows the simulator's equations and priors
+  (:mod:`benchmarks.joint_posterior`): about the best any model of the
+  history can do, give or take the test day's own earlier visits. Skipped
+  with ``--joint-steps 0`` (it takes 2-3 minutes of the run);
 - the registered champion model (``auc_*`` and ``oracle_lift_share_*`` keys,
   as ``feedrank evaluate`` prints them), unless ``--no-model``.
 
-    .venv/bin/python benchmarks/model_ceiling.py [--workspace DIR] [--no-model]
+    .venv/bin/python benchmarks/model_ceiling.py [--workspace DIR] [--no-model] [--joint-steps N]
 
 Ends with ``RESULT {json}``: per scenario the AUC of each head, its gap to the
 oracle's AUC (per head and the max) and the share of the oracle's lift over
@@ -43,6 +47,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
     sys.path.insert(0, str(REPO_ROOT))
 
 # pylint: disable=wrong-import-position
+from benchmarks.joint_posterior import STEPS, estimate_jointly  # noqa: E402
 from features.store import training_set_path  # noqa: E402
 from feedrank import tables  # noqa: E402
 from feedrank.workspace import Workspace  # noqa: E402
@@ -262,7 +267,8 @@ def table(result: dict[str, float], names: list[str], actions: ActionSet) -> str
         prefix, share = key_prefixes(name)
         cells = "".join(f"{result[f'{prefix}auc_{a}']:>11.4f}" for a in actions.names)
         gap = result.get(f"{prefix}auc_gap_max", 0.0)
-        shares = [result.get(f"{share}_at_{k}", 1.0) for k in TOP_K]
+        # The oracle's share is 1 by definition (its prefix is the model's).
+        shares = [1.0 if name == "oracle" else result[f"{share}_at_{k}"] for k in TOP_K]
         lines.append(f"{name:<21}{cells}{gap:>11.4f}" + "".join(f"{v:>10.3f}" for v in shares))
     return "\n".join(lines)
 
@@ -272,6 +278,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
     parser.add_argument("--no-model", action="store_true", help="Skip the champion model.")
+    parser.add_argument(
+        "--joint-steps",
+        type=int,
+        default=STEPS,
+        help=f"Adam steps of the joint posterior fit (default {STEPS}; 0 skips that scorer).",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     ws, actions = Workspace(args.workspace), load_actions()
@@ -291,12 +303,19 @@ def main() -> None:
         "no_hidden": truth(blind, actions, rows, pair_noise=False),
     }
     probs |= estimated(latent, actions, history, rows)
+    fit: dict[str, float] = {}
+    if args.joint_steps > 0:
+        shape = latent.interests.shape
+        probs["joint_posterior"], fit = estimate_jointly(
+            ws, actions, history, rows, shape, args.joint_steps
+        )
 
     result: dict[str, float] = {
         "test_rows": len(test),
         "history_rows": len(history),
         "oracle_recompute_max_abs_diff": float(np.abs(recomputed - oracle).max()),
         **{f"positives_{a}": test.labels[:, j].sum() for j, a in enumerate(actions.names)},
+        **fit,
     }
     if not args.no_model:
         from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
