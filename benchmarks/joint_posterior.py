@@ -6,18 +6,18 @@ nothing else: it sees only what a model sees, the impressions and labels
 before the test day, the follow graph and the tweets' topics. It fits every
 hidden term by maximum a posteriori on that history, all at once:
 
-- each user's interests, a softmax over topics, under the Dirichlet(0.3)
+- each user's interests, a softmax over topics, under the Dirichlet
   prior (in softmax coordinates) and the follow graph's likelihood: half of
-  the follows pick a topic by interest, half follow popularity alone (taken
-  as the followees' overall topic share);
+  the follows pick a topic by interest (the world config's share), the
+  rest follow popularity alone (taken as the followees' overall topic share);
 - each user's propensity per action, N(0, PROPENSITY_SD^2);
 - each author's quality, N(0, 1);
 - each seen pair's affinity noise, N(0, 1);
-- each author's toxicity (3% of authors), summed out exactly per author
+- each author's toxicity (``TOXIC_SHARE`` of authors), summed out exactly per author
   rather than fitted.
 
 Authors' topic mixes are the posterior means of their tweets' topics under
-the Dirichlet(0.15) prior. Test rows are scored with the estimates plugged
+their Dirichlet prior. Test rows are scored with the estimates plugged
 in (unseen pairs get no noise) and the toxicity's posterior mixed over. A
 plug-in MAP is not the full posterior predictive, so a model could in
 principle do a little better; it is the figure to read a model's lift
@@ -41,19 +41,15 @@ from simulation.truth import (
     _DEFAULT_EFFECT,  # pylint: disable=protected-access
     _EFFECTS,  # pylint: disable=protected-access
     _MEDIA,  # pylint: disable=protected-access
+    AUTHOR_TOPIC_CONCENTRATION,
+    INTEREST_CONCENTRATION,
     PAIR_NOISE_SD,
     PROPENSITY_SD,
+    TOXIC_SHARE,
     position_bias,
 )
+from simulation.world import load_world_config
 
-INTEREST_ALPHA = 0.3
-"""Dirichlet concentration of a user's interests (:func:`simulation.truth.draw_latent`)."""
-AUTHOR_MIX_ALPHA = 0.15
-"""Dirichlet concentration of an author's topic mix (the same)."""
-TOXIC_SHARE = 0.03
-"""Share of toxic authors (the same)."""
-TOPICAL_FOLLOW_SHARE = 0.5
-"""Share of follows chosen by interest (the world config's default)."""
 STEPS = 100
 """Adam steps: on the demo world the log posterior moved by 1e-5 of itself from step 100 to 300."""
 
@@ -162,15 +158,15 @@ class JointPosterior:
             (tweets["author_id"].to_numpy()[posted], tweets["topic"].to_numpy()[posted]),
             1.0,
         )
-        mix = (counts + AUTHOR_MIX_ALPHA) / (
-            counts.sum(1, keepdims=True) + AUTHOR_MIX_ALPHA * n_topics
+        mix = (counts + AUTHOR_TOPIC_CONCENTRATION) / (
+            counts.sum(1, keepdims=True) + AUTHOR_TOPIC_CONCENTRATION * n_topics
         )
         self.mix = torch.from_numpy(mix)
         follows = tables.read_table(tables.FOLLOWS, ws.world)
         followed = np.zeros((n_users, n_topics))
         np.add.at(followed, follows["user_id"].to_numpy(), mix[follows["author_id"].to_numpy()])
         self.followed = torch.from_numpy(followed)
-        self.popular = self.followed.sum(0) / self.followed.sum()
+        self.topical = load_world_config(ws.world).topical_follow_share
         self.seen = Observed.of(history, actions)
         self.estimates = Estimates.zeros(
             n_users, n_topics, len(actions.names), len(self.seen.pairs)
@@ -216,12 +212,12 @@ class JointPosterior:
         ).sum()
         est = self.estimates
         theta = torch.softmax(est.interest_logits, 1)
+        popular = self.followed.sum(0) / self.followed.sum()  # the followees' topic share
         follows = (
-            self.followed
-            * torch.log(TOPICAL_FOLLOW_SHARE * theta + (1 - TOPICAL_FOLLOW_SHARE) * self.popular)
+            self.followed * torch.log(self.topical * theta + (1 - self.topical) * popular)
         ).sum()
         priors = (
-            INTEREST_ALPHA * torch.log(theta).sum()
+            INTEREST_CONCENTRATION * torch.log(theta).sum()
             - (est.propensity**2).sum() / (2 * PROPENSITY_SD**2)
             - (est.quality**2).sum() / 2
             - (est.noise**2).sum() / 2

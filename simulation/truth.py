@@ -23,6 +23,12 @@ MEDIA_TYPES = ("text", "image", "video", "link")
 PROPENSITY_SD = 0.5
 PAIR_NOISE_SD = 0.6
 
+# Priors of the other hidden terms: Dirichlet concentrations of a user's
+# interests and of an author's topic mix, and the share of toxic authors.
+INTEREST_CONCENTRATION = 0.3
+AUTHOR_TOPIC_CONCENTRATION = 0.15
+TOXIC_SHARE = 0.03
+
 # Per-action effect sizes of the ground truth, in the order of the columns:
 # base logit, user-topic interest, user-author affinity, author quality,
 # freshness (per day of age), author toxicity. Positive actions rise with
@@ -82,10 +88,10 @@ class Latent:
 def draw_latent(rng: np.random.Generator, n_users: int, n_topics: int, n_actions: int) -> Latent:
     """Draw the hidden state of a world."""
     return Latent(
-        interests=rng.dirichlet(np.full(n_topics, 0.3), size=n_users),
-        author_topics=rng.dirichlet(np.full(n_topics, 0.15), size=n_users),
+        interests=rng.dirichlet(np.full(n_topics, INTEREST_CONCENTRATION), size=n_users),
+        author_topics=rng.dirichlet(np.full(n_topics, AUTHOR_TOPIC_CONCENTRATION), size=n_users),
         quality=rng.standard_normal(n_users),
-        toxicity=(rng.random(n_users) < 0.03).astype(np.float64),
+        toxicity=(rng.random(n_users) < TOXIC_SHARE).astype(np.float64),
         propensity=rng.normal(0.0, PROPENSITY_SD, size=(n_users, n_actions)),
         pair_salt=rng.integers(0, 2**62, size=1, dtype=np.int64),
     )
