@@ -736,9 +736,9 @@ def measure_world(data: Path) -> dict[str, Any]:
     """World facts of a generated workspace (run after ``feedrank demo``)."""
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
-    from features.store import training_set_path  # pylint: disable=import-outside-toplevel
-    from feedrank.workspace import Workspace  # pylint: disable=import-outside-toplevel
-    from metrics.actions import load_actions  # pylint: disable=import-outside-toplevel
+    from core.actions import load_actions  # pylint: disable=import-outside-toplevel
+    from core.feast_store import training_set_path  # pylint: disable=import-outside-toplevel
+    from core.workspace import Workspace  # pylint: disable=import-outside-toplevel
 
     actions = list(load_actions().names)
     dataset_path = training_set_path(Workspace(data.parent))

@@ -39,10 +39,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
 
 # pylint: disable=wrong-import-position
 from benchmarks.serve_latency import _requests  # noqa: E402
-from features.online import apply_repo, fill_online  # noqa: E402
-from features.store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
-from feedrank.tables import TWEETS, read_table  # noqa: E402
-from metrics.actions import load_actions  # noqa: E402
+from core.actions import load_actions  # noqa: E402
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
+from core.tables import TWEETS, read_table  # noqa: E402
+from feedrank.pipeline import publish_features  # noqa: E402
 from serving.candidates import RedisCandidates, load_redis_candidates  # noqa: E402
 from serving.features import OnlineFeatureReader  # noqa: E402
 from simulation.world import load_world_config, world_end  # noqa: E402
@@ -174,8 +174,7 @@ def main() -> None:
     client = redis.Redis("127.0.0.1", 6379)
     prefix = f"feedrank:{project}:"
     try:
-        apply_repo(store, ws)
-        fill_online(store, ws, world_end(load_world_config(ws.world)))
+        publish_features(store, ws)
         load_redis_candidates(client, ws.world, load_actions(), prefix=prefix)
         _profile("redis", store, batches, request_ts, args.naive_requests, result)
         lookup = _lookups(client, prefix, requests)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from features.store import Workspace
+from core.feast_store import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from feedrank import tables
-from feedrank.workspace import Workspace
-from metrics.actions import ActionSet
+from core import tables
+from core.actions import ActionSet
+from core.workspace import Workspace
 from simulation.truth import (
     _DEFAULT_EFFECT,  # pylint: disable=protected-access
     _EFFECTS,  # pylint: disable=protected-access

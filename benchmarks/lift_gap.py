@@ -41,14 +41,11 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
     sys.path.insert(0, str(REPO_ROOT))
 
 # pylint: disable=wrong-import-position
-from features.online import apply_repo  # noqa: E402
-from features.pipelines import build_features  # noqa: E402
-from features.store import open_store, training_set_path  # noqa: E402
-from feedrank.workspace import Workspace  # noqa: E402
+from core.feast_store import training_set_path  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
+from feedrank.pipeline import build_foundation  # noqa: E402
 from simulation.config import world_config  # noqa: E402
 from simulation.truth import Latent, topic_interest  # noqa: E402
-from simulation.world import generate_world  # noqa: E402
-from training.dataset import build_training_set  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
 
@@ -82,11 +79,7 @@ def build_world(root: Path, days: int, seed: int) -> Workspace:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     ws = Workspace(root)
-    generate_world(world_config("demo", days=days, seed=seed), ws.data)
-    build_features(ws.world, ws.features)
-    store = open_store(ws)
-    apply_repo(store, ws)
-    build_training_set(store, ws)
+    build_foundation(ws, world_config("demo", days=days, seed=seed), fill=False)
     return ws
 
 

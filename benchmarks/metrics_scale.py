@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedrank.tables import EVENTS, TS
+from core.actions import IMPRESSION, load_actions
+from core.exploration import thompson_sample
+from core.tables import EVENTS, TS
 from metrics.ab import Experiment, analyze_experiment
-from metrics.actions import IMPRESSION, load_actions
 from metrics.engagement import engagement_report
-from serving.exploration import thompson_sample
 
 METRICS_BAR_SECONDS = 10.0
 BETA_BAR_PER_SECOND = 3_000_000

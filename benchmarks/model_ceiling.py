@@ -48,10 +48,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
 
 # pylint: disable=wrong-import-position
 from benchmarks.joint_posterior import STEPS, estimate_jointly  # noqa: E402
-from features.store import training_set_path  # noqa: E402
-from feedrank import tables  # noqa: E402
-from feedrank.workspace import Workspace  # noqa: E402
-from metrics.actions import ActionSet, load_actions  # noqa: E402
+from core import tables  # noqa: E402
+from core.actions import ActionSet, load_actions  # noqa: E402
+from core.feast_store import training_set_path  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
 from simulation.truth import (  # noqa: E402
     _DEFAULT_EFFECT,  # pylint: disable=protected-access
     _EFFECTS,  # pylint: disable=protected-access
@@ -59,6 +59,7 @@ from simulation.truth import (  # noqa: E402
     PROPENSITY_SD,
     Latent,
     position_bias,
+    read_oracle,
     true_probabilities,
 )
 from simulation.world import US_PER_DAY  # noqa: E402
@@ -66,8 +67,6 @@ from training.evaluate import (  # noqa: E402
     TOP_K,
     head_metrics,
     ranking_metrics,
-    read_oracle,
-    tweet_created,
 )
 from training.train import Split, TrainConfig, load_splits  # noqa: E402
 
@@ -288,8 +287,8 @@ def main() -> None:
     start = time.perf_counter()
     ws, actions = Workspace(args.workspace), load_actions()
     test = load_splits(training_set_path(ws), TrainConfig.model_validate({}), actions).test
-    oracle = read_oracle(ws, test.keys["impression_id"], actions)
-    created = tweet_created(ws, test.keys["tweet_id"])
+    oracle = read_oracle(ws.truth, test.keys["impression_id"], actions)
+    created = tables.tweet_created(ws.world, test.keys["tweet_id"])
     impressions = load_impressions(ws)
     rows = impressions.loc[test.keys["impression_id"]]
     history = impressions[impressions["when"] < rows["when"].min()]

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.feast_store import open_store
+from core.workspace import Workspace
 from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features
-from features.store import open_store
-from feedrank.workspace import Workspace
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
 from training.dataset import build_training_set

@@ -69,8 +69,8 @@ from benchmarks.harness import (  # noqa: E402
     start_redis,
     stop_process,
 )
-from features.store import Workspace  # noqa: E402
-from metrics.actions import IMPRESSION, load_actions  # noqa: E402
+from core.actions import IMPRESSION, load_actions  # noqa: E402
+from core.feast_store import Workspace  # noqa: E402
 
 FUZZ_ROUTES = ("/rank", "/events")
 TEXT_LIMIT = 300
@@ -354,16 +354,14 @@ def logged_counters(db_path: Path, tweets: list[int]) -> dict[int, dict[str, int
 def _fill_online(ws: Workspace, project: str, redis_port: int) -> None:
     """Feast apply plus the daily online fill, into the Redis on ``redis_port``."""
     # pylint: disable=import-outside-toplevel
-    from features.online import apply_repo, fill_online
-    from features.store import open_store
-    from simulation.world import load_world_config, world_end
+    from core.feast_store import open_store
+    from feedrank.pipeline import publish_features
 
     saved = os.environ.get("FEEDRANK_REDIS_URL")
     os.environ["FEEDRANK_REDIS_URL"] = f"127.0.0.1:{redis_port}"
     try:
         store = open_store(ws, "production", project=project)
-        apply_repo(store, ws)
-        fill_online(store, ws, world_end(load_world_config(ws.world)))
+        publish_features(store, ws)
     finally:
         if saved is None:
             os.environ.pop("FEEDRANK_REDIS_URL", None)
@@ -375,7 +373,7 @@ def _drop_registry_project(ws: Workspace, project: str) -> None:
     """Remove the scenario's project from the shared SQL registry (its Redis goes anyway)."""
     from feast.errors import ProjectNotFoundException  # pylint: disable=import-outside-toplevel
 
-    from features.store import open_store  # pylint: disable=import-outside-toplevel
+    from core.feast_store import open_store  # pylint: disable=import-outside-toplevel
 
     store = open_store(ws, "production", project=project)
     with suppress(ProjectNotFoundException):

@@ -61,10 +61,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: benchmarks.harness
 
 # pylint: disable=wrong-import-position
 from benchmarks.harness import Served, copy_workspace, ensure_champion, serve  # noqa: E402
-from features.online import apply_repo, fill_online  # noqa: E402
-from features.store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
-from feedrank.tables import TWEETS, read_table  # noqa: E402
-from metrics.actions import load_actions  # noqa: E402
+from core.actions import load_actions  # noqa: E402
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
+from core.tables import TWEETS, read_table  # noqa: E402
+from feedrank.pipeline import publish_features  # noqa: E402
 from serving.candidates import load_redis_candidates  # noqa: E402
 from simulation.world import load_world_config, world_end  # noqa: E402
 
@@ -336,8 +336,7 @@ def main() -> None:
         candidates = redis.Redis("127.0.0.1", 6379)
         production = {"FEEDRANK_FEAST_PROFILE": "production", "FEEDRANK_FEAST_PROJECT": project}
         try:
-            apply_repo(store, ws)
-            fill_online(store, ws, world_end(load_world_config(ws.world)))
+            publish_features(store, ws)
             load_redis_candidates(
                 candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
             )

@@ -24,11 +24,11 @@ import click
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from features.store import training_set_path
-from feedrank.workspace import Workspace
-from metrics.actions import load_actions
-from training.model import RankerNet, negative_rates
-from training.preprocessing import Batch, Preprocessor
+from core.actions import load_actions
+from core.feast_store import training_set_path
+from core.model import RankerNet, negative_rates
+from core.preprocessing import Batch, Preprocessor
+from core.workspace import Workspace
 from training.train import (
     Dtype,
     TrainConfig,

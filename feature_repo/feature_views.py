@@ -1,6 +1,6 @@
 """Feature views: what each feature table holds, and how long a value stays valid.
 
-Rate features are named after the actions in metrics/actions.yaml, so a new
+Rate features are named after the actions in core/actions.yaml, so a new
 action gets its features without an edit here.
 """
 
@@ -17,7 +17,7 @@ from entities import author, tweet, user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64
 
-from metrics.actions import load_actions
+from core.actions import load_actions
 
 ACTIONS = load_actions().names
 

@@ -35,7 +35,7 @@ from feast.repo_operations import parse_repo
 from feast.types import Array, Float32, Float64, Int64
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 
 _SENTINEL = 0x0102030405060708
 _STATE_FILE = "online_fill_state.json"

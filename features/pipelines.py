@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import sparse
 
-from feedrank import tables
-from metrics.actions import ActionSet, load_actions
+from core import tables
+from core.actions import ActionSet, load_actions
 
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
@@ -35,14 +35,6 @@ COUNTER_STEP_US = 3_600_000_000
 """Time step of the tweet counter rows: a training row's counters are at most this old."""
 POSITIVE = ("like", "reply", "retweet", "long_dwell")
 """Actions counted as a positive engagement in affinity features."""
-
-FEATURE_TABLES = (
-    "user_stats",
-    "author_stats",
-    "tweet_content",
-    "tweet_engagement",
-    "user_author_affinity",
-)
 
 
 @dataclass(frozen=True)

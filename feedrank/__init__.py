@@ -1,1 +1,1 @@
-"""feedrank: the command line, configuration and table schemas shared by the stages."""
+"""feedrank: the command line and the pipeline that drive the stages (the top floor)."""

@@ -21,8 +21,8 @@ from typing import ClassVar
 import click
 from tqdm import tqdm
 
+from core.workspace import Workspace
 from feedrank.options import one_line_errors, workspace_option
-from feedrank.workspace import Workspace
 
 profile_option = click.option(
     "--profile",
@@ -186,8 +186,8 @@ def features_build(workspace: Path) -> None:
 @one_line_errors()
 def features_apply(workspace: Path, profile: str) -> None:
     """Register the feature repo's objects in Feast (`feast apply`)."""
+    from core.feast_store import open_store
     from features.online import apply_repo
-    from features.store import open_store
 
     ws = Workspace(workspace)
     names = apply_repo(open_store(ws, profile), ws)  # type: ignore[arg-type]
@@ -213,8 +213,8 @@ def features_materialize(
     workspace: Path, profile: str, end: datetime | None, feast_default: bool
 ) -> None:
     """Fill the online store incrementally with the latest value per entity."""
+    from core.feast_store import open_store
     from features.online import fill_online, materialize_feast
-    from features.store import open_store
     from simulation.world import load_world_config, world_end
 
     ws = Workspace(workspace)
@@ -252,7 +252,7 @@ def dataset() -> None:
 @one_line_errors()
 def dataset_build(workspace: Path, max_rows: int | None) -> None:
     """Point-in-time training set through the FeatureService of new models."""
-    from features.store import open_store
+    from core.feast_store import open_store
     from training.dataset import build_training_set
 
     ws = Workspace(workspace)

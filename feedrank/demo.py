@@ -6,27 +6,16 @@ same hand-offs the individual commands use.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-
 import click
 import pyarrow.parquet as pq
 
-from features.online import apply_repo, fill_online
-from features.pipelines import build_features
-from features.store import open_store
-from feedrank.workspace import Workspace
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.workspace import Workspace
+from feedrank.pipeline import Bar, Stage, build_foundation
+from metrics.replay import replay
 from simulation.config import world_config
-from simulation.world import generate_world, world_end
 from training.commands import run_training_pipeline
-from training.dataset import build_training_set
 from training.registry import CHAMPION, load_ranker
-from training.replay import replay
-
-Stage = Callable[[str], AbstractContextManager[None]]
-Bar = Callable[[str], Callable[[int, int], None]]
 
 
 def run_demo(
@@ -42,18 +31,8 @@ def run_demo(
     """
     actions = load_actions()
     config = world_config(preset)  # type: ignore[arg-type]
-    with stage("world"):
-        world = generate_world(config, workspace.data, actions, progress=progress_bar("visits"))
-    with stage("features"):
-        built = build_features(workspace.world, workspace.features, actions)
-    with stage("feast apply"):
-        shutil.rmtree(workspace.data / "feast", ignore_errors=True)
-        store = open_store(workspace)
-        apply_repo(store, workspace)
-    with stage("online store fill"):
-        filled = fill_online(store, workspace, world_end(config))
-    with stage("training set"):
-        training = build_training_set(store, workspace, actions, progress=progress_bar("rows"))
+    built = build_foundation(workspace, config, actions=actions, stage=stage, progress=progress_bar)
+    world, training = built.world, built.training
     with stage("train, evaluate, register, promote"):
         trained = run_training_pipeline(workspace.root, progress=True)
     with stage("replay of the held-out visits"):
@@ -67,8 +46,8 @@ def run_demo(
         "tweets": world.tweets,
         "visits": world.visits,
         "impressions": world.impressions,
-        "feature_rows": sum(built.rows.values()),
-        "online_entities": sum(filled.values()),
+        "feature_rows": sum(built.features.rows.values()),
+        "online_entities": sum(built.online.values()),
         "training_rows": training.rows,
         "features": len(training.features),
     }

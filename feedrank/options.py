@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from feedrank.tables import TableError
-from metrics.actions import ActionsFileError
+from core.actions import ActionsFileError
+from core.tables import TableError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 F = TypeVar("F", bound=Callable[..., Any])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from locust import HttpUser, between, task
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 from simulation.world import load_world_config, world_end
 
 _WORKSPACE = Workspace(

@@ -1,1 +1,1 @@
-"""Metrics: the engagement actions and weights, weighted engagement per user, A/B analysis."""
+"""Metrics: weighted engagement per user, A/B analysis, replay and drift."""

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-from metrics.actions import IMPRESSION, ActionSet, load_actions
+from core.actions import IMPRESSION, ActionSet, load_actions
 from metrics.engagement import (
     Denominator,
     EventSource,
@@ -274,7 +274,7 @@ def analyze_users(
         denominator: ``active`` keeps every user with an event; ``exposed``
             keeps users with at least one impression.
         confidence: coverage of the intervals.
-        actions: the action weights; default ``metrics/actions.yaml``.
+        actions: the action weights; default ``core/actions.yaml``.
     """
     actions = actions if actions is not None else load_actions()
     keep = (
@@ -329,13 +329,13 @@ def analyze_experiment(
     serving does, so no assignment table is needed.
 
     Args:
-        events: the event log (``feedrank.tables.EVENTS`` schema).
+        events: the event log (``core.tables.EVENTS`` schema).
         experiment: the variants (control first) and their split.
         start: first instant included; default the first event's time.
         end: first instant excluded; default just after the last event.
         denominator: ``active`` or ``exposed`` users form each variant.
         confidence: coverage of the intervals.
-        actions: the action weights; default ``metrics/actions.yaml``.
+        actions: the action weights; default ``core/actions.yaml``.
 
     Raises:
         TableError: the log is missing, unreadable or off-schema (names the file).

@@ -15,10 +15,10 @@ from typing import Any, cast
 import click
 import pandas as pd
 
+from core.actions import ActionsFileError, load_actions
+from core.tables import TableError
 from feedrank.options import workspace_option
-from feedrank.tables import TableError
 from metrics.ab import SRM_THRESHOLD, Experiment, ExperimentResult, analyze_experiment
-from metrics.actions import ActionsFileError, load_actions
 from metrics.drift import DEFAULT_THRESHOLD, drift_report, read_sample
 from metrics.engagement import (
     Denominator,
@@ -163,7 +163,7 @@ def report(
 ) -> None:
     """Weighted engagement per user, per period (and per variant), from the event log.
 
-    Each action's count is multiplied by its weight from metrics/actions.yaml;
+    Each action's count is multiplied by its weight from core/actions.yaml;
     the sum is divided by the number of users, so that periods and groups of
     different size compare. With --by variant, each variant is compared with
     the control on per-user weighted engagement (Welch's t, 95% interval) and
@@ -366,8 +366,8 @@ def drift(
     A drift alarm is meant to trigger the continuous-training workflow
     (repository_dispatch `drift-detected`, see docs/deploy.md).
     """
-    from features.store import training_set_path  # pylint: disable=import-outside-toplevel
-    from feedrank.workspace import Workspace  # pylint: disable=import-outside-toplevel
+    from core.feast_store import training_set_path  # pylint: disable=import-outside-toplevel
+    from core.workspace import Workspace  # pylint: disable=import-outside-toplevel
 
     ws = Workspace(workspace)
     reference = reference or training_set_path(ws)
@@ -383,7 +383,7 @@ def drift(
         and pd.api.types.is_numeric_dtype(ref_rows[c])
     ]
     if ref is not None:
-        from serving.policy import weighted_scores  # pylint: disable=import-outside-toplevel
+        from core.policy import weighted_scores  # pylint: disable=import-outside-toplevel
         from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
 
         ranker = load_ranker(ws, ref)

@@ -1,7 +1,7 @@
 """Weighted engagement per user: the business metric, computed over the event log.
 
 The metric (DESIGN.md, "The business metric"): count each action, multiply the
-counts by the action weights from ``metrics/actions.yaml``, sum, and divide by
+counts by the action weights from ``core/actions.yaml``, sum, and divide by
 the number of users so that periods and cohorts of different size compare.
 
 :func:`weighted_score` is the one definition of "counts to score"; serving and
@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedrank.tables import EVENTS, TS, TableError, validate
-from metrics.actions import IMPRESSION, ActionSet, load_actions
+from core.actions import IMPRESSION, ActionSet, load_actions
+from core.tables import EVENTS, TS, TableError, validate
 
 Denominator: TypeAlias = Literal["active", "exposed"]
 """Who a per-user figure is divided by.
@@ -142,7 +142,7 @@ def weighted_score(counts: Mapping[str, CountT], actions: ActionSet | None = Non
 
     Args:
         counts: action name to its count (or expected count).
-        actions: the action weights; default ``metrics/actions.yaml``.
+        actions: the action weights; default ``core/actions.yaml``.
 
     Returns:
         The weighted score, a number or an array shaped like the counts.
@@ -397,13 +397,13 @@ def engagement_report(
     a quiet day instead of a gap. Retried events (same ``event_id``) count once.
 
     Args:
-        events: the event log (``feedrank.tables.EVENTS`` schema).
+        events: the event log (``core.tables.EVENTS`` schema).
         granularity: one row per ``day``, ``week``, or ``all`` of the range.
         start: first instant included; default the first event's time.
         end: first instant excluded; default just after the last event.
         cohorts: who is in which cohort; ``None`` reports all users together.
         denominator: divide per-user figures by ``active`` or ``exposed`` users.
-        actions: the action weights; default ``metrics/actions.yaml``.
+        actions: the action weights; default ``core/actions.yaml``.
 
     Returns:
         The report; it has no rows only when the range is empty.
@@ -477,11 +477,11 @@ def user_actions(
     """Count every user's events per action over ``[start, end)``.
 
     Args:
-        events: the event log (``feedrank.tables.EVENTS`` schema).
+        events: the event log (``core.tables.EVENTS`` schema).
         start: first instant included; default the first event's time.
         end: first instant excluded; default just after the last event.
         cohorts: who is in which cohort; ``None`` leaves every cohort ``None``.
-        actions: the action definitions; default ``metrics/actions.yaml``.
+        actions: the action definitions; default ``core/actions.yaml``.
 
     Raises:
         TableError: the log is missing, unreadable or off-schema (names the file).
@@ -697,5 +697,5 @@ def _check_actions(found: pa.ChunkedArray, actions: ActionSet, label: str) -> No
     if unknown:
         raise UnknownActionError(
             f"{label}: events with unknown action(s) {', '.join(unknown)}; "
-            f"known: {IMPRESSION}, {', '.join(actions.names)} (metrics/actions.yaml)"
+            f"known: {IMPRESSION}, {', '.join(actions.names)} (core/actions.yaml)"
         )

@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="$ROOT/.venv/bin"
-PACKAGES=(feedrank simulation features feature_repo training serving metrics benchmarks load)
+PACKAGES=(core feedrank simulation features feature_repo training serving metrics benchmarks load)
 
 # checkov pins packaging 23.2, which pytest 9 cannot share, so it and the
 # linters actionlint calls (shellcheck, pyflakes) live in a venv of their own,

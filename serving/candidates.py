@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedrank.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
-from metrics.actions import ActionSet
+from core.actions import ActionSet
+from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
 from serving.events import EventLog
 from serving.row_cache import RowCache
 

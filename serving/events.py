@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feedrank.tables import EVENTS, validate
-from metrics.actions import IMPRESSION, ActionSet
+from core.actions import IMPRESSION, ActionSet
+from core.tables import EVENTS, validate
 
 PUSH_SOURCE = "tweet_engagement_push"
 IMPRESSIONS_COUNTER = "tweet_impressions"

@@ -40,7 +40,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Array, Float32
 
-from features.store import FEATURE_SERVICE
+from core.feast_store import FEATURE_SERVICE
 from serving.present_keys import PresentKeys, redis_entity_keys, sqlite_entity_keys
 from serving.row_cache import ListValues, RowCache
 

@@ -5,7 +5,7 @@ promotion); BentoML's store is what a Bento carries into its image, so a
 container starts without reaching MLflow. At deployment the champion is
 imported once (a no-op when that version is already there), then every
 worker loads it from the BentoML store. The copy is the same JSON + weights
-that :meth:`training.model.Ranker.save` writes: nothing is pickled.
+that :meth:`core.model.Ranker.save` writes: nothing is pickled.
 
 When MLflow is unreachable the newest copy in the BentoML store is served,
 and the service says so in its log; when MLflow answers but has no champion,
@@ -26,9 +26,9 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from features.store import Workspace
+from core.feast_store import Workspace
+from core.model import Ranker
 from training import registry
-from training.model import Ranker
 
 BENTO_MODEL = "feed-ranker"
 RANKER_FOLDER = "ranker"

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from metrics.actions import IMPRESSION, load_actions
+from core.actions import IMPRESSION, load_actions
 
 MAX_CANDIDATES = 2000
 MAX_LIMIT = 500
@@ -78,14 +78,14 @@ class RankResponse(BaseModel):
 
 
 class Event(BaseModel):
-    """One engagement event, in the schema of ``feedrank.tables.EVENTS``."""
+    """One engagement event, in the schema of ``core.tables.EVENTS``."""
 
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=128, description="Unique; a retry keeps it.")
     user_id: UserId
     tweet_id: TweetId
-    action: str = Field(description="'impression' or an action of metrics/actions.yaml.")
+    action: str = Field(description="'impression' or an action of core/actions.yaml.")
     dwell_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     timestamp: AwareDatetime
 

@@ -3,7 +3,7 @@
 ``POST /rank`` sources candidates (:mod:`serving.candidates`), reads their
 features from the Feast online store (:class:`serving.features.OnlineFeatureReader`),
 scores them with the champion model and orders them with the shared policy
-(:mod:`serving.policy`). ``POST /events`` appends engagement to the durable
+(:mod:`core.policy`). ``POST /events`` appends engagement to the durable
 event log (:mod:`serving.events`) and pushes fresh tweet counters to Feast.
 
 Failure is expected and answered: when the online store is down or slower
@@ -40,9 +40,10 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.store import Profile, Workspace, open_store
-from feedrank.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
-from metrics.actions import IMPRESSION, load_actions
+from core.actions import IMPRESSION, load_actions
+from core.feast_store import Profile, Workspace, open_store
+from core.policy import action_weights, rank, reverse_chronological, weighted_scores
+from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
 from serving import model_store
 from serving.body_guard import RequestBodyGuard
 from serving.candidates import (
@@ -62,7 +63,6 @@ from serving.features import (
     OnDemandFeaturesFailed,
     OnlineFeatureReader,
 )
-from serving.policy import action_weights, rank, reverse_chronological, weighted_scores
 from serving.schemas import (
     MAX_LIMIT,
     EventBatch,

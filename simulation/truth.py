@@ -11,8 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
-from metrics.actions import ActionSet
+from core import tables
+from core.actions import ActionSet
 
 MEDIA_TYPES = ("text", "image", "video", "link")
 
@@ -191,3 +194,17 @@ def sample_outcomes(
     else:
         dwell = short
     return outcomes, dwell.astype(np.float32)
+
+
+def read_oracle(truth: Path, impression_ids: np.ndarray, actions: ActionSet) -> np.ndarray:
+    """True position-free probabilities (n, n_actions) of the given impressions.
+
+    Args:
+        truth: the workspace's truth folder (``Workspace.truth``).
+    """
+    table = pq.read_table(truth / tables.ORACLE.file_name)
+    frame = table.select(["impression_id", *(f"p_{a}" for a in actions.names)]).to_pandas()
+    rows = pd.Index(frame["impression_id"]).get_indexer(impression_ids)
+    if (rows < 0).any():
+        raise ValueError(f"{truth}: oracle has no row for some test impressions")
+    return frame.iloc[rows, 1:].to_numpy(np.float64)

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedrank import tables
-from metrics.actions import IMPRESSION, ActionSet, load_actions
+from core import tables
+from core.actions import IMPRESSION, ActionSet, load_actions
 from simulation.config import WorldConfig
 from simulation.truth import Latent, draw_latent, sample_outcomes, true_probabilities
 
@@ -216,7 +216,7 @@ def generate_world(
     Args:
         config: size and shape of the world.
         out_dir: data folder; existing tables are replaced atomically.
-        actions: the engagement actions (default: metrics/actions.yaml).
+        actions: the engagement actions (default: core/actions.yaml).
         progress: called with (visits done, visits total) after each chunk.
     """
     actions = actions or load_actions()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REDIS = ("127.0.0.1", 6379)
@@ -46,21 +46,11 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
     Session-scoped and built once; tests must not modify it (copy it instead).
     """
-    from features.online import apply_repo, fill_online  # pylint: disable=import-outside-toplevel
-    from features.pipelines import build_features  # pylint: disable=import-outside-toplevel
-    from features.store import open_store  # pylint: disable=import-outside-toplevel
+    from feedrank.pipeline import build_foundation  # pylint: disable=import-outside-toplevel
     from simulation.config import world_config  # pylint: disable=import-outside-toplevel
-    from simulation.world import generate_world, world_end  # pylint: disable=import-outside-toplevel
-    from training.dataset import build_training_set  # pylint: disable=import-outside-toplevel
 
     ws = new_workspace(tmp_path_factory.mktemp("tiny"))
-    config = world_config("tiny")
-    generate_world(config, ws.data)
-    build_features(ws.world, ws.features)
-    store = open_store(ws)
-    apply_repo(store, ws)
-    fill_online(store, ws, world_end(config))
-    build_training_set(store, ws)
+    build_foundation(ws, world_config("tiny"))
     return ws
 
 

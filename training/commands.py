@@ -15,13 +15,13 @@ from typing import Any
 import click
 from mlflow.exceptions import MlflowException
 
-from features.store import training_set_path
+from core.actions import load_actions
+from core.feast_store import training_set_path
+from core.model import ModelConfig
+from core.workspace import Workspace
 from feedrank.options import REPO_ROOT, one_line_errors, workspace_option
-from feedrank.workspace import Workspace
-from metrics.actions import load_actions
 from training import registry
 from training.evaluate import evaluate
-from training.model import ModelConfig
 from training.train import TrainConfig, train
 
 
@@ -230,7 +230,7 @@ def replay_command(
     The table and a PNG plot are printed/written and logged to the MLflow run
     of the model version.
     """
-    from training import replay as replaying  # pylint: disable=import-outside-toplevel
+    from metrics import replay as replaying  # pylint: disable=import-outside-toplevel
 
     ws = Workspace(workspace)
     result = replaying.replay(

@@ -19,11 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from features.pipelines import FEATURE_TABLES
-from features.store import FEATURE_SERVICE, training_set_path
-from feedrank import tables
-from feedrank.workspace import Workspace
-from metrics.actions import ActionSet, load_actions
+from core import tables
+from core.actions import ActionSet, load_actions
+from core.feast_store import FEATURE_SERVICE, training_set_path
+from core.workspace import Workspace
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
 """Columns carried next to the features: ids for joins, the slot for position-aware evaluation."""
@@ -40,7 +39,7 @@ class TrainingSet:
 
 def _check_feature_tables(workspace: Workspace) -> None:
     """Fail with the file's name before Feast meets a missing or damaged feature table."""
-    for name in FEATURE_TABLES:
+    for name in tables.FEATURE_TABLES:
         path = workspace.features / f"{name}.parquet"
         try:
             pq.read_metadata(path)
@@ -71,7 +70,7 @@ def build_training_set(
     Args:
         store: the Feast store (its registry must hold ``FEATURE_SERVICE``).
         workspace: where the world is read and the dataset written.
-        actions: label columns (default: metrics/actions.yaml).
+        actions: label columns (default: core/actions.yaml).
         max_rows: keep only the latest ``max_rows`` impressions (None: all).
         chunk_rows: entity rows per ``get_historical_features`` call (bounds memory).
         progress: called with (rows done, rows total).

@@ -13,7 +13,7 @@ test visit the shown candidates are re-ranked by a policy and the top K are
 worth ``sum_k position_bias(k) * sum_a weight_a * p_true_a(slot k)``. The
 policies are reverse-chronological (the baseline), the model's weighted score
 and the oracle's (the best possible ranking). All three rank by plain score:
-the diversity heuristics of :mod:`serving.policy` would cost the oracle value
+the diversity heuristics of :mod:`core.policy` would cost the oracle value
 and blur what the model alone captures.
 """
 
@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from feedrank import tables
-from feedrank.workspace import Workspace
-from metrics.actions import ActionSet, load_actions
-from serving.policy import rank_within_groups, weighted_scores
-from simulation.truth import position_bias
-from training.model import Ranker
+from core import tables
+from core.actions import ActionSet, load_actions
+from core.model import Ranker
+from core.policy import rank_within_groups, weighted_scores
+from core.workspace import Workspace
+from simulation.truth import position_bias, read_oracle
 from training.train import Split
 
 TOP_K = (10, 50)
@@ -107,25 +105,6 @@ def feed_value(visits: np.ndarray, scores: np.ndarray, true_value: np.ndarray, k
     top = ranks < k
     total = np.sum(position_bias(ranks[top]) * true_value[top])
     return float(total / len(np.unique(visits)))
-
-
-def read_oracle(workspace: Workspace, impression_ids: np.ndarray, actions: ActionSet) -> np.ndarray:
-    """True position-free probabilities (n, n_actions) of the given impressions."""
-    table = pq.read_table(workspace.truth / tables.ORACLE.file_name)
-    frame = table.select(["impression_id", *(f"p_{a}" for a in actions.names)]).to_pandas()
-    rows = pd.Index(frame["impression_id"]).get_indexer(impression_ids)
-    if (rows < 0).any():
-        raise ValueError(f"{workspace.truth}: oracle has no row for some test impressions")
-    return frame.iloc[rows, 1:].to_numpy(np.float64)
-
-
-def tweet_created(workspace: Workspace, tweet_ids: np.ndarray) -> np.ndarray:
-    """Creation time (Unix microseconds) of each tweet, for the chronological baseline."""
-    tweets = tables.read_table(tables.TWEETS, workspace.world)
-    created = pd.Series(
-        tweets["created_at"].cast("int64").to_numpy(), index=tweets["tweet_id"].to_numpy()
-    )
-    return created.reindex(tweet_ids).to_numpy()
 
 
 def ranking_metrics(
@@ -207,7 +186,7 @@ def evaluate(
         ranker: the model.
         test: the held-out split (see :func:`training.train.load_splits`).
         workspace: where the oracle and the tweets are read.
-        actions: heads and weights (default ``metrics/actions.yaml``).
+        actions: heads and weights (default ``core/actions.yaml``).
         plots_dir: write calibration, ROC and lift plots here (None: no plots).
     """
     actions = actions or load_actions()
@@ -216,7 +195,7 @@ def evaluate(
     probs = ranker.predict_proba(test.columns)
     oracle = read_oracle(workspace, test.keys["impression_id"], actions)
     metrics = head_metrics(probs, test.labels, oracle, actions)
-    created = tweet_created(workspace, test.keys["tweet_id"])
+    created = tables.tweet_created(workspace.world, test.keys["tweet_id"])
     metrics.update(ranking_metrics(test.keys["visit_id"], probs, oracle, created, actions))
     metrics["test_rows"] = float(len(test))
     metrics["test_visits"] = float(len(np.unique(test.keys["visit_id"])))

@@ -9,7 +9,7 @@ The model is an ``mlflow.pyfunc`` "model from code": the logged artifacts are
 JSON (preprocessing, shape, actions) and a weights-only state dict, and the
 Python class comes from this package, so loading never unpickles an object.
 Serving skips pyfunc and calls :func:`load_ranker` for the bare
-:class:`training.model.Ranker` (no pandas round trip on the hot path).
+:class:`core.model.Ranker` (no pandas round trip on the hot path).
 
 Promotion is a gate, recorded on the model version as tags: the challenger
 gets the ``champion`` alias only if it captures a larger share of the
@@ -39,11 +39,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from features.store import training_set_path
-from feedrank.workspace import Workspace
-from metrics.actions import ActionSet, load_actions
+from core.actions import ActionSet, load_actions
+from core.feast_store import training_set_path
+from core.model import Ranker
+from core.workspace import Workspace
 from training.evaluate import Evaluation, evaluate
-from training.model import Ranker
 from training.train import Split, TrainConfig, TrainResult, load_splits
 
 MODEL_NAME = "feed-ranker"

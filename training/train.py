@@ -46,11 +46,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm import tqdm
 
-from features.store import FEATURE_SERVICE
-from metrics.actions import ActionSet, load_actions
+from core.actions import ActionSet, load_actions
+from core.feast_store import FEATURE_SERVICE
+from core.model import ModelConfig, Ranker, RankerNet, negative_rates
+from core.preprocessing import Batch, Preprocessor
 from training.dataset import KEY_COLUMNS
-from training.model import ModelConfig, Ranker, RankerNet, negative_rates
-from training.preprocessing import Batch, Preprocessor
 
 DAY_US = 86_400 * 10**6
 Dtype = Literal["float32", "bfloat16"]
@@ -347,7 +347,7 @@ def train(
     Args:
         dataset: the training-set parquet written by :mod:`training.dataset`.
         config: the run's settings (default :class:`TrainConfig`).
-        actions: the heads (default ``metrics/actions.yaml``).
+        actions: the heads (default ``core/actions.yaml``).
         progress: show a tqdm bar with the live loss (rank 0 only).
         feature_service: recorded with the model so serving reads the same features.
     """

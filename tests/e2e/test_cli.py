@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from features.store import training_set_path
+from core.feast_store import training_set_path
 from feedrank.cli import main
 from tests.conftest import new_workspace
 

@@ -18,7 +18,7 @@ from typing import IO
 import httpx
 import pytest
 
-from features.store import Workspace
+from core.feast_store import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SAVED_HOME: list[str | None] = []

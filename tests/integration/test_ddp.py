@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,27 +6,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from features.online import apply_repo
-from features.pipelines import build_features
-from features.store import open_store, training_set_path
-from feedrank.workspace import Workspace
+from core.feast_store import training_set_path
+from core.workspace import Workspace
+from feedrank.pipeline import build_foundation
 from metrics.commands import monitor
 from metrics.drift import psi
 from simulation.config import world_config
-from simulation.world import generate_world
 from tests.conftest import new_workspace
-from training.dataset import build_training_set
 
 pytestmark = pytest.mark.integration
 
 
 def _world(root: Path, **overrides: object) -> Workspace:
     ws = new_workspace(root)
-    generate_world(world_config("tiny", **overrides), ws.data)
-    build_features(ws.world, ws.features)
-    store = open_store(ws)
-    apply_repo(store, ws)
-    build_training_set(store, ws)
+    build_foundation(ws, world_config("tiny", **overrides), fill=False)
     return ws
 
 

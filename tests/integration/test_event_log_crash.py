@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from metrics.actions import load_actions
+from core.actions import load_actions
 from serving.events import EventLog, counter_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,7 +35,7 @@ KILLS = 6
 WRITER = """
 import sys
 from pathlib import Path
-from metrics.actions import load_actions
+from core.actions import load_actions
 from serving.events import EventLog, EventRecord
 db, run, tweets, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 log = EventLog(db, load_actions())

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.feast_store import FEATURE_SERVICE, open_store
+from core.workspace import Workspace
 from features.online import apply_repo, materialize_feast
 from features.pipelines import COUNTER_STEP_US
-from features.store import FEATURE_SERVICE, open_store
-from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
 from tests.conftest import new_workspace
 from training.dataset import build_training_set

@@ -2,9 +2,9 @@
 
 import pytest
 
+from core.feast_store import FEATURE_SERVICE, drop_project, open_store
+from core.workspace import Workspace
 from features.online import apply_repo, fill_online, materialize_feast
-from features.store import FEATURE_SERVICE, drop_project, open_store
-from feedrank.workspace import Workspace
 from simulation.world import load_world_config, world_end
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 from tests.integration.conftest import (
     free_port,
     serving_environ,

@@ -26,8 +26,8 @@ import requests
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from features.store import FEATURE_SERVICE, training_set_path
-from feedrank.workspace import Workspace
+from core.feast_store import FEATURE_SERVICE, training_set_path
+from core.workspace import Workspace
 from training import registry
 from training.commands import evaluate_command, promote_command, run_training_pipeline
 from training.train import TrainConfig

@@ -19,8 +19,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from features.store import Workspace, open_store
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.feast_store import Workspace, open_store
 from serving.body_guard import MAX_BODY_BYTES
 from serving.events import counter_names
 

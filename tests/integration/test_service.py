@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from features.store import Workspace, open_store
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.feast_store import Workspace, open_store
 from serving.schemas import RankRequest
 from tests.integration.conftest import (
     free_port,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import redis
 
-from features.online import apply_repo, fill_online
-from features.store import Workspace, drop_project, open_store
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.feast_store import Workspace, drop_project, open_store
+from feedrank.pipeline import publish_features
 from serving.candidates import RedisCandidates, load_redis_candidates
 from serving.schemas import RankRequest
 from simulation.world import load_world_config, world_end
@@ -43,8 +43,7 @@ def _production(ws: Workspace, project: str, env: pytest.MonkeyPatch, **extra: s
 
 def _fill(ws: Workspace, project: str, candidates: redis.Redis) -> Any:
     store = open_store(ws, "production", project=project)
-    apply_repo(store, ws)
-    fill_online(store, ws, world_end(load_world_config(ws.world)))
+    publish_features(store, ws)
     load_redis_candidates(candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:")
     return store
 
@@ -168,8 +167,7 @@ def test_online_store_outage_serves_the_reverse_chronological_feed(
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("FEEDRANK_REDIS_URL", f"127.0.0.1:{port}")
             store = open_store(served_workspace, "production", project=feast_project)
-        apply_repo(store, served_workspace)
-        fill_online(store, served_workspace, world_end(load_world_config(served_workspace.world)))
+        publish_features(store, served_workspace)
         load_redis_candidates(
             local_redis, served_workspace.world, load_actions(), prefix=f"feedrank:{feast_project}:"
         )

@@ -14,9 +14,9 @@ import redis
 from feast import FeatureStore
 from feast.protos.feast.types.Value_pb2 import Value
 
-from features.online import apply_repo, fill_online
-from features.store import FEATURE_SERVICE, drop_project, open_store
-from feedrank.workspace import Workspace
+from core.feast_store import FEATURE_SERVICE, drop_project, open_store
+from core.workspace import Workspace
+from feedrank.pipeline import publish_features
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
@@ -27,7 +27,6 @@ from serving.features import (
 )
 from serving.present_keys import PresentKeys, redis_entity_keys
 from serving.row_cache import ListValues, RowCache
-from simulation.world import load_world_config, world_end
 
 pytestmark = pytest.mark.integration
 REQUEST_TS = 1_768_000_000
@@ -194,8 +193,7 @@ def test_parity_on_redis(
 ) -> None:
     store = open_store(tiny_workspace, "production", project=feast_project)
     try:
-        apply_repo(store, tiny_workspace)
-        fill_online(store, tiny_workspace, world_end(load_world_config(tiny_workspace.world)))
+        publish_features(store, tiny_workspace)
         reader = OnlineFeatureReader(store, freshness={"tweet_content": 0})
         for seed in range(3):
             _assert_same(reader, store, _entities(tiny_workspace, seed))

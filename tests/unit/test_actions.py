@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metrics.actions import ActionsFileError, load_actions
+from core.actions import ActionsFileError, load_actions
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,7 @@ def test_bento_names_the_service_and_includes_its_code() -> None:
     module, _, name = bento["service"].partition(":")
     assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists()
     assert f"class {name}" in (ROOT / "serving" / "service.py").read_text()
-    for package in ("feedrank", "features", "training", "serving", "metrics", "simulation"):
+    for package in ("core", "feedrank", "features", "training", "serving", "metrics", "simulation"):
         assert f"{package}/**/*.py" in bento["include"]
+    assert "core/*.yaml" in bento["include"]  # the actions and their weights
     assert bento["models"] == ["feed-ranker:latest"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.exploration import (
+from core.exploration import (
     BetaPrior,
     ExplorationPolicy,
     exploration_slots,

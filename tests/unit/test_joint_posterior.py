@@ -9,8 +9,8 @@ import torch
 
 from benchmarks.joint_posterior import JointPosterior, Rows
 from benchmarks.model_ceiling import load_impressions, logit, truth
-from feedrank.workspace import Workspace
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.workspace import Workspace
 from simulation.truth import PAIR_NOISE_SD, Latent, pair_affinity
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from feedrank.tables import EVENTS, TS
+from core.tables import EVENTS, TS
 from metrics.ab import (
     Experiment,
     analyze_experiment,

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from feedrank.tables import EVENTS, TS, TableError
-from metrics.actions import load_actions
+from core.actions import load_actions
+from core.tables import EVENTS, TS, TableError
 from metrics.commands import metrics
 from metrics.engagement import (
     Period,

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from features.store import training_set_path
-from feedrank.workspace import Workspace
-from metrics.actions import load_actions
-from training.model import ModelConfig, Ranker, RankerNet
-from training.preprocessing import Preprocessor
+from core.actions import load_actions
+from core.feast_store import training_set_path
+from core.model import ModelConfig, Ranker, RankerNet
+from core.preprocessing import Preprocessor
+from core.workspace import Workspace
 from training.train import TrainConfig, TrainResult, train, weighted_bce
 
 pytestmark = pytest.mark.unit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metrics.actions import load_actions
-from serving.policy import (
+from core.actions import load_actions
+from core.policy import (
     rank,
     rank_within_groups,
     reverse_chronological,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from training.preprocessing import Preprocessor
+from core.preprocessing import Preprocessor
 
 pytestmark = pytest.mark.unit
 

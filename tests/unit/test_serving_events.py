@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from metrics.actions import load_actions
+from core.actions import load_actions
 from serving.events import EventLog, EventRecord, push_frame
 from serving.schemas import EventBatch, RankRequest
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedrank import tables
+from core import tables
 
 pytestmark = pytest.mark.unit
 

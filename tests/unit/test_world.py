@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feedrank import tables
-from feedrank.workspace import Workspace
+from core import tables
+from core.workspace import Workspace
 from simulation.config import world_config
 from simulation.world import generate_world, load_world_config
 

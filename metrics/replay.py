@@ -23,16 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from features.store import training_set_path
-from feedrank.workspace import Workspace
+from core import tables
+from core.actions import IMPRESSION, ActionSet, load_actions
+from core.exploration import ExplorationPolicy, explore
+from core.feast_store import training_set_path
+from core.model import Ranker
+from core.policy import rank, weighted_scores
+from core.workspace import Workspace
 from metrics.ab import Difference, welch_difference
-from metrics.actions import IMPRESSION, ActionSet, load_actions
 from metrics.engagement import user_actions
-from serving.exploration import ExplorationPolicy, explore
-from serving.policy import rank, weighted_scores
-from simulation.truth import sample_outcomes
-from training.evaluate import read_oracle, tweet_created
-from training.model import Ranker
+from simulation.truth import read_oracle, sample_outcomes
 
 POLICIES = ("chrono", "model", "model+explore", "oracle")
 CONTROL = "chrono"
@@ -186,8 +186,8 @@ def replay(
     actions = actions or load_actions()
     frame = _test_day(workspace)
     probs = ranker.predict_proba({c: frame[c].to_numpy() for c in frame.columns})
-    oracle = read_oracle(workspace, frame["impression_id"].to_numpy(), actions)
-    created = tweet_created(workspace, frame["tweet_id"].to_numpy()).astype(np.float64)
+    oracle = read_oracle(workspace.truth, frame["impression_id"].to_numpy(), actions)
+    created = tables.tweet_created(workspace.world, frame["tweet_id"].to_numpy()).astype(np.float64)
     orders = _orders(
         frame, probs, oracle, created, actions, limit, np.random.default_rng(seed), explore_share
     )

@@ -14,7 +14,7 @@ import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from feedrank.workspace import Workspace
+from core.workspace import Workspace
 
 Profile = Literal["embedded", "production"]
 

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,6 +24,16 @@ TS = pa.timestamp("us", tz="UTC")
 
 class TableError(ValueError):
     """A table file is missing, unreadable, or does not match its schema."""
+
+
+FEATURE_TABLES = (
+    "user_stats",
+    "author_stats",
+    "tweet_content",
+    "tweet_engagement",
+    "user_author_affinity",
+)
+"""The feature tables (Feast's offline store), one parquet file each."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ EVENTS = TableSpec(
         ("event_id", pa.string(), "Unique event id: a retried event keeps its id."),
         ("user_id", pa.int64(), "Who acted."),
         ("tweet_id", pa.int64(), "On which tweet."),
-        ("action", pa.string(), "'impression' or one of the actions in metrics/actions.yaml."),
+        ("action", pa.string(), "'impression' or one of the actions in core/actions.yaml."),
         ("dwell_seconds", pa.float32(), "Viewing time for impressions; null otherwise."),
         ("timestamp", TS, "When it happened."),
     ),
@@ -225,3 +237,12 @@ def read_table(spec: TableSpec, folder: Path) -> pa.Table:
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
     return validate(table, spec, path)
+
+
+def tweet_created(world: Path, tweet_ids: np.ndarray) -> np.ndarray:
+    """Creation time (Unix microseconds) of each tweet, for the chronological baseline."""
+    tweets = read_table(TWEETS, world)
+    created = pd.Series(
+        tweets["created_at"].cast("int64").to_numpy(), index=tweets["tweet_id"].to_numpy()
+    )
+    return created.reindex(tweet_ids).to_numpy()

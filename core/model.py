@@ -1,6 +1,6 @@
 """The multi-task engagement model: one calibrated probability per action.
 
-Heads follow :func:`metrics.actions.load_actions` order, so a new action in
+Heads follow :func:`core.actions.load_actions` order, so a new action in
 ``actions.yaml`` gets a head without a code change. Two bottoms are offered:
 a shared-bottom MLP with a tower per action, and a multi-gate mixture of
 experts (MMoE, Ma et al. 2018), where each action mixes shared experts with its
@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from training.preprocessing import Batch, Preprocessor
+from core.preprocessing import Batch, Preprocessor
 
 WEIGHTS_FILE = "weights.pt"
 PREPROCESSOR_FILE = "preprocessor.json"

@@ -80,7 +80,7 @@ class ActionsFileError(ValueError):
 
 
 def load_actions(path: Path | str | None = None) -> ActionSet:
-    """Load the action definitions (default: ``metrics/actions.yaml``).
+    """Load the action definitions (default: ``core/actions.yaml``).
 
     Raises:
         ActionsFileError: naming the file and the offending field.

@@ -1,7 +1,7 @@
 """The ranking policy shared by offline evaluation, replay and the serving endpoint.
 
 Scores are the weighted engagement of predicted probabilities, with the
-weights of ``metrics/actions.yaml`` (negative actions subtract), so the model
+weights of ``core/actions.yaml`` (negative actions subtract), so the model
 optimises exactly the business metric. Post-ranking heuristics keep a feed
 readable: a tweet appears once, and an author's k-th tweet in the feed has its
 score multiplied by ``diversity ** k`` (positive scores shrink, negative ones
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metrics.actions import ActionSet, load_actions
+from core.actions import ActionSet, load_actions
 
 
 def action_weights(actions: ActionSet | None = None) -> np.ndarray:
@@ -29,7 +29,7 @@ def weighted_scores(
 
     Args:
         probs: (n, n_actions) probabilities in head order.
-        actions: the weights (default ``metrics/actions.yaml``).
+        actions: the weights (default ``core/actions.yaml``).
         weights: :func:`action_weights` computed once by the caller (serving).
     """
     weights = action_weights(actions) if weights is None else weights
