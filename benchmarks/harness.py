@@ -50,7 +50,7 @@ def ensure_champion(ws: Workspace) -> None:
     """Train a quick champion (1 epoch) if the workspace has none."""
     # pylint: disable=import-outside-toplevel
     from training import registry
-    from training.commands import run_training_pipeline
+    from training.pipeline import run_training_pipeline
     from training.train import TrainConfig
 
     try:

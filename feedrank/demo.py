@@ -14,7 +14,7 @@ from core.workspace import Workspace
 from feedrank.pipeline import Bar, Stage, build_foundation
 from metrics.replay import replay
 from simulation.config import world_config
-from training.commands import run_training_pipeline
+from training.pipeline import run_training_pipeline
 from training.registry import CHAMPION, load_ranker
 
 

@@ -7,71 +7,18 @@ Each command parses options, calls :mod:`training.train`,
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
 from mlflow.exceptions import MlflowException
 
 from core.actions import load_actions
-from core.feast_store import training_set_path
 from core.model import ModelConfig
 from core.workspace import Workspace
-from feedrank.options import REPO_ROOT, one_line_errors, workspace_option
+from feedrank.options import one_line_errors, workspace_option
 from training import registry
-from training.evaluate import evaluate
-from training.train import TrainConfig, train
-
-
-def run_training_pipeline(
-    workspace: Path,
-    config: TrainConfig | None = None,
-    register: bool = True,
-    promote: bool = True,
-    require_approval: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train, evaluate on the test days, log and register, then run the promotion gate.
-
-    Under ``torchrun`` only rank 0 evaluates and logs; other ranks return after training.
-
-    Returns:
-        The evaluation's RESULT keys plus training time, epochs, the registered
-        version, the promotion decision and each rank's weight digest.
-    """
-    ws = Workspace(workspace)
-    config = config or TrainConfig()
-    dataset = training_set_path(ws)
-    if not dataset.exists():
-        raise ValueError(f"{dataset}: no training set (run the dataset stage first)")
-    actions = load_actions()
-    result = train(dataset, config, actions, progress=progress)
-    summary: dict[str, Any] = {
-        "train_seconds": round(result.seconds, 1),
-        "best_epoch": result.best_epoch,
-        "epochs": len(result.history),
-        "train_rows": len(result.splits.train),
-        "weights_sha256": result.weights_sha256,
-    }
-    if int(_rank()) != 0:
-        return summary
-    with tempfile.TemporaryDirectory() as plots:  # the plots live on as run artifacts
-        evaluation = evaluate(result.ranker, result.splits.test, ws, actions, Path(plots))
-        summary = {**evaluation.result(actions), **summary}
-        if register:
-            logged = registry.log_training(ws, config, result, evaluation, REPO_ROOT)
-            summary.update(run_id=logged.run_id, version=logged.version)
-        if promote:
-            decision = registry.promote(ws, require_approval=require_approval)
-            summary.update(promotion=decision["decision"], promotion_reason=decision["reason"])
-    return summary
-
-
-def _rank() -> str:
-    """This process's rank under torchrun ("0" when not distributed)."""
-    return os.environ.get("RANK", "0")
+from training.pipeline import rank, run_training_pipeline
+from training.train import TrainConfig
 
 
 @click.command("train")
@@ -158,7 +105,7 @@ def train_command(
     summary = run_training_pipeline(
         workspace, config, register=register, promote=promote_after, progress=progress
     )
-    if _rank() == "0":
+    if rank() == "0":
         click.echo(registry.result_line(summary))
 
 

@@ -193,7 +193,7 @@ def evaluate(
     if tuple(ranker.actions) != actions.names:
         raise ValueError(f"model heads {ranker.actions} differ from actions {actions.names}")
     probs = ranker.predict_proba(test.columns)
-    oracle = read_oracle(workspace, test.keys["impression_id"], actions)
+    oracle = read_oracle(workspace.truth, test.keys["impression_id"], actions)
     metrics = head_metrics(probs, test.labels, oracle, actions)
     created = tables.tweet_created(workspace.world, test.keys["tweet_id"])
     metrics.update(ranking_metrics(test.keys["visit_id"], probs, oracle, created, actions))

@@ -53,7 +53,7 @@ def served_workspace(
 ) -> Workspace:
     """A copy of the tiny workspace with a quickly trained champion in its own MLflow store."""
     # pylint: disable=import-outside-toplevel
-    from training.commands import run_training_pipeline
+    from training.pipeline import run_training_pipeline
     from training.train import TrainConfig
 
     root = tmp_path_factory.mktemp("served")

@@ -29,7 +29,8 @@ from mlflow import MlflowClient
 from core.feast_store import FEATURE_SERVICE, training_set_path
 from core.workspace import Workspace
 from training import registry
-from training.commands import evaluate_command, promote_command, run_training_pipeline
+from training.commands import evaluate_command, promote_command
+from training.pipeline import run_training_pipeline
 from training.train import TrainConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

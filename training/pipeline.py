@@ -1,0 +1,71 @@
+"""The training stage's chain: train, evaluate on the test days, log and register, gate.
+
+``feedrank train``, the demo and the tests call :func:`run_training_pipeline`;
+under ``torchrun`` every rank trains and rank 0 alone evaluates and logs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from core.actions import load_actions
+from core.feast_store import training_set_path
+from core.workspace import Workspace
+from training import registry
+from training.evaluate import evaluate
+from training.train import TrainConfig, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The source tree whose git commit a run records."""
+
+
+def run_training_pipeline(
+    workspace: Path,
+    config: TrainConfig | None = None,
+    register: bool = True,
+    promote: bool = True,
+    require_approval: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate on the test days, log and register, then run the promotion gate.
+
+    Under ``torchrun`` only rank 0 evaluates and logs; other ranks return after training.
+
+    Returns:
+        The evaluation's RESULT keys plus training time, epochs, the registered
+        version, the promotion decision and each rank's weight digest.
+    """
+    ws = Workspace(workspace)
+    config = config or TrainConfig()
+    dataset = training_set_path(ws)
+    if not dataset.exists():
+        raise ValueError(f"{dataset}: no training set (run the dataset stage first)")
+    actions = load_actions()
+    result = train(dataset, config, actions, progress=progress)
+    summary: dict[str, Any] = {
+        "train_seconds": round(result.seconds, 1),
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "train_rows": len(result.splits.train),
+        "weights_sha256": result.weights_sha256,
+    }
+    if int(rank()) != 0:
+        return summary
+    with tempfile.TemporaryDirectory() as plots:  # the plots live on as run artifacts
+        evaluation = evaluate(result.ranker, result.splits.test, ws, actions, Path(plots))
+        summary = {**evaluation.result(actions), **summary}
+        if register:
+            logged = registry.log_training(ws, config, result, evaluation, REPO_ROOT)
+            summary.update(run_id=logged.run_id, version=logged.version)
+        if promote:
+            decision = registry.promote(ws, require_approval=require_approval)
+            summary.update(promotion=decision["decision"], promotion_reason=decision["reason"])
+    return summary
+
+
+def rank() -> str:
+    """This process's rank under torchrun ("0" when not distributed)."""
+    return os.environ.get("RANK", "0")
