@@ -3,11 +3,12 @@
 Feast's ``materialize`` turns every feature value into a ``ValueProto`` in
 Python and, on SQLite, executes one INSERT per value: ~2k rows/s measured
 here. :func:`fill_online` writes the very same bytes (entity keys serialized
-by Feast's own v3 layout, values as ``ValueProto`` wire bytes) but builds
-them column-wise with numpy and writes them in one ``executemany`` per view
-(SQLite) or one pipelined HSET per entity (Redis). ``get_online_features``
-reads the result unchanged; ``tests/integration/test_online_parity.py``
-checks that value by value against ``materialize``.
+by Feast's own v3 layout, values as ``ValueProto`` wire bytes, both as
+:mod:`core.feast_layout` builds them) but builds them column-wise with numpy
+and writes them in one ``executemany`` per view (SQLite) or one pipelined
+HSET per entity (Redis). ``get_online_features`` reads the result unchanged;
+``tests/integration/test_feast_production.py`` checks that value by value
+against ``materialize``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import struct
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,18 +26,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import FloatList, Value
 from feast.repo_operations import parse_repo
-from feast.types import Array, Float32, Float64, Int64
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.feast_layout import (
+    EntityKeys,
+    check_feast_layout,
+    encode_values,
+    feast_redis_client,
+    redis_fields,
+    redis_keys,
+    redis_timestamp,
+    redis_timestamp_field,
+    sqlite_path,
+    sqlite_seconds,
+    sqlite_table,
+)
 from core.workspace import Workspace
 
-_SENTINEL = 0x0102030405060708
 _STATE_FILE = "online_fill_state.json"
 _NO_TTL = timedelta(days=3650)
 
@@ -101,70 +106,29 @@ def _latest_rows(path: Path, view: FeatureView, start: datetime, end: datetime) 
     return order.filter(pa.array(~same_as_previous))
 
 
-def _entity_keys(table: pa.Table, join_keys: list[str]) -> np.ndarray:
-    """Feast v3 entity keys as a (rows, key bytes) uint8 matrix, built from a template.
-
-    Feast sorts the join keys by name and writes each int64 value as 8 LE bytes;
-    serializing one key with sentinel values tells where those bytes sit.
-    """
-    names = sorted(join_keys)
-    template = serialize_entity_key(
-        EntityKey(join_keys=names, entity_values=[Value(int64_val=_SENTINEL) for _ in names]),
-        entity_key_serialization_version=3,
-    )
-    marker = struct.pack("<q", _SENTINEL)
-    offsets = [i for i in range(len(template) - 7) if template[i : i + 8] == marker]
-    if len(offsets) != len(names):
-        raise RuntimeError("unexpected Feast entity key layout; use materialize_feast")
-    buf = np.tile(np.frombuffer(template, dtype=np.uint8), (table.num_rows, 1))
-    for name, off in zip(names, offsets, strict=True):
-        values = table[name].to_numpy().astype("<i8")
-        buf[:, off : off + 8] = values.view(np.uint8).reshape(-1, 8)
-    return buf
-
-
-def _encode(column: pa.ChunkedArray, dtype: object) -> list[bytes]:
-    """ValueProto wire bytes of each value of a column."""
-    if dtype == Float32:
-        body = column.to_numpy().astype("<f4")
-        buf = np.empty((len(body), 5), dtype=np.uint8)
-        buf[:, 0] = 0x35  # field 6 (float_val), wire type 5 (32-bit)
-        buf[:, 1:] = body.view(np.uint8).reshape(-1, 4)
-        return [row.tobytes() for row in buf]
-    if dtype == Float64:
-        body = column.to_numpy().astype("<f8")
-        buf = np.empty((len(body), 9), dtype=np.uint8)
-        buf[:, 0] = 0x29  # field 5 (double_val), wire type 1 (64-bit)
-        buf[:, 1:] = body.view(np.uint8).reshape(-1, 8)
-        return [row.tobytes() for row in buf]
-    if dtype == Int64:
-        values = column.to_numpy()
-        uniques, inverse = np.unique(values, return_inverse=True)
-        encoded = [Value(int64_val=int(v)).SerializeToString() for v in uniques]
-        return [encoded[i] for i in inverse]
-    if dtype == Array(Float32):
-        return [
-            Value(float_list_val=FloatList(val=v)).SerializeToString() for v in column.to_pylist()
-        ]
-    raise TypeError(f"no fast encoding for {dtype}; use materialize_feast")
+def _entity_keys(table: pa.Table, view: FeatureView) -> np.ndarray:
+    """The rows' Feast entity keys, a (rows, key bytes) uint8 matrix."""
+    join_keys = list(view.join_keys)
+    return EntityKeys.of(join_keys).encode({k: table[k].to_numpy() for k in join_keys})
 
 
 def _write_sqlite(store: FeatureStore, view: FeatureView, table: pa.Table) -> None:
     """One executemany in one transaction, rows in primary-key order.
 
     Inserting in key order turns SQLite's random B-tree inserts into appends,
-    the main cost of a bulk load. ``event_ts`` is stored as Feast's SQLite
-    adapter stores it: integer Unix seconds.
+    the main cost of a bulk load.
     """
     config = store.config
-    path = SqliteOnlineStore._get_db_path(config)  # pylint: disable=protected-access
-    name = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-    key_matrix = _entity_keys(table, list(view.join_keys))
+    path = sqlite_path(config)
+    name = sqlite_table(config, view)
+    key_matrix = _entity_keys(table, view)
     order = np.lexsort(key_matrix.T[::-1])
     keys = [key_matrix[i].tobytes() for i in order]
-    seconds = (table["event_timestamp"].cast(pa.int64()).to_numpy() // 1_000_000)[order].tolist()
+    seconds = sqlite_seconds(table["event_timestamp"])[order].tolist()
     features = sorted(view.features, key=lambda f: f.name)
-    columns = [np.asarray(_encode(table[f.name], f.dtype), dtype=object)[order] for f in features]
+    columns = [
+        np.asarray(encode_values(table[f.name], f.dtype), dtype=object)[order] for f in features
+    ]
     rows = (
         (key, f.name, column[i], seconds[i])
         for i, key in enumerate(keys)
@@ -186,25 +150,22 @@ def _write_sqlite(store: FeatureStore, view: FeatureView, table: pa.Table) -> No
 
 
 def _write_redis(store: FeatureStore, view: FeatureView, table: pa.Table) -> None:
-    # pylint: disable-next=protected-access
-    client = store._get_provider().online_store._get_client(store.config.online_store)
-    project = store.config.project.encode("utf-8")
-    ts_key = f"_ts:{view.name}"
-    names = [f.name for f in view.features]
-    hashed = {n: _mmh3(f"{view.name}:{n}") for n in names}
-    keys = [row.tobytes() for row in _entity_keys(table, list(view.join_keys))]
+    """One pipelined HSET per entity, in chunks: a hash of every feature and the event time."""
+    config = store.config
+    client = feast_redis_client(store)
+    ts_key = redis_timestamp_field(config, view)
+    fields = redis_fields(config, view, [f.name for f in view.features])
+    keys = redis_keys((row.tobytes() for row in _entity_keys(table, view)), config.project)
     stamps = table["event_timestamp"].to_pylist()
-    columns = {f.name: _encode(table[f.name], f.dtype) for f in view.features}
+    columns = [encode_values(table[f.name], f.dtype) for f in view.features]
     chunk = 5000
     for lo in range(0, len(keys), chunk):
         with client.pipeline(transaction=False) as pipe:
             for i in range(lo, min(lo + chunk, len(keys))):
-                stamp = Timestamp()
-                stamp.FromDatetime(stamps[i])
-                mapping: dict[bytes | str, bytes] = {ts_key: stamp.SerializeToString()}
-                for n in names:
-                    mapping[hashed[n]] = columns[n][i]
-                pipe.hset(keys[i] + project, mapping=mapping)
+                mapping: dict[bytes | str, bytes] = {ts_key: redis_timestamp(stamps[i])}
+                for field, column in zip(fields, columns, strict=True):
+                    mapping[field] = column[i]
+                pipe.hset(keys[i], mapping=mapping)
             pipe.execute()
 
 
@@ -222,7 +183,13 @@ def fill_online(
 
     Returns:
         Rows (entities) written per feature view.
+
+    Raises:
+        FeastLayoutError: the installed Feast stores another layout (``materialize_feast``
+            still works).
+        TypeError: a feature type without a fast encoding (likewise).
     """
+    check_feast_layout(store.config)
     state_path = workspace.data / "feast" / _STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     project_state = state.setdefault(store.config.project, {})

@@ -11,10 +11,11 @@ Decoded rows are kept for a bounded time (:mod:`serving.row_cache`), and the
 user-author pairs the store does not hold are not asked for
 (:mod:`serving.present_keys`).
 
-The bytes and layouts are Feast's own (entity keys via Feast's serializer,
-``ValueProto`` wire format), so the result equals ``get_online_features``
-value for value: ``tests/integration/test_serving_features.py`` checks it on
-random rows of both stores.
+The bytes and layouts are Feast's own, as :mod:`core.feast_layout` knows
+them (entity keys via Feast's serializer, ``ValueProto`` wire format), so the
+result equals ``get_online_features`` value for value:
+``tests/integration/test_serving_features.py`` checks it on random rows of
+both stores.
 """
 
 from __future__ import annotations
@@ -23,29 +24,32 @@ import functools
 import itertools
 import logging
 import sqlite3
-import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
+from feast.infra.online_stores.redis import RedisType
 from feast.types import Array, Float32
 
+from core.feast_layout import (
+    EntityKeys,
+    check_feast_layout,
+    decode_lists,
+    decode_values,
+    feast_redis_client,
+    redis_address,
+    redis_fields,
+    redis_keys,
+    sqlite_path,
+    sqlite_table,
+)
 from core.feast_store import FEATURE_SERVICE
 from serving.present_keys import PresentKeys, redis_entity_keys, sqlite_entity_keys
 from serving.row_cache import ListValues, RowCache
-
-_FLOAT_TAG = 0x35  # field 6 (float_val), wire type 5: 4 little-endian bytes follow
-_DOUBLE_TAG = 0x29  # field 5 (double_val), wire type 1: 8 little-endian bytes follow
 
 DEFAULT_TTL = 5.0
 DEFAULT_FRESHNESS: dict[str, float] = {
@@ -75,87 +79,13 @@ class FeatureDeadlineExceeded(RuntimeError):
     """The read passed its deadline; the views not read yet were not asked for."""
 
 
-def _entity_key(names: Sequence[str], values: Sequence[int]) -> bytes:
-    ordered = sorted(zip(names, values, strict=True))
-    return serialize_entity_key(
-        EntityKey(
-            join_keys=[n for n, _ in ordered],
-            entity_values=[Value(int64_val=int(v)) for _, v in ordered],
-        ),
-        entity_key_serialization_version=3,
-    )
-
-
-def _int_key_template(names: Sequence[str]) -> tuple[bytes, list[int]]:
-    """Feast's key for sentinel values and where each int64 sits, in ``names`` order."""
-    sentinels = [0x0102030405060708 + i for i in range(len(names))]
-    template = _entity_key(names, sentinels)
-    offsets = [template.index(struct.pack("<q", s)) for s in sentinels]
-    return template, offsets
-
-
-def decode(cells: np.ndarray) -> np.ndarray:
-    """``ValueProto`` bytes (an object array of any shape) to float64 (None or unset: NaN).
-
-    The plain float (5 bytes: tag, value) and double (9 bytes) layouts, which
-    nearly all values have, are recognised from the bytes and decoded together
-    with numpy; anything else (ints, say) goes through protobuf.
-    """
-    out = np.full(cells.shape, np.nan)
-    flat_out = out.reshape(-1)
-    flat = cells.reshape(-1)
-    present = np.flatnonzero(flat.astype(bool))
-    if present.size == 0:
-        return out
-    values = flat[present]
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    tags = joined[starts]
-    plain = np.zeros(len(values), dtype=bool)
-    for width, tag, fmt in ((5, _FLOAT_TAG, "<f4"), (9, _DOUBLE_TAG, "<f8")):
-        layout = (lengths == width) & (tags == tag)
-        rows = np.flatnonzero(layout)
-        if len(rows):
-            raw = joined[starts[rows, None] + np.arange(1, width)]
-            flat_out[present[rows]] = raw.view(fmt).ravel()
-            plain |= layout
-    other = np.flatnonzero(~plain)
-    if len(other):
-        flat_out[present[other]] = [_scalar(v) for v in values[other]]
-    return out
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _scalar(raw: bytes) -> float:
-    """One scalar ``ValueProto`` as a float; memoised, since counts repeat a lot."""
-    proto = Value.FromString(raw)
-    kind = proto.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return float("nan")
-    return float(getattr(proto, kind))
-
-
-def decode_lists(values: Sequence[bytes | None]) -> list[list[float] | None]:
-    """``float_list_val`` bytes to Python lists (None when missing)."""
-    out: list[list[float] | None] = []
-    for v in values:
-        if not v:
-            out.append(None)
-            continue
-        proto = Value.FromString(v)
-        out.append(list(proto.float_list_val.val) if proto.HasField("float_list_val") else None)
-    return out
-
-
 @dataclass
 class _View:
     view: FeatureView
     features: list[str]
     dtypes: dict[str, object]
     join_keys: list[str]
-    template: bytes
-    offsets: list[int]
+    keys: EntityKeys
     ttl: float
     max_entries: int
     table: str = ""
@@ -210,15 +140,14 @@ class OnlineFeatureReader:
         self.online_type = store.config.online_store.type
         if self.online_type not in ("sqlite", "redis"):
             raise ValueError(f"no fast reader for online store {self.online_type!r}")
+        check_feast_layout(store.config)
         freshness_bounds = {**DEFAULT_FRESHNESS, **(freshness or {})}
         fs = store.get_feature_service(service)
         self._views: list[_View] = []
         self._odfvs: list[tuple[OnDemandFeatureView, list[str], list[str]]] = []
         """(view, its features in the service, its input names), in service order."""
         self.names: list[str] = []
-        project = store.config.project
-        self._project = project.encode("utf-8")
-        versioning = store.config.registry.enable_online_feature_view_versioning
+        self._project = store.config.project.encode("utf-8")
         for projection in fs.feature_view_projections:
             names = [f.name for f in projection.features]
             self.names.extend(names)
@@ -230,21 +159,19 @@ class OnlineFeatureReader:
                 continue
             view = store.get_feature_view(projection.name)
             join_keys = list(view.join_keys)
-            template, offsets = _int_key_template(join_keys)
             spec = _View(
                 view=view,
                 features=names,
                 dtypes={f.name: f.dtype for f in view.features},
                 join_keys=join_keys,
-                template=template,
-                offsets=offsets,
+                keys=EntityKeys.of(join_keys),
                 ttl=freshness_bounds.get(view.name, DEFAULT_TTL),
                 max_entries=max_entries,
             )
             if self.online_type == "sqlite":
-                spec.table = _table_id(project, view, versioning)
+                spec.table = sqlite_table(store.config, view)
             else:
-                spec.redis_fields = [_mmh3(f"{view.name}:{n}") for n in names]
+                spec.redis_fields = redis_fields(store.config, view, names)
             # Pair views are sparse (most user-author pairs never met), and
             # without a push source they change only at materialization.
             if spec.pair and view.stream_source is None and spec.ttl > 0:
@@ -263,29 +190,24 @@ class OnlineFeatureReader:
     def _present_keys(self, spec: _View) -> PresentKeys | None:
         """The set of held keys of a pair view; None on a Redis cluster or sentinel (no SCAN)."""
         if self.online_type == "sqlite":
-            path = SqliteOnlineStore._get_db_path(self.store.config)  # pylint: disable=protected-access
-            read_keys = functools.partial(sqlite_entity_keys, path, spec.table)
+            read_keys = functools.partial(
+                sqlite_entity_keys, sqlite_path(self.store.config), spec.table
+            )
         elif self.store.config.online_store.redis_type == RedisType.redis:
             # Its own client, with room for a SCAN call on a busy server.
             read_keys = functools.partial(
                 redis_entity_keys,
                 self._redis_client(timeout=1.0),
-                spec.template,
-                spec.offsets,
+                spec.keys,
                 self._project,
             )
         else:
             return None
-        return PresentKeys(read_keys, spec.view.name, spec.template, spec.offsets, refresh=spec.ttl)
+        return PresentKeys(read_keys, spec.view.name, spec.keys, refresh=spec.ttl)
 
     def _keys(self, spec: _View, columns: Mapping[str, np.ndarray]) -> list[bytes]:
-        """Feast's serialized entity keys for rows of join-key columns (template patching)."""
-        n = len(next(iter(columns.values())))
-        buf = np.tile(np.frombuffer(spec.template, dtype=np.uint8), (n, 1))
-        for name, off in zip(spec.join_keys, spec.offsets, strict=True):
-            values = np.asarray(columns[name], dtype="<i8")
-            buf[:, off : off + 8] = values.view(np.uint8).reshape(-1, 8)
-        return [row.tobytes() for row in buf]
+        """Feast's serialized entity keys for rows of join-key columns."""
+        return [row.tobytes() for row in spec.keys.encode(columns)]
 
     @staticmethod
     def _ids(spec: _View, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
@@ -311,8 +233,7 @@ class OnlineFeatureReader:
     def _read_sqlite(self, spec: _View, keys: list[bytes]) -> np.ndarray:
         """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._sqlite is None:
-            path = SqliteOnlineStore._get_db_path(self.store.config)  # pylint: disable=protected-access
-            self._sqlite = sqlite3.connect(path, check_same_thread=False)
+            self._sqlite = sqlite3.connect(sqlite_path(self.store.config), check_same_thread=False)
             # Reads only: map the file and keep hot pages in memory.
             self._sqlite.execute("PRAGMA mmap_size = 1073741824")
             self._sqlite.execute("PRAGMA cache_size = -131072")
@@ -343,7 +264,7 @@ class OnlineFeatureReader:
         """The stored value bytes, (keys, features) objects (None where absent)."""
         if self._redis is None:
             self._redis = self._redis_client()
-        stored = [key + self._project for key in keys]
+        stored = redis_keys(keys, self._project)
         if isinstance(self._redis, redis.Redis):  # a single server (not a cluster)
             replies = _hmget_packed(self._redis, stored, spec.redis_fields)
         else:
@@ -395,7 +316,7 @@ class OnlineFeatureReader:
             keys = self._keys(spec, {k: v[missing] for k, v in columns.items()})
             reader = self._read_sqlite if self.online_type == "sqlite" else self._read_redis
             cells = reader(spec, keys)
-            matrix[missing] = decode(cells[:, [spec.column_of[n] for n in spec.numeric]])
+            matrix[missing] = decode_values(cells[:, [spec.column_of[n] for n in spec.numeric]])
             fetched = [
                 ListValues.from_lists(decode_lists(cells[:, spec.column_of[name]]))
                 for name in spec.lists
@@ -430,10 +351,8 @@ class OnlineFeatureReader:
         """
         config = self.store.config.online_store
         if config.redis_type != RedisType.redis:
-            # pylint: disable-next=protected-access
-            return self.store._get_provider().online_store._get_client(config)
-        # pylint: disable-next=protected-access
-        nodes, kwargs = RedisOnlineStore._parse_connection_string(config.connection_string)
+            return feast_redis_client(self.store)
+        nodes, kwargs = redis_address(config)
         timeout = self.redis_timeout if timeout is None else timeout
         kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)

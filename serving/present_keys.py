@@ -12,10 +12,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import redis
+
+from core.feast_layout import EntityKeys
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,10 @@ class PresentKeys:
 
     Args:
         read_keys: returns every entity key of the view, concatenated (each
-            ``len(template)`` bytes); see :func:`sqlite_entity_keys` and :func:`redis_entity_keys`.
+            ``keys.width`` bytes); see :func:`sqlite_entity_keys` and :func:`redis_entity_keys`.
         name: of the view, for the rebuild thread and the log.
-        template: Feast's serialized key of sentinel values (see
-            :func:`serving.features._int_key_template`).
-        offsets: where each of the two join keys' int64 sits in the key, in the view's
-            join-key order (as :meth:`serving.features.OnlineFeatureReader._ids` combines them).
+        keys: the layout of the view's keys, its two join keys in the view's order
+            (as :meth:`serving.features.OnlineFeatureReader._ids` combines them).
         refresh: seconds a built set is used before a rebuild starts.
     """
 
@@ -60,13 +60,12 @@ class PresentKeys:
         self,
         read_keys: Callable[[], bytes],
         name: str,
-        template: bytes,
-        offsets: Sequence[int],
+        keys: EntityKeys,
         *,
         refresh: float,
     ) -> None:
         self.read_keys, self.name, self.refresh = read_keys, name, refresh
-        self.template, self.offsets = template, list(offsets)
+        self.keys = keys
         self._built: tuple[np.ndarray, float] | None = None  # (sorted keys, when), swapped whole
         self._building = threading.Lock()
 
@@ -108,24 +107,18 @@ class PresentKeys:
         ``np.unique`` held it for 20-34 ms (205k keys), a stall of the request
         in flight on that worker once a refresh period.
         """
-        width = len(self.template)
+        width = self.keys.width
         if len(joined) % width:
             log.warning("present keys of %s: unexpected key length, not used", self.name)
             return None
         rows = np.frombuffer(joined, dtype=np.uint8).reshape(-1, width)
-        template = np.frombuffer(self.template, dtype=np.uint8)
-        starts = [0] + [off + 8 for off in sorted(self.offsets)]
-        ends = [*sorted(self.offsets), width]
-        fixed = [(a, b) for a, b in zip(starts, ends, strict=True) if b > a]  # shared bytes
         blocks = []
         for lo in range(0, len(rows), PARSE_BLOCK):
-            block = rows[lo : lo + PARSE_BLOCK]
-            if not all((block[:, a:b] == template[a:b]).all() for a, b in fixed):
+            columns = self.keys.decode(rows[lo : lo + PARSE_BLOCK])
+            if columns is None:
                 log.warning("present keys of %s: unexpected key layout, not used", self.name)
                 return None
-            high, low = (
-                block[:, off : off + 8].copy().view("<i8").ravel() for off in self.offsets
-            )  # join-key order, as in OnlineFeatureReader._ids
+            high, low = columns  # join-key order, as in OnlineFeatureReader._ids
             fits = (high >= 0) & (high < 1 << 31) & (low >= 0) & (low < 1 << 32)
             # Keys that cannot be cache keys are never looked up here (see _ids).
             blocks.append((high[fits] << 32) | low[fits])
@@ -150,30 +143,20 @@ def sqlite_entity_keys(path: str, table: str) -> bytes:
     return joined or b""
 
 
-def redis_entity_keys(
-    client: redis.Redis, template: bytes, offsets: Sequence[int], project: bytes
-) -> bytes:
-    """Every Redis key of the project with the template's layout, without the project suffix.
+def redis_entity_keys(client: redis.Redis, layout: EntityKeys, project: bytes) -> bytes:
+    """Every entity key of ``layout`` in the project's Redis keys, concatenated.
 
-    Feast's Redis key is the serialized entity key followed by the project
-    name; all keys of one entity type share the bytes before the first id.
     One ``SCAN ... MATCH`` walk of the keyspace (205k pair keys of a 255k-key
     database: 255 calls, ~0.25 s, the longest 3 ms).
 
     Raises:
         redis.RedisError: the scan failed, or matched more than :data:`REDIS_MAX_KEYS`.
     """
-    pattern = _glob_escape(template[: min(offsets)]) + b"*" + _glob_escape(project)
-    width = len(template) + len(project)
+    pattern, width = layout.redis_match(project)
     keys: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=REDIS_SCAN_COUNT):
         if len(key) == width:
-            keys.append(key[: len(template)])
+            keys.append(key[: layout.width])
             if len(keys) > REDIS_MAX_KEYS:
                 raise redis.RedisError(f"more than {REDIS_MAX_KEYS} keys match")
     return b"".join(keys)
-
-
-def _glob_escape(raw: bytes) -> bytes:
-    """``raw`` as a literal in a Redis glob pattern."""
-    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)

@@ -14,6 +14,7 @@ import redis
 from feast import FeatureStore
 from feast.protos.feast.types.Value_pb2 import Value
 
+from core.feast_layout import EntityKeys, decode_values, entity_key
 from core.feast_store import FEATURE_SERVICE, drop_project, open_store
 from core.workspace import Workspace
 from feedrank.pipeline import publish_features
@@ -21,9 +22,6 @@ from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
     OnlineFeatureReader,
-    _entity_key,
-    _int_key_template,
-    decode,
 )
 from serving.present_keys import PresentKeys, redis_entity_keys
 from serving.row_cache import ListValues, RowCache
@@ -255,7 +253,7 @@ def test_redis_key_scan_matches_the_prefix_and_project_literally(redis_service: 
     try:
         for key in [k + project for k in held] + others:
             client.set(key, b"1")
-        joined = redis_entity_keys(client, template, offsets, project)
+        joined = redis_entity_keys(client, EntityKeys(("k",), template, tuple(offsets)), project)
         found = sorted(joined[i : i + len(template)] for i in range(0, len(joined), len(template)))
         assert found == sorted(held)
     finally:
@@ -287,11 +285,12 @@ def test_present_keys_parse_every_block_and_refuse_another_layout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     names = ["author_id", "user_id"]
-    template, offsets = _int_key_template(names)
+    layout = EntityKeys.of(names)
+    template = layout.template
     pairs = [(3, 9), (1, 2), (3, 9), (7, 1 << 40), (2**31, 5), (1, 3)]  # a repeat; two too large
-    joined = b"".join(_entity_key(names, pair) for pair in pairs)
+    joined = b"".join(entity_key(names, pair) for pair in pairs)
     monkeypatch.setattr("serving.present_keys.PARSE_BLOCK", 2)  # the repeat falls in another block
-    present = PresentKeys(lambda: joined, "ua", template, offsets, refresh=60.0)
+    present = PresentKeys(lambda: joined, "ua", layout, refresh=60.0)
     present.rebuild()
     ids = np.array([(a << 32) | u for a, u in [(1, 2), (1, 3), (3, 9), (4, 4)]])
     np.testing.assert_array_equal(
@@ -299,7 +298,7 @@ def test_present_keys_parse_every_block_and_refuse_another_layout(
     )
     broken = bytearray(joined)
     broken[len(template) * 4 + 1] ^= 0xFF  # a shared byte of the fifth key
-    other = PresentKeys(lambda: bytes(broken), "ua", template, offsets, refresh=60.0)
+    other = PresentKeys(lambda: bytes(broken), "ua", layout, refresh=60.0)
     other.rebuild()
     assert other.contains(ids, time.monotonic()) is None  # not built: every key is probed
 
@@ -379,8 +378,8 @@ def test_decode_reads_every_value_layout_as_protobuf_does() -> None:
         return float("nan") if kind in (None, "null_val") else float(getattr(proto, kind))
 
     want = np.array([[expected(v) for v in row] for row in cells])
-    np.testing.assert_array_equal(decode(cells), want)
-    assert decode(np.full((3, 2), None, dtype=object)).shape == (3, 2)
+    np.testing.assert_array_equal(decode_values(cells), want)
+    assert decode_values(np.full((3, 2), None, dtype=object)).shape == (3, 2)
 
 
 @pytest.mark.unit
