@@ -26,9 +26,9 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from core.feast_store import Workspace
+from core import model_registry
 from core.model import Ranker
-from training import registry
+from core.workspace import Workspace
 
 BENTO_MODEL = "feed-ranker"
 RANKER_FOLDER = "ranker"
@@ -58,7 +58,7 @@ def bento_version(mlflow_version: str, run_id: str) -> str:
 
 def _mlflow_reachable(workspace: Workspace) -> tuple[bool, str]:
     """Whether the tracking store answers; a local store that was never created does not."""
-    uri = registry.tracking_uri(workspace)
+    uri = model_registry.tracking_uri(workspace)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return False, f"no MLflow store at {uri}"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -70,18 +70,18 @@ def _mlflow_reachable(workspace: Workspace) -> tuple[bool, str]:
     return True, ""
 
 
-def import_champion(workspace: Workspace, alias: str = registry.CHAMPION) -> str:
+def import_champion(workspace: Workspace, alias: str = model_registry.CHAMPION) -> str:
     """Copy the MLflow model behind ``alias`` into the BentoML store; return its tag.
 
     Raises:
         ModelUnavailable: no such alias, or its artifact cannot be loaded.
     """
     try:
-        client = registry.connect(workspace)
-        found = registry.model_version(client, alias)
-    except (registry.PromotionError, MlflowException) as exc:
+        client = model_registry.connect(workspace)
+        found = model_registry.model_version(client, alias)
+    except (model_registry.ModelNotFound, MlflowException) as exc:
         raise ModelUnavailable(
-            f"no {alias!r} model in MLflow ({registry.tracking_uri(workspace)}): {exc}. "
+            f"no {alias!r} model in MLflow ({model_registry.tracking_uri(workspace)}): {exc}. "
             "Train and promote one: feedrank train --promote"
         ) from exc
     tag = f"{BENTO_MODEL}:{bento_version(str(found.version), str(found.run_id))}"
@@ -91,10 +91,10 @@ def import_champion(workspace: Workspace, alias: str = registry.CHAMPION) -> str
     except NotFound:
         pass
     try:
-        ranker = registry.load_ranker(workspace, str(found.version))
+        ranker = model_registry.load_ranker(workspace, str(found.version))
     except Exception as exc:  # a broken artifact fails in many ways; all mean "cannot serve"
         raise ModelUnavailable(
-            f"{registry.MODEL_NAME} version {found.version} cannot be loaded: {exc}"
+            f"{model_registry.MODEL_NAME} version {found.version} cannot be loaded: {exc}"
         ) from exc
     with bentoml.models.create(
         tag,
@@ -106,7 +106,7 @@ def import_champion(workspace: Workspace, alias: str = registry.CHAMPION) -> str
         },
     ) as model:
         ranker.save(Path(model.path) / RANKER_FOLDER)
-    log.info("imported %s version %s as %s", registry.MODEL_NAME, found.version, tag)
+    log.info("imported %s version %s as %s", model_registry.MODEL_NAME, found.version, tag)
     return tag
 
 

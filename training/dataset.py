@@ -5,27 +5,75 @@ features as they were at the impression's time (``event_timestamp``), through
 the same FeatureService that serving reads. Labels come from the impressions
 table, joined by ``impression_id``. The oracle's true probabilities are not
 joined: they stay in ``truth/`` for evaluation only.
+
+:func:`load_splits` reads it back split by day, never at random across time:
+the last ``test_days`` are the test set, the ``val_days`` before them the
+validation set, everything earlier trains. A random split would leak
+tomorrow's engagement counters into yesterday's rows and overstate every
+metric.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from core import tables
 from core.actions import ActionSet, load_actions
+from core.errors import InputError
 from core.feast_store import FEATURE_SERVICE, training_set_path
 from core.workspace import Workspace
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
 """Columns carried next to the features: ids for joins, the slot for position-aware evaluation."""
+DAY_US = 86_400 * 10**6
+"""Microseconds in a day: the splits are whole UTC days of ``event_timestamp``."""
+
+
+class SplitDays(Protocol):
+    """How many of the last days to hold out (``training.train.TrainConfig`` has both)."""
+
+    @property
+    def val_days(self) -> int:
+        """Days before the test days used for validation."""
+
+    @property
+    def test_days(self) -> int:
+        """Last days held out for testing."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One time split: named feature columns, labels (n, heads) and the row keys."""
+
+    columns: dict[str, np.ndarray]
+    labels: np.ndarray
+    keys: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and test splits of one training set."""
+
+    train: Split
+    val: Split
+    test: Split
+    features: tuple[str, ...]
+    days: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -117,3 +165,78 @@ def build_training_set(
     path = training_set_path(workspace)
     tables.write_parquet_atomic(table, path)
     return TrainingSet(path=path, rows=table.num_rows, features=tuple(names))
+
+
+def feature_columns(schema: pa.Schema, actions: ActionSet) -> tuple[str, ...]:
+    """Model-readable feature columns of a training set, in the service's order.
+
+    Keys, the timestamp, labels and list-typed columns are left out.
+    """
+    skip = {*KEY_COLUMNS, "event_timestamp", *actions.names}
+    return tuple(f.name for f in schema if f.name not in skip and not pa.types.is_list(f.type))
+
+
+def file_sha256(path: Path) -> str:
+    """Fingerprint of the training data, logged with the run."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_splits(path: Path, config: SplitDays, actions: ActionSet | None = None) -> Splits:
+    """Read the training set and split it by UTC day.
+
+    Raises:
+        ValueError: fewer days than ``val_days + test_days + 1``.
+    """
+    actions = actions or load_actions()
+    schema = pq.read_schema(path)
+    features = feature_columns(schema, actions)
+    table = pq.read_table(
+        path, columns=[*KEY_COLUMNS, "event_timestamp", *features, *actions.names]
+    )
+    day = pc.divide(table["event_timestamp"].cast(pa.int64()), DAY_US).to_numpy()
+    days = np.unique(day)
+    if len(days) < config.val_days + config.test_days + 1:
+        raise InputError(
+            f"{path}: {len(days)} day(s) of data; need more than "
+            f"{config.val_days} validation + {config.test_days} test day(s)"
+        )
+    test_from = days[-config.test_days]
+    val_from = days[-config.test_days - config.val_days]
+    masks = {
+        "train": day < val_from,
+        "val": (day >= val_from) & (day < test_from),
+        "test": day >= test_from,
+    }
+    columns = {
+        name: table[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in features
+    }
+    labels = np.column_stack(
+        [table[a].to_numpy(zero_copy_only=False) for a in actions.names]
+    ).astype(np.float32)
+    keys = {name: table[name].to_numpy() for name in KEY_COLUMNS}
+
+    def take(mask: np.ndarray) -> Split:
+        return Split(
+            {n: c[mask] for n, c in columns.items()},
+            labels[mask],
+            {n: k[mask] for n, k in keys.items()},
+        )
+
+    def dates(mask: np.ndarray) -> list[str]:
+        return [
+            str(np.datetime64(int(d) * DAY_US, "us").astype("M8[D]"))
+            for d in days
+            if mask[day == d].any()
+        ]
+
+    return Splits(
+        train=take(masks["train"]),
+        val=take(masks["val"]),
+        test=take(masks["test"]),
+        features=features,
+        days={name: dates(mask) for name, mask in masks.items()},
+    )

@@ -32,7 +32,7 @@ from core.model import Ranker
 from core.policy import rank_within_groups, weighted_scores
 from core.workspace import Workspace
 from simulation.truth import position_bias, read_oracle
-from training.train import Split
+from training.dataset import Split
 
 TOP_K = (10, 50)
 ECE_BINS = 15
@@ -184,7 +184,7 @@ def evaluate(
 
     Args:
         ranker: the model.
-        test: the held-out split (see :func:`training.train.load_splits`).
+        test: the held-out split (see :func:`training.dataset.load_splits`).
         workspace: where the oracle and the tweets are read.
         actions: heads and weights (default ``core/actions.yaml``).
         plots_dir: write calibration, ROC and lift plots here (None: no plots).

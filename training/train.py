@@ -1,9 +1,8 @@
 """Train the engagement model on the Feast training set, split by time.
 
-The split is by day, never random across time: the last ``test_days`` are the
-test set, the ``val_days`` before them the validation set, everything earlier
-trains. A random split would leak tomorrow's engagement counters into
-yesterday's rows and overstate every metric.
+The splits come from :func:`training.dataset.load_splits` (by day, never
+random across time); this module is the loop that fits on the training days
+and early-stops on the validation days.
 
 The loop keeps the whole split in memory as two tensors and batches by
 slicing a seeded ``randperm`` (no per-row ``Dataset`` on the hot path; see
@@ -37,9 +36,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,9 +46,8 @@ from core.actions import ActionSet, load_actions
 from core.feast_store import FEATURE_SERVICE
 from core.model import ModelConfig, Ranker, RankerNet, negative_rates
 from core.preprocessing import Batch, Preprocessor
-from training.dataset import KEY_COLUMNS
+from training.dataset import Splits, file_sha256, load_splits
 
-DAY_US = 86_400 * 10**6
 Dtype = Literal["float32", "bfloat16"]
 """The dtype a forward pass runs in."""
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -108,29 +103,6 @@ class TrainConfig(BaseModel):
     )
 
 
-@dataclass(frozen=True)
-class Split:
-    """One time split: named feature columns, labels (n, heads) and the row keys."""
-
-    columns: dict[str, np.ndarray]
-    labels: np.ndarray
-    keys: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Train, validation and test splits of one training set."""
-
-    train: Split
-    val: Split
-    test: Split
-    features: tuple[str, ...]
-    days: dict[str, list[str]]
-
-
 @dataclass
 class TrainResult:
     """A trained model and how it got there."""
@@ -143,81 +115,6 @@ class TrainResult:
     splits: Splits
     weights_sha256: list[str] = field(default_factory=list)
     precision: Dtype = "float32"
-
-
-def feature_columns(schema: pa.Schema, actions: ActionSet) -> tuple[str, ...]:
-    """Model-readable feature columns of a training set, in the service's order.
-
-    Keys, the timestamp, labels and list-typed columns are left out.
-    """
-    skip = {*KEY_COLUMNS, "event_timestamp", *actions.names}
-    return tuple(f.name for f in schema if f.name not in skip and not pa.types.is_list(f.type))
-
-
-def file_sha256(path: Path) -> str:
-    """Fingerprint of the training data, logged with the run."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_splits(path: Path, config: TrainConfig, actions: ActionSet | None = None) -> Splits:
-    """Read the training set and split it by UTC day.
-
-    Raises:
-        ValueError: fewer days than ``val_days + test_days + 1``.
-    """
-    actions = actions or load_actions()
-    schema = pq.read_schema(path)
-    features = feature_columns(schema, actions)
-    table = pq.read_table(
-        path, columns=[*KEY_COLUMNS, "event_timestamp", *features, *actions.names]
-    )
-    day = pc.divide(table["event_timestamp"].cast(pa.int64()), DAY_US).to_numpy()
-    days = np.unique(day)
-    if len(days) < config.val_days + config.test_days + 1:
-        raise ValueError(
-            f"{path}: {len(days)} day(s) of data; need more than "
-            f"{config.val_days} validation + {config.test_days} test day(s)"
-        )
-    test_from = days[-config.test_days]
-    val_from = days[-config.test_days - config.val_days]
-    masks = {
-        "train": day < val_from,
-        "val": (day >= val_from) & (day < test_from),
-        "test": day >= test_from,
-    }
-    columns = {
-        name: table[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in features
-    }
-    labels = np.column_stack(
-        [table[a].to_numpy(zero_copy_only=False) for a in actions.names]
-    ).astype(np.float32)
-    keys = {name: table[name].to_numpy() for name in KEY_COLUMNS}
-
-    def take(mask: np.ndarray) -> Split:
-        return Split(
-            {n: c[mask] for n, c in columns.items()},
-            labels[mask],
-            {n: k[mask] for n, k in keys.items()},
-        )
-
-    def dates(mask: np.ndarray) -> list[str]:
-        return [
-            str(np.datetime64(int(d) * DAY_US, "us").astype("M8[D]"))
-            for d in days
-            if mask[day == d].any()
-        ]
-
-    return Splits(
-        train=take(masks["train"]),
-        val=take(masks["val"]),
-        test=take(masks["test"]),
-        features=features,
-        days={name: dates(mask) for name, mask in masks.items()},
-    )
 
 
 def weighted_bce(
@@ -444,10 +341,3 @@ def train(
         weights_sha256=digests,
         precision=precision,
     )
-
-
-if __name__ == "__main__":
-    # `torchrun --nproc_per_node=N -m training.train ...` runs the `feedrank train` command.
-    from training.commands import train_command  # pylint: disable=cyclic-import
-
-    train_command()  # pylint: disable=no-value-for-parameter

@@ -26,10 +26,12 @@ import requests
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from core import model_registry
 from core.feast_store import FEATURE_SERVICE, training_set_path
 from core.workspace import Workspace
+from feedrank.commands.train import evaluate as evaluate_command
+from feedrank.commands.train import promote as promote_command
 from training import registry
-from training.commands import evaluate_command, promote_command
 from training.pipeline import run_training_pipeline
 from training.train import TrainConfig
 
@@ -58,8 +60,8 @@ def fixture_trained(
 
 def test_run_logs_params_metrics_plots_and_lineage(trained: tuple[Workspace, dict]) -> None:
     ws, summary = trained
-    client = MlflowClient(registry.tracking_uri(ws))
-    assert registry.tracking_uri(ws).startswith("sqlite:///")
+    client = MlflowClient(model_registry.tracking_uri(ws))
+    assert model_registry.tracking_uri(ws).startswith("sqlite:///")
     assert (ws.data / "mlflow" / "mlflow.db").exists()
     run = client.get_run(summary["run_id"])
     assert run.data.params["batch_size"] == "1024"
@@ -80,11 +82,11 @@ def test_run_logs_params_metrics_plots_and_lineage(trained: tuple[Workspace, dic
 
 def test_registered_with_aliases_and_first_promotion(trained: tuple[Workspace, dict]) -> None:
     ws, summary = trained
-    client = MlflowClient(registry.tracking_uri(ws))
-    version = client.get_model_version_by_alias(registry.MODEL_NAME, "challenger")
+    client = MlflowClient(model_registry.tracking_uri(ws))
+    version = client.get_model_version_by_alias(model_registry.MODEL_NAME, "challenger")
     assert str(version.version) == summary["version"]
     assert version.run_id == summary["run_id"]
-    champion = client.get_model_version_by_alias(registry.MODEL_NAME, "champion")
+    champion = client.get_model_version_by_alias(model_registry.MODEL_NAME, "champion")
     assert str(champion.version) == summary["version"]
     assert champion.tags["promotion.decision"] == "promoted"
     assert champion.tags["promotion.reason"] == "no champion yet"
@@ -92,9 +94,9 @@ def test_registered_with_aliases_and_first_promotion(trained: tuple[Workspace, d
 
 def test_pyfunc_and_bare_ranker_agree_on_named_features(trained: tuple[Workspace, dict]) -> None:
     ws, _ = trained
-    ranker = registry.load_ranker(ws, "champion")
-    registry.connect(ws)
-    model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    ranker = model_registry.load_ranker(ws, "champion")
+    model_registry.connect(ws)
+    model = mlflow.pyfunc.load_model(f"models:/{model_registry.MODEL_NAME}@champion")
     example = model.input_example
     assert list(example.columns) == list(ranker.preprocessor.feature_names)
     shuffled = example[list(reversed(example.columns))]
@@ -114,7 +116,7 @@ def test_evaluate_command_ends_with_result(trained: tuple[Workspace, dict]) -> N
 
 
 def _champion(client: MlflowClient) -> str:
-    return str(client.get_model_version_by_alias(registry.MODEL_NAME, "champion").version)
+    return str(client.get_model_version_by_alias(model_registry.MODEL_NAME, "champion").version)
 
 
 def test_gate_refuses_an_equal_challenger_then_approval_flow(
@@ -125,8 +127,8 @@ def test_gate_refuses_an_equal_challenger_then_approval_flow(
     assert second["version"] != first["version"]
     refused = registry.promote(ws)
     assert refused["decision"] == "refused"  # same seed and data: identical, not better
-    client = MlflowClient(registry.tracking_uri(ws))
-    tags = client.get_model_version(registry.MODEL_NAME, second["version"]).tags
+    client = MlflowClient(model_registry.tracking_uri(ws))
+    tags = client.get_model_version(model_registry.MODEL_NAME, second["version"]).tags
     assert tags["promotion.decision"] == "refused" and "does not beat" in tags["promotion.reason"]
     assert _champion(client) == first["version"]
     pending = registry.promote(ws, require_approval=True, min_gain=-1.0)
@@ -151,8 +153,8 @@ def test_expired_approval_is_refused_and_tagged(trained: tuple[Workspace, dict])
     time.sleep(0.1)
     with pytest.raises(registry.PromotionError, match="expired"):
         registry.approve(ws, third["version"], ttl_hours=1e-6)
-    client = MlflowClient(registry.tracking_uri(ws))
-    tags = client.get_model_version(registry.MODEL_NAME, third["version"]).tags
+    client = MlflowClient(model_registry.tracking_uri(ws))
+    tags = client.get_model_version(model_registry.MODEL_NAME, third["version"]).tags
     assert tags["promotion.decision"] == "expired"
 
 
@@ -220,13 +222,13 @@ def _train_against(url: str, tiny: Workspace, root: Path, monkeypatch: pytest.Mo
     metrics = {m["key"] for m in run["run"]["data"]["metrics"]}
     assert "oracle_lift_share_at_50" in metrics
     model = requests.get(
-        f"{api}/registered-models/get", params={"name": registry.MODEL_NAME}, timeout=10
+        f"{api}/registered-models/get", params={"name": model_registry.MODEL_NAME}, timeout=10
     ).json()["registered_model"]
     aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
     assert str(aliases["challenger"]) == summary["version"]
     assert "champion" in aliases
     assert not (ws.data / "mlflow").exists()  # nothing written to the local store
-    assert registry.load_ranker(ws, "challenger").actions
+    assert model_registry.load_ranker(ws, "challenger").actions
 
 
 def test_mlflow_server_sqlite_rest_api(
@@ -245,7 +247,7 @@ def test_mlflow_server_postgres_rest_api(
     """The production backend: an MLflow server on the local PostgreSQL ``test`` database."""
     del postgres_service
     backend = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    monkeypatch.setattr(registry, "MODEL_NAME", f"feed-ranker-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(model_registry, "MODEL_NAME", f"feed-ranker-{uuid.uuid4().hex[:8]}")
     monkeypatch.setattr(registry, "EXPERIMENT", f"feed-ranker-{uuid.uuid4().hex[:8]}")
     for url in _mlflow_server(backend, tmp_path / "artifacts"):
         _train_against(url, tiny_workspace, tmp_path / "ws", monkeypatch)
@@ -277,16 +279,18 @@ def test_replay_compares_policies_and_logs_to_the_model_run(
         "model_minus_chrono_ci_high",
         "oracle_minus_model",
     }
-    client = registry.connect(ws)
+    client = model_registry.connect(ws)
     # Other tests of this module may have moved the champion: the replay goes to its run.
-    run_id = client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHAMPION).run_id
+    run_id = client.get_model_version_by_alias(
+        model_registry.MODEL_NAME, model_registry.CHAMPION
+    ).run_id
     logged = {a.path for a in client.list_artifacts(run_id, "replay")}
     assert logged == {"replay/replay.csv", "replay/replay.png"}
     assert "replay_model_minus_chrono" in client.get_run(run_id).data.metrics
 
 
 def test_drift_monitor_compares_model_scores(trained: tuple[Workspace, dict]) -> None:
-    from metrics.commands import monitor  # pylint: disable=import-outside-toplevel
+    from feedrank.commands.monitor import monitor  # pylint: disable=import-outside-toplevel
 
     ws, _ = trained
     dataset = training_set_path(ws)

@@ -1,0 +1,60 @@
+"""The promotion gate: whether a challenger may replace the champion.
+
+A pure function of both models' test metrics and the thresholds, so the rule
+is read and tested on its own; :func:`training.registry.promote` evaluates the
+two versions on the same test days and records the decision in MLflow.
+
+The challenger passes only if it captures a larger share of the oracle's lift
+than the champion and no head's AUC is worse by more than a tolerance (or
+there is no champion yet). The AUC check comes first: a model that wins on
+the weighted feed value by giving up a head is refused for that head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+GATE_METRIC = "oracle_lift_share_at_50"
+"""The feed-value metric a challenger must improve."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the promotion gate and the reason recorded with it."""
+
+    passed: bool
+    reason: str
+
+
+def gate(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    heads: Iterable[str],
+    auc_tolerance: float = 0.005,
+    min_gain: float = 0.0,
+) -> GateDecision:
+    """Whether a challenger beats the champion on the same test days.
+
+    Args:
+        challenger: the challenger's metrics (``GATE_METRIC`` and ``auc_<head>``).
+        champion: the champion's metrics on the same rows, None when there is none.
+        heads: the action names whose AUC is checked.
+        auc_tolerance: how much lower a head's AUC may be.
+        min_gain: how much the gate metric must exceed the champion's (strictly).
+    """
+    if champion is None:
+        return GateDecision(True, "no champion yet")
+    share_c, share_p = challenger[GATE_METRIC], champion[GATE_METRIC]
+    worse = [
+        f"{a} {challenger[f'auc_{a}']:.4f} < {champion[f'auc_{a}']:.4f}"
+        for a in heads
+        if challenger[f"auc_{a}"] < champion[f"auc_{a}"] - auc_tolerance
+    ]
+    if worse:
+        return GateDecision(False, f"AUC worse by more than {auc_tolerance}: {'; '.join(worse)}")
+    if not share_c > share_p + min_gain:
+        return GateDecision(
+            False, f"{GATE_METRIC} {share_c:.4f} does not beat champion's {share_p:.4f}"
+        )
+    return GateDecision(True, f"{GATE_METRIC} {share_c:.4f} > champion's {share_p:.4f}")
