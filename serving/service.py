@@ -3,8 +3,10 @@
 ``POST /rank`` sources candidates (:mod:`serving.candidates`), reads their
 features from the Feast online store (:class:`serving.features.OnlineFeatureReader`),
 scores them with the champion model and orders them with the shared policy
-(:mod:`core.policy`). ``POST /events`` appends engagement to the durable
-event log (:mod:`serving.events`) and pushes fresh tweet counters to Feast.
+(:mod:`core.policy`). ``POST /events`` hands the batch to the ingestion
+module (:mod:`serving.ingest`: the durable event log, Feast pushes of fresh
+tweet counters, live candidate updates); a share of /rank requests logs the
+features it served for drift checks (:mod:`serving.samples`).
 
 Failure is expected and answered: when the online store is down or slower
 than the deadline, or the model fails, /rank still returns 200 with the
@@ -37,10 +39,10 @@ import redis
 import torch
 from bentoml.exceptions import ServiceUnavailable
 from feast import FeatureStore
-from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.actions import IMPRESSION, load_actions
+from core.actions import load_actions
+from core.feast_layout import feast_redis_client
 from core.feast_store import Profile, Workspace, open_store
 from core.policy import action_weights, rank, reverse_chronological, weighted_scores
 from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
@@ -56,13 +58,15 @@ from serving.candidates import (
     RedisCandidates,
     empty_candidates,
 )
-from serving.events import PUSH_SOURCE, EventLog, EventRecord, push_frame, to_micros
+from serving.events import EventLog, to_micros
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
     OnDemandFeaturesFailed,
     OnlineFeatureReader,
 )
+from serving.ingest import EventIngestor, Ingestor
+from serving.samples import FeatureSampler
 from serving.schemas import (
     MAX_LIMIT,
     EventBatch,
@@ -88,7 +92,6 @@ _ENV = {
     "candidates_prefix": "FEEDRANK_CANDIDATES_PREFIX",
     "candidates_redis_url": "FEEDRANK_CANDIDATES_REDIS_URL",
 }
-_SAMPLE_ROWS = 20
 _FALLBACK_LABELS: dict[str | None, str] = {
     "candidate store unavailable": "candidates_unavailable",
     "online store unavailable": "features_unavailable",
@@ -204,8 +207,7 @@ def _candidate_source(
     if config.candidates_redis_url:
         client = redis.Redis.from_url(config.candidates_redis_url)
     else:  # the online store's Redis, through Feast's own client and connection settings
-        # pylint: disable-next=protected-access
-        client = store._get_provider().online_store._get_client(store.config.online_store)
+        client = feast_redis_client(store)
     return RedisCandidates(
         client, f"{config.candidates_prefix}{store.config.project}:", config.cold_start_hours
     )
@@ -265,13 +267,17 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.store = open_store(ws, self.config.profile, self.config.feast_project)
         self.reader = OnlineFeatureReader(self.store, self.model.ranker.feature_service)
         self.reader.warm()
-        self.event_log = EventLog(self.config.serving_dir / "events.db", self.actions)
-        self.candidates = _candidate_source(self.config, self.store, self.event_log)
+        event_log = EventLog(self.config.serving_dir / "events.db", self.actions)
+        self.candidates = _candidate_source(self.config, self.store, event_log)
+        self.ingestor: Ingestor = EventIngestor(
+            event_log, self.store, self.candidates, self.actions.positive
+        )
+        self.sampler = FeatureSampler(
+            self.config.serving_dir / "feature_samples", self.config.sample_rate
+        )
         # /rank runs in the event loop, one request at a time per worker; the
         # lock keeps the reader's connections single-user should a thread use it.
         self._read_lock = threading.Lock()
-        self._rng = np.random.default_rng()
-        self._sample_lock = threading.Lock()
         self._metrics = _metrics()
         # What is alive now (the model, Feast, MLflow, torch: ~620k objects)
         # lives as long as the worker; a full collection walked it all in
@@ -288,7 +294,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
     @bentoml.on_shutdown
     def close(self) -> None:
         """Release connections and the feature thread."""
-        self.event_log.close()
+        self.ingestor.close()
         self.reader.close()
 
     @bentoml.api(route="/rank")
@@ -337,8 +343,10 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             log.warning(
                 json.dumps({"event": "degraded", "reason": reason, "user_id": request.user_id})
             )
-        if features is not None and self._rng.random() < self.config.sample_rate:
-            self._sample(request.user_id, request_us, cands, features)
+        if features is not None:
+            self.sampler.offer(
+                request.user_id, request_us, self.model.tag, cands.tweet_ids, features
+            )
         return RankResponse.model_validate(
             {
                 "items": items,
@@ -435,87 +443,16 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         timings["model"] = self._lap(mark, "model")
         return probs, features, reason
 
-    def _sample(
-        self, user_id: int, request_us: int, cands: Candidates, features: Mapping[str, Any]
-    ) -> None:
-        """Append a few served feature vectors to a JSONL file, for drift checks."""
-        rows = self._rng.choice(len(cands), size=min(_SAMPLE_ROWS, len(cands)), replace=False)
-
-        def value(column: Any, i: int) -> Any:
-            v = column[i]
-            if isinstance(v, float | np.floating):
-                return float(v) if np.isfinite(v) else None
-            return v
-
-        record = {
-            "request_us": request_us,
-            "user_id": user_id,
-            "model": self.model.tag,
-            "rows": [
-                {"tweet_id": int(cands.tweet_ids[i])}
-                | {name: value(col, int(i)) for name, col in features.items()}
-                for i in rows
-            ],
-        }
-        folder = self.config.serving_dir / "feature_samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        day = datetime.fromtimestamp(request_us / 1e6, UTC).strftime("%Y-%m-%d")
-        with self._sample_lock, (folder / f"{day}-{os.getpid()}.jsonl").open("a") as out:
-            out.write(json.dumps(record) + "\n")
-
     @bentoml.api(route="/events")
     def events(self, events: EventBatch, /) -> EventsResponse:
         """Log a batch of events (idempotent on event_id) and push fresh tweet counters."""
-        records = [
-            EventRecord(
-                e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, to_micros(e.timestamp)
-            )
-            for e in events
-        ]
-        pushed = 0
-
-        def publish(counters: Mapping[int, Mapping[str, int]], push_us: Mapping[int, int]) -> None:
-            nonlocal pushed
-            frame = push_frame(counters, push_us, self.event_log.counters)
-            try:
-                self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-                pushed = len(frame)
-            except Exception:  # pylint: disable=broad-exception-caught  # logged; counters are kept
-                log.exception("push of %d tweet counters failed", len(frame))
-
         try:
-            result = self.event_log.append(records, self._online_counters, publish)
+            response = self.ingestor.ingest(events)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online store unavailable; retry the batch") from exc
-        self._metrics.events.labels(outcome="accepted").inc(len(result.new))
-        self._metrics.events.labels(outcome="duplicate").inc(result.duplicates)
-        try:
-            self.candidates.record(
-                [(e.user_id, e.tweet_id, e.ts_us) for e in result.new if e.action == IMPRESSION],
-                [e.tweet_id for e in result.new if e.action in self.actions.positive],
-            )
-        except CandidateStoreUnavailable:
-            log.exception("candidate store update failed")
-        return EventsResponse(
-            received=len(records),
-            accepted=len(result.new),
-            duplicates=result.duplicates,
-            pushed_tweets=pushed,
-        )
-
-    def _online_counters(self, tweets: list[int]) -> dict[int, dict[str, int]]:
-        """The online store's current counters of these tweets (the daily batch value)."""
-        names = self.event_log.counters
-        try:
-            found = self.store.get_online_features(
-                features=[f"tweet_engagement:{n}" for n in names],
-                entity_rows=[{"tweet_id": t} for t in tweets],
-            ).to_dict()
-        except Exception as exc:
-            raise FeatureStoreUnavailable(f"cannot read tweet counters: {exc}") from exc
-        return {
-            t: {n: int(found[n][i] or 0) for n in names} for i, t in enumerate(found["tweet_id"])
-        }
+        self._metrics.events.labels(outcome="accepted").inc(response.accepted)
+        self._metrics.events.labels(outcome="duplicate").inc(response.duplicates)
+        return response
 
 
 FeedRanker.add_asgi_middleware(RequestBodyGuard)
