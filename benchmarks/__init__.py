@@ -1,1 +1,5 @@
-"""Benchmark scripts (run each as a script; see its docstring); shared parts in harness.py."""
+"""Performance benchmarks, each run by path (``.venv/bin/python benchmarks/<name>.py``).
+
+Each ends with ``RESULT {json}``. They import the project as installed
+packages (``load`` for the server harness) and nothing imports them.
+"""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -33,20 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from core.actions import load_actions
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
+from core.tables import TWEETS, read_table
+from feedrank.pipeline import publish_features
+from load.harness import rank_requests
+from serving.candidates import RedisCandidates, load_redis_candidates
+from serving.features import OnlineFeatureReader
+from simulation.world import load_world_config, world_end
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(REPO_ROOT))
-
-# pylint: disable=wrong-import-position
-from benchmarks.serve_latency import _requests  # noqa: E402
-from core.actions import load_actions  # noqa: E402
-from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
-from core.tables import TWEETS, read_table  # noqa: E402
-from feedrank.pipeline import publish_features  # noqa: E402
-from serving.candidates import RedisCandidates, load_redis_candidates  # noqa: E402
-from serving.features import OnlineFeatureReader  # noqa: E402
-from simulation.world import load_world_config, world_end  # noqa: E402
-
 WARMUP = 100
 
 
@@ -161,7 +156,7 @@ def main() -> None:
     parser.add_argument("--naive-requests", type=int, default=20)
     args = parser.parse_args()
     ws = Workspace(args.workspace)
-    requests = _requests(ws, WARMUP + args.requests)
+    requests = rank_requests(ws, WARMUP + args.requests)
     batches = _entities(ws, requests)
     request_ts = int(world_end(load_world_config(ws.world)).timestamp())
     result: dict[str, float] = {}

@@ -42,7 +42,6 @@ import concurrent.futures
 import json
 import os
 import resource
-import sys
 import tempfile
 import threading
 import time
@@ -53,43 +52,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
+
+from core.actions import load_actions
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
+from core.tables import TWEETS, read_table
+from feedrank.pipeline import publish_features
+from load.harness import Served, copy_workspace, ensure_champion, rank_requests, serve
+from serving.candidates import load_redis_candidates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: benchmarks.harness
-    sys.path.insert(0, str(REPO_ROOT))
-
-# pylint: disable=wrong-import-position
-from benchmarks.harness import Served, copy_workspace, ensure_champion, serve  # noqa: E402
-from core.actions import load_actions  # noqa: E402
-from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store  # noqa: E402
-from core.tables import TWEETS, read_table  # noqa: E402
-from feedrank.pipeline import publish_features  # noqa: E402
-from serving.candidates import load_redis_candidates  # noqa: E402
-from simulation.world import load_world_config, world_end  # noqa: E402
-
-N_CANDIDATES = 500
 WARM_CONNECTIONS = 4
 BARS = {"p99_ms": 20.0, "naive_ratio_p50": 15.0, "rps_c8": 150.0, "p99_ms_c8": 50.0}
-
-
-def _requests(ws: Workspace, n: int, seed: int = 3) -> list[dict[str, Any]]:
-    """Random users, each with 500 random tweets of the world's last two days."""
-    end = world_end(load_world_config(ws.world))
-    tweets = read_table(TWEETS, ws.world)
-    created = tweets["created_at"].cast(pa.int64()).to_numpy()
-    recent = tweets["tweet_id"].to_numpy()[created > (end.timestamp() - 2 * 86_400) * 1e6]
-    rng = np.random.default_rng(seed)
-    n_users = load_world_config(ws.world).n_users
-    return [
-        {
-            "user_id": int(rng.integers(n_users)),
-            "candidate_tweet_ids": rng.choice(recent, N_CANDIDATES, replace=False).tolist(),
-            "limit": 50,
-            "request_time": end.isoformat(),
-        }
-        for _ in range(n)
-    ]
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
@@ -247,7 +220,7 @@ def _warm(url: str, requests: list[dict[str, Any]]) -> None:
 
 def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
     """Feast's own online read plus the model, in process, on the same requests."""
-    from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
+    from core.model_registry import load_ranker  # pylint: disable=import-outside-toplevel
 
     store = open_store(ws)
     service = store.get_feature_service(FEATURE_SERVICE)
@@ -285,15 +258,46 @@ def _print_bars(result: dict[str, float]) -> None:
     for client, suffix in (("lean", ""), ("httpx", "_httpx")):
         checks.append((f"c8 req/s ({client})", result[f"rps_c8{suffix}"], ">=", BARS["rps_c8"]))
         checks.append((f"c8 p99 ({client})", result[f"p99_ms_c8{suffix}"], "<=", BARS["p99_ms_c8"]))
-    for name, value, op, bar in checks:
-        met = value <= bar if op == "<=" else value >= bar
-        print(f"bar {name}: {value} (bar {op} {bar}) {'met' if met else 'missed'}", flush=True)
+    for name, value, op, target in checks:
+        met = value <= target if op == "<=" else value >= target
+        print(f"bar {name}: {value} (bar {op} {target}) {'met' if met else 'missed'}", flush=True)
 
 
 def _client_cpu_s() -> float:
     """CPU seconds this process (the clients) has used, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _redis_profile(
+    ws: Workspace,
+    settings: dict[str, str],
+    requests: list[dict[str, Any]],
+    warmup: list[dict[str, Any]],
+) -> tuple[dict[str, float], dict[str, float], float, int]:
+    """The sequential phases on the production profile, in a Feast project of their own.
+
+    Returns the httpx and lean percentiles, the workers' CPU per request and
+    the degraded answers; the project and its candidate keys are dropped after.
+    """
+    import redis  # pylint: disable=import-outside-toplevel
+
+    project = f"bench{uuid.uuid4().hex[:8]}"
+    store = open_store(ws, "production", project=project)
+    candidates = redis.Redis("127.0.0.1", 6379)
+    production = {"FEEDRANK_FEAST_PROFILE": "production", "FEEDRANK_FEAST_PROJECT": project}
+    try:
+        publish_features(store, ws)
+        load_redis_candidates(candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:")
+        with serve(ws, settings | production) as served:
+            _warm(served.url, warmup)
+            sequential, degraded = _sequential(served.url, requests, 50)
+            lean, degraded_lean, cpu = _lean_with_cpu(served, requests[50:])
+    finally:
+        drop_project(store)
+        for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
+            candidates.unlink(key)
+    return sequential, lean, cpu, degraded + degraded_lean
 
 
 def main() -> None:
@@ -309,8 +313,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as tmp:
         ws = copy_workspace(args.workspace, Path(tmp))
         ensure_champion(ws)
-        requests = _requests(ws, args.requests + 50)
-        warmup = _requests(ws, 100, seed=4)
+        requests = rank_requests(ws, args.requests + 50)
+        warmup = rank_requests(ws, 100, seed=4)
 
         with serve(ws, settings) as served:
             _warm(served.url, warmup)
@@ -329,26 +333,9 @@ def main() -> None:
         print(f"sqlite concurrency 8, lean client: {c8_lean} rps={rps_lean:.0f}", flush=True)
         per_request = 1000 / len(requests[50:])
 
-        project = f"bench{uuid.uuid4().hex[:8]}"
-        store = open_store(ws, "production", project=project)
-        import redis  # pylint: disable=import-outside-toplevel
-
-        candidates = redis.Redis("127.0.0.1", 6379)
-        production = {"FEEDRANK_FEAST_PROFILE": "production", "FEEDRANK_FEAST_PROJECT": project}
-        try:
-            publish_features(store, ws)
-            load_redis_candidates(
-                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
-            )
-            with serve(ws, settings | production) as served:
-                _warm(served.url, warmup)
-                redis_seq, degraded_r = _sequential(served.url, requests, 50)
-                redis_lean, degraded_r_lean, cpu_redis = _lean_with_cpu(served, requests[50:])
-            degraded_r += degraded_r_lean
-        finally:
-            drop_project(store)
-            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
-                candidates.unlink(key)
+        redis_seq, redis_lean, cpu_redis, degraded_r = _redis_profile(
+            ws, settings, requests, warmup
+        )
         print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
         print(f"redis sequential, lean {redis_lean} CPU/request {cpu_redis} ms", flush=True)
 

@@ -29,10 +29,10 @@ from core.feast_store import training_set_path
 from core.model import RankerNet, negative_rates
 from core.preprocessing import Batch, Preprocessor
 from core.workspace import Workspace
+from training.dataset import load_splits
 from training.train import (
     Dtype,
     TrainConfig,
-    load_splits,
     make_optimizer,
     resolve_precision,
     train_epoch,

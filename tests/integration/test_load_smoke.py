@@ -18,7 +18,6 @@ from tests.integration.conftest import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_smoke.py"
 
 
 def test_locust_smoke_run_has_no_failures(served_workspace: Workspace, tmp_path: Path) -> None:
@@ -32,7 +31,8 @@ def test_locust_smoke_run_has_no_failures(served_workspace: Workspace, tmp_path:
         done = subprocess.run(  # nosec B603
             [
                 sys.executable,
-                str(SCRIPT),
+                "-m",
+                "load.smoke",
                 "--url",
                 f"http://127.0.0.1:{port}",
                 "--workspace",

@@ -1,6 +1,6 @@
 """Reliability of the served API: fuzzing from its own OpenAPI document, no lost events.
 
-The scenarios live in ``benchmarks/reliability.py`` (which also runs them at
+The scenarios live in ``load/reliability.py`` (which also runs them at
 scale, with an online-store outage); here they run small against a
 ``bentoml serve`` (2 workers) of this module. Not the session's ``server_url``:
 its output goes to a pipe nobody reads, and the log lines of a few hundred
@@ -9,11 +9,8 @@ invalid requests fill that pipe and block the workers.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import httpx
@@ -21,26 +18,21 @@ import pytest
 
 from core.actions import load_actions
 from core.feast_store import Workspace, open_store
+from load import reliability as reliability_suite
 from serving.body_guard import MAX_BODY_BYTES
 from serving.events import counter_names
 
 pytestmark = [pytest.mark.integration]
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability.py"
 FUZZ_EXAMPLES_PER_ROUTE = 100
 EVENTS = 400
 
 
 @pytest.fixture(scope="module", name="reliability")
 def _reliability_module() -> ModuleType:
-    """benchmarks/ is scripts, not a package: load the file itself."""
+    """The fault-injection suite; its fuzzing needs schemathesis (a dev dependency)."""
     pytest.importorskip("schemathesis")
-    spec = importlib.util.spec_from_file_location("feedrank_reliability", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return reliability_suite
 
 
 @pytest.fixture(scope="module", name="url")

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from analysis import capacity
+
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    # benchmarks/ is scripts, not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("capacity", REPO / "benchmarks" / "capacity.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["capacity"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-capacity = _load()
 
 
 @pytest.fixture(name="figures")

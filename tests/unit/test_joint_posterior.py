@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.joint_posterior import JointPosterior, Rows
-from benchmarks.model_ceiling import load_impressions, logit, truth
+from analysis.joint_posterior import JointPosterior, Rows
+from analysis.model_ceiling import load_impressions, logit, truth
 from core.actions import load_actions
 from core.workspace import Workspace
 from simulation.truth import PAIR_NOISE_SD, Latent, pair_affinity

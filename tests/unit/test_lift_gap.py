@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks import lift_gap
+from analysis import lift_gap
 from simulation.truth import draw_latent
 
 pytestmark = pytest.mark.unit

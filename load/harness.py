@@ -1,8 +1,9 @@
-"""What the serving benchmarks share: a workspace copy, a champion, ``bentoml serve``, Redis.
+"""A service to drive: a workspace copy, a champion, ``bentoml serve``, Redis, and requests.
 
-Imported by ``benchmarks/reliability.py`` and ``benchmarks/serve_latency.py``
-(and, through them, by the reliability tests) as ``benchmarks.harness``: the
-scripts put the repository root on ``sys.path``.
+Shared by the fault-injection suite (:mod:`load.reliability`), the serving
+benchmarks (``benchmarks/serve_latency.py``, ``benchmarks/feature_reader.py``)
+and the reliability tests, all of which import it as the installed ``load``
+package.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import pyarrow as pa
 
 from core.feast_store import Workspace
+from core.tables import TWEETS, read_table
+from simulation.world import load_world_config, world_end
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RANK_CANDIDATES = 500
+"""Candidates in each body of :func:`rank_requests`; the serving latency bars are set for 500."""
 
 
 def free_port() -> int:
@@ -46,17 +54,40 @@ def copy_workspace(source: Path, target: Path) -> Workspace:
     return Workspace(target)
 
 
+def rank_requests(ws: Workspace, n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """``n`` ``/rank`` bodies: random users, each with 500 random tweets of the last two days.
+
+    The same requests (same ``seed``) time ``/rank`` over HTTP and the feature
+    read in process, so the two benchmarks' figures are comparable.
+    """
+    end = world_end(load_world_config(ws.world))
+    tweets = read_table(TWEETS, ws.world)
+    created = tweets["created_at"].cast(pa.int64()).to_numpy()
+    recent = tweets["tweet_id"].to_numpy()[created > (end.timestamp() - 2 * 86_400) * 1e6]
+    rng = np.random.default_rng(seed)
+    n_users = load_world_config(ws.world).n_users
+    return [
+        {
+            "user_id": int(rng.integers(n_users)),
+            "candidate_tweet_ids": rng.choice(recent, RANK_CANDIDATES, replace=False).tolist(),
+            "limit": 50,
+            "request_time": end.isoformat(),
+        }
+        for _ in range(n)
+    ]
+
+
 def ensure_champion(ws: Workspace) -> None:
     """Train a quick champion (1 epoch) if the workspace has none."""
     # pylint: disable=import-outside-toplevel
-    from training import registry
+    from core import model_registry
     from training.pipeline import run_training_pipeline
     from training.train import TrainConfig
 
     try:
-        registry.model_version(registry.connect(ws), registry.CHAMPION)
+        model_registry.model_version(model_registry.connect(ws), model_registry.CHAMPION)
         return
-    except registry.PromotionError:
+    except model_registry.ModelNotFound:
         pass
     print("no champion: training a quick one (1 epoch)", flush=True)
     run_training_pipeline(ws.root, TrainConfig(max_epochs=1), progress=False)

@@ -1,6 +1,6 @@
 """A headless locust run of load/locustfile.py against a running service.
 
-    .venv/bin/python benchmarks/load_smoke.py --url http://127.0.0.1:3000 \\
+    .venv/bin/python -m load.smoke --url http://127.0.0.1:3000 \\
         --users 16 --seconds 60
 
 The workspace (FEEDRANK_WORKSPACE or --workspace) supplies the user ids and
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LOCUSTFILE = REPO_ROOT / "load" / "locustfile.py"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str, float]:
@@ -62,7 +62,7 @@ def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str,
 
 def main() -> None:
     """Parse options, run, print the RESULT line."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m load.smoke", description=__doc__)
     parser.add_argument("--url", required=True, help="Base URL of the running service.")
     parser.add_argument(
         "--workspace",

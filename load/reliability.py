@@ -21,7 +21,7 @@ against ``bentoml serve`` processes it starts itself (127.0.0.1 only):
 - **worker killed**: one of two workers SIGKILLed while /events batches
   stream in with retries. Bar: every event in the log, a new worker started.
 
-    .venv/bin/python benchmarks/reliability.py [--workspace DIR] [--fuzz-cases N] [--events N]
+    .venv/bin/python -m load.reliability [--workspace DIR] [--fuzz-cases N] [--events N]
 
 The outage and slow-store scenarios need ``redis-server`` on the PATH and
 PostgreSQL on 127.0.0.1 (the SQL registry of the production profile); without
@@ -42,7 +42,6 @@ import signal
 import socket
 import sqlite3
 import subprocess  # nosec B404  # starts bentoml serve and redis-server with fixed argv
-import sys
 import tempfile
 import threading
 import time
@@ -56,12 +55,10 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(REPO_ROOT))
-
-# pylint: disable=wrong-import-position
-from benchmarks.harness import (  # noqa: E402
+from core.actions import IMPRESSION, load_actions
+from core.feast_store import Workspace
+from load.harness import (
+    REPO_ROOT,
     copy_workspace,
     ensure_champion,
     free_port,
@@ -69,8 +66,6 @@ from benchmarks.harness import (  # noqa: E402
     start_redis,
     stop_process,
 )
-from core.actions import IMPRESSION, load_actions  # noqa: E402
-from core.feast_store import Workspace  # noqa: E402
 
 FUZZ_ROUTES = ("/rank", "/events")
 TEXT_LIMIT = 300
@@ -732,7 +727,9 @@ def _world_end_iso(ws: Workspace) -> str:
 
 def main() -> None:
     """Run the scenarios and print the RESULT line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m load.reliability", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
     parser.add_argument("--fuzz-cases", type=int, default=600, help="Across both routes.")
     parser.add_argument("--events", type=int, default=10_000, help="Unique events.")

@@ -21,7 +21,7 @@ their Dirichlet prior. Test rows are scored with the estimates plugged
 in (unseen pairs get no noise) and the toxicity's posterior mixed over. A
 plug-in MAP is not the full posterior predictive, so a model could in
 principle do a little better; it is the figure to read a model's lift
-against, where the partial oracles of :mod:`benchmarks.model_ceiling` still
+against, where the partial oracles of :mod:`analysis.model_ceiling` still
 know the interest, quality and toxicity exactly.
 """
 
@@ -66,7 +66,7 @@ class Rows:
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> Rows:
-        """From :func:`benchmarks.model_ceiling.load_impressions` rows."""
+        """From :func:`analysis.model_ceiling.load_impressions` rows."""
         return cls(
             users=torch.from_numpy(frame["user_id"].to_numpy(np.int64)),
             authors=torch.from_numpy(frame["author_id"].to_numpy(np.int64)),
@@ -93,7 +93,7 @@ class Observed:
 
     @classmethod
     def of(cls, history: pd.DataFrame, actions: ActionSet) -> Observed:
-        """From :func:`benchmarks.model_ceiling.load_impressions` rows."""
+        """From :func:`analysis.model_ceiling.load_impressions` rows."""
         codes, pairs = pd.factorize(pair_keys(history))
         return cls(
             rows=Rows.of(history),

@@ -17,13 +17,13 @@ metric code (:func:`training.evaluate.head_metrics` and
   history (the interest, quality and toxicity still exact);
 - ``joint_posterior``: nothing exact; every hidden term fitted jointly from
   the history by a scorer that knows the simulator's equations and priors
-  (:mod:`benchmarks.joint_posterior`): about the best any model of the
+  (:mod:`analysis.joint_posterior`): about the best any model of the
   history can do, give or take the test day's own earlier visits. Skipped
   with ``--joint-steps 0`` (it takes 2-3 minutes of the run);
 - the registered champion model (``auc_*`` and ``oracle_lift_share_*`` keys,
   as ``feedrank evaluate`` prints them), unless ``--no-model``.
 
-    .venv/bin/python benchmarks/model_ceiling.py [--workspace DIR] [--no-model] [--joint-steps N]
+    .venv/bin/python -m analysis.model_ceiling [--workspace DIR] [--no-model] [--joint-steps N]
 
 Ends with ``RESULT {json}``: per scenario the AUC of each head, its gap to the
 oracle's AUC (per head and the max) and the share of the oracle's lift over
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,17 +41,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(REPO_ROOT))
-
-# pylint: disable=wrong-import-position
-from benchmarks.joint_posterior import STEPS, estimate_jointly  # noqa: E402
-from core import tables  # noqa: E402
-from core.actions import ActionSet, load_actions  # noqa: E402
-from core.feast_store import training_set_path  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
-from simulation.truth import (  # noqa: E402
+from analysis.joint_posterior import STEPS, estimate_jointly
+from core import tables
+from core.actions import ActionSet, load_actions
+from core.feast_store import training_set_path
+from core.workspace import Workspace
+from simulation.truth import (
     _DEFAULT_EFFECT,  # pylint: disable=protected-access
     _EFFECTS,  # pylint: disable=protected-access
     PAIR_NOISE_SD,
@@ -62,14 +56,16 @@ from simulation.truth import (  # noqa: E402
     read_oracle,
     true_probabilities,
 )
-from simulation.world import US_PER_DAY  # noqa: E402
-from training.evaluate import (  # noqa: E402
+from simulation.world import US_PER_DAY
+from training.dataset import Split, load_splits
+from training.evaluate import (
     TOP_K,
     head_metrics,
     ranking_metrics,
 )
-from training.train import Split, TrainConfig, load_splits  # noqa: E402
+from training.train import TrainConfig
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ESTIMATE_ROUNDS = 3
 """Alternations of the propensity and pair-noise estimates (the joint MAP)."""
 
@@ -274,7 +270,9 @@ def table(result: dict[str, float], names: list[str], actions: ActionSet) -> str
 
 def main() -> None:
     """Score the held-out rows with the oracle, partial oracles and the champion."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.model_ceiling", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
     parser.add_argument("--no-model", action="store_true", help="Skip the champion model.")
     parser.add_argument(
@@ -317,7 +315,7 @@ def main() -> None:
         **fit,
     }
     if not args.no_model:
-        from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
+        from core.model_registry import load_ranker  # pylint: disable=import-outside-toplevel
 
         probs["model"] = load_ranker(ws, "champion").predict_proba(test.columns)
     for name, p in probs.items():

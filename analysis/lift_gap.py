@@ -15,7 +15,7 @@ tables, Feast training set, ``train`` with the default config, ``evaluate``):
   toxicity. What a perfect estimate of that one term would add: an upper
   bound on any feature that estimates it better.
 
-    .venv/bin/python benchmarks/lift_gap.py [--days 10 16] [--seed 7] [--no-latents]
+    .venv/bin/python -m analysis.lift_gap [--days 10 16] [--seed 7] [--no-latents]
 
 Ends with ``RESULT {json}``: ``lift_share_at_50_days<N>``,
 ``lift_share_at_10_days<N>`` and ``auc_gap_max_days<N>`` per length, and
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,19 +35,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.feast_store import training_set_path
+from core.workspace import Workspace
+from feedrank.pipeline import build_foundation
+from simulation.config import world_config
+from simulation.truth import Latent, topic_interest
+from training.evaluate import evaluate
+from training.train import TrainConfig, train
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(REPO_ROOT))
-
-# pylint: disable=wrong-import-position
-from core.feast_store import training_set_path  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
-from feedrank.pipeline import build_foundation  # noqa: E402
-from simulation.config import world_config  # noqa: E402
-from simulation.truth import Latent, topic_interest  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
-
 HIDDEN_TERMS = {
     "interest": lambda latent, t: topic_interest(
         latent, t["user_id"].to_numpy(), t["tweet_topic"].to_numpy()
@@ -93,7 +88,7 @@ def with_hidden_term(dataset: Path, latent: Latent, term: str, out: Path) -> Pat
 
 def main() -> None:
     """Run every variant and print the table and the RESULT line."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m analysis.lift_gap", description=__doc__)
     parser.add_argument("--days", type=int, nargs="+", default=[10, 16], help="World lengths.")
     parser.add_argument("--seed", type=int, default=7, help="World seed (the demo's: 7).")
     parser.add_argument("--no-latents", action="store_true", help="Skip the hidden-term rows.")
