@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.errors import UserError
+
 DEFAULT_ACTIONS_FILE = Path(__file__).with_name("actions.yaml")
 
 IMPRESSION = "impression"
@@ -75,7 +77,7 @@ class ActionSet(BaseModel):
             raise KeyError(f"unknown action {name!r}; known: {', '.join(self.names)}") from None
 
 
-class ActionsFileError(ValueError):
+class ActionsFileError(UserError, ValueError):
     """The actions file is missing, unreadable or invalid; the message names the file."""
 
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from core.workspace import Workspace
-
-Profile = Literal["embedded", "production"]
+from core.errors import InputError
+from core.workspace import Profile, Workspace
 
 PROFILE_FILES: dict[str, str] = {
     "embedded": "feature_store.yaml",
@@ -47,7 +45,7 @@ def repo_config(
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read Feast config: {exc}") from exc
+        raise InputError(f"{path}: cannot read Feast config: {exc}") from exc
     if profile == "production":
         if os.environ.get(REDIS_URL_ENV):
             raw["online_store"]["connection_string"] = os.environ[REDIS_URL_ENV]

@@ -19,10 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.errors import UserError
+
 TS = pa.timestamp("us", tz="UTC")
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """A table file is missing, unreadable, or does not match its schema."""
 
 

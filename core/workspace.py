@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+Profile = Literal["embedded", "production"]
+"""The Feast profile a workspace's store opens in: SQLite and files, or Redis and a SQL registry."""
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,16 @@ import click
 import pyarrow.parquet as pq
 
 from core.actions import load_actions
+from core.model_registry import CHAMPION, load_ranker
 from core.workspace import Workspace
 from feedrank.pipeline import Bar, Stage, build_foundation
 from metrics.replay import replay
-from simulation.config import world_config
+from simulation.config import Preset, world_config
 from training.pipeline import run_training_pipeline
-from training.registry import CHAMPION, load_ranker
 
 
 def run_demo(
-    workspace: Workspace, preset: str, stage: Stage, progress_bar: Bar
+    workspace: Workspace, preset: Preset, stage: Stage, progress_bar: Bar
 ) -> dict[str, object]:
     """The whole pipeline: world, features, Feast, training set, model, promotion, replay.
 
@@ -30,7 +30,7 @@ def run_demo(
         The summary figures that were printed.
     """
     actions = load_actions()
-    config = world_config(preset)  # type: ignore[arg-type]
+    config = world_config(preset)
     built = build_foundation(workspace, config, actions=actions, stage=stage, progress=progress_bar)
     world, training = built.world, built.training
     with stage("train, evaluate, register, promote"):

@@ -88,11 +88,11 @@ def build_foundation(
     """
     actions = actions or load_actions()
 
-    def bar(unit: str) -> Callable[[int, int], None] | None:
+    def progress_of(unit: str) -> Callable[[int, int], None] | None:
         return progress(unit) if progress else None
 
     with stage("world"):
-        world = generate_world(config, workspace.data, actions, progress=bar("visits"))
+        world = generate_world(config, workspace.data, actions, progress=progress_of("visits"))
     with stage("features"):
         built = build_features(workspace.world, workspace.features, actions)
     with stage("feast apply"):
@@ -105,5 +105,5 @@ def build_foundation(
         with stage("online store fill"):
             online = fill_online(store, workspace, world_end(config))
     with stage("training set"):
-        training = build_training_set(store, workspace, actions, progress=bar("rows"))
+        training = build_training_set(store, workspace, actions, progress=progress_of("rows"))
     return Foundation(store, world, built, online, training)

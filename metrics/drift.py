@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from core.actions import ActionSet, load_actions
+from core.tables import TableError
+
 DEFAULT_THRESHOLD = 0.2
 _EPSILON = 1e-4  # floor of a bin's share: an empty bin must not make the PSI infinite
 
@@ -56,6 +59,30 @@ class DriftReport:
         return self.table.loc[self.table.psi > self.threshold, "feature"].tolist()
 
 
+_NOT_FEATURES = (
+    "impression_id",
+    "visit_id",
+    "user_id",
+    "author_id",
+    "tweet_id",
+    "position",
+    "tweet_created_s",
+)
+"""Ids and raw times: not distributions a model reads."""
+
+
+def drift_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, actions: ActionSet | None = None
+) -> list[str]:
+    """Numeric columns of the reference that the current sample also has, less ids and labels."""
+    skip = {*_NOT_FEATURES, *(actions or load_actions()).names}
+    return [
+        c
+        for c in reference.columns
+        if c in current.columns and c not in skip and pd.api.types.is_numeric_dtype(reference[c])
+    ]
+
+
 def drift_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -80,7 +107,7 @@ def read_sample(path: Path) -> pd.DataFrame:
     """Feature rows from a parquet file (a training set) or served samples (JSONL folder/file).
 
     Raises:
-        ValueError: naming the path when it holds no readable rows.
+        TableError: naming the path (and line) when it holds no readable rows.
     """
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))
@@ -90,14 +117,14 @@ def read_sample(path: Path) -> pd.DataFrame:
         try:
             return pq.read_table(path).to_pandas()
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable parquet file: {exc}") from exc
+            raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
     rows = []
     for file in files:
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
             try:
                 rows.extend(json.loads(line)["rows"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{file}:{number}: not a feature-sample record: {exc}") from exc
+                raise TableError(f"{file}:{number}: not a feature-sample record: {exc}") from exc
     if not rows:
-        raise ValueError(f"{path}: no feature samples found")
+        raise TableError(f"{path}: no feature samples found")
     return pd.DataFrame(rows)

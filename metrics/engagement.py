@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.actions import IMPRESSION, ActionSet, load_actions
+from core.errors import UserError
 from core.tables import EVENTS, TS, TableError, validate
 
 Denominator: TypeAlias = Literal["active", "exposed"]
@@ -127,7 +128,7 @@ LEFT JOIN cohorts AS c ON c.user_id = u.user_id
 """
 
 
-class UnknownActionError(ValueError):
+class UnknownActionError(UserError, ValueError):
     """An event or a count names an action that ``actions.yaml`` does not define."""
 
 

@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="$ROOT/.venv/bin"
-PACKAGES=(core feedrank simulation features feature_repo training serving metrics benchmarks load)
+PACKAGES=(core feedrank simulation features feature_repo training serving metrics analysis load benchmarks)
 
 # checkov pins packaging 23.2, which pytest 9 cannot share, so it and the
 # linters actionlint calls (shellcheck, pyflakes) live in a venv of their own,
@@ -73,6 +73,7 @@ echo "== ruff"
 "$BIN/ruff" check .
 "$BIN/ruff" format --check .
 echo "== pylint"; "$BIN/pylint" --fail-under=9.0 "${PACKAGES[@]}"
+echo "== import-linter (the floor plan in pyproject.toml)"; "$BIN/lint-imports" --no-cache
 echo "== bandit"; "$BIN/bandit" -q -c pyproject.toml -r "${PACKAGES[@]}" --severity-level medium
 
 ensure_tools

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.actions import load_actions
+from core.errors import MissingArtifactError
 from core.feast_store import training_set_path
 from core.workspace import Workspace
 from training import registry
@@ -42,7 +43,7 @@ def run_training_pipeline(
     config = config or TrainConfig()
     dataset = training_set_path(ws)
     if not dataset.exists():
-        raise ValueError(f"{dataset}: no training set (run the dataset stage first)")
+        raise MissingArtifactError(f"{dataset}: no training set (run the dataset stage first)")
     actions = load_actions()
     result = train(dataset, config, actions, progress=progress)
     summary: dict[str, Any] = {

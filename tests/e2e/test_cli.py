@@ -133,3 +133,37 @@ def test_damaged_feature_table_stops_the_dataset_stage(tmp_path: Path) -> None:
     assert isinstance(done.exception, SystemExit)
     assert "user_author_affinity.parquet: not a readable parquet file" in done.stderr
     assert not ws.datasets.exists()
+
+
+def test_train_config_file_is_validated_by_train_config(tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("max_epochs: 0\nmodel: {architecture: mmoe}\n", encoding="utf-8")
+    done = run("train", "--config", str(config), "--workspace", str(tmp_path))
+    assert done.returncode == 1
+    assert isinstance(done.exception, SystemExit)
+    assert f"{config}: max_epochs: Input should be greater than or equal to 1" in done.stderr
+    overridden = run(
+        "train", "--config", str(config), "--epochs", "1", "--workspace", str(tmp_path)
+    )
+    assert overridden.returncode == 1
+    assert "no training set" in overridden.stderr  # the flag won; training found no data
+
+
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> None:
+        raise KeyError("a programming error")
+
+    monkeypatch.setattr("features.pipelines.build_features", broken)
+    done = run("features", "build", "--workspace", str(new_workspace(tmp_path).root))
+    assert isinstance(done.exception, KeyError)  # not turned into a one-line error
+
+
+def test_pipeline_foundation_builds_the_training_set(tmp_path: Path) -> None:
+    ws = new_workspace(tmp_path)
+    done = run(
+        "pipeline", "foundation", "--preset", "tiny", "--users", "60", "--workspace", str(ws.root)
+    )
+    assert done.returncode == 0, done.exception
+    assert "60 users" in done.stdout
+    training = pq.read_table(training_set_path(ws))
+    assert f"training set: {training.num_rows:,} rows" in done.stdout

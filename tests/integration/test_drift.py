@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from core.feast_store import training_set_path
 from core.workspace import Workspace
+from feedrank.commands.monitor import monitor
 from feedrank.pipeline import build_foundation
-from metrics.commands import monitor
 from metrics.drift import psi
 from simulation.config import world_config
 from tests.conftest import new_workspace

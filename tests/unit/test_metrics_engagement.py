@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from core.actions import load_actions
 from core.tables import EVENTS, TS, TableError
-from metrics.commands import metrics
+from feedrank.commands.metrics import metrics
 from metrics.engagement import (
     Period,
     UnknownActionError,

@@ -1,8 +1,8 @@
 """``feedrank serve``: run the BentoML service on a workspace.
 
-A thin driver: it sets the service's environment (workspace, Feast profile,
-feature deadline) and replaces itself with ``bentoml serve``, so signals,
-logs and the exit code are BentoML's own.
+It sets the service's environment (workspace, Feast profile, feature
+deadline) and replaces itself with ``bentoml serve``, so signals, logs and
+the exit code are BentoML's own.
 """
 
 from __future__ import annotations
@@ -14,19 +14,13 @@ from pathlib import Path
 
 import click
 
-from feedrank.options import REPO_ROOT, workspace_option
+from core.workspace import Profile
+from feedrank.options import REPO_ROOT, Command, profile_option, workspace_option
 
 
-@click.command("serve")
+@click.command("serve", cls=Command)
 @workspace_option
-@click.option(
-    "--profile",
-    type=click.Choice(["embedded", "production"]),
-    default="embedded",
-    show_default=True,
-    envvar="FEEDRANK_FEAST_PROFILE",
-    help="Feast profile: SQLite online store, or Redis + SQL registry.",
-)
+@profile_option(envvar="FEEDRANK_FEAST_PROFILE")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
 @click.option(
@@ -39,10 +33,18 @@ from feedrank.options import REPO_ROOT, workspace_option
     show_default=True,
     help="Slower feature reads get the reverse-chronological feed (degraded: true).",
 )
-def serve_command(
-    workspace: Path, profile: str, host: str, port: int, workers: int, feature_deadline_ms: float
+def serve(
+    workspace: Path,
+    profile: Profile,
+    host: str,
+    port: int,
+    workers: int,
+    feature_deadline_ms: float,
 ) -> None:
-    """Serve POST /rank and POST /events (bentoml serve serving.service:FeedRanker)."""
+    """Serve the ranked feed: POST /rank and POST /events.
+
+    Runs `bentoml serve serving.service:FeedRanker` on the workspace.
+    """
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which(
         "bentoml"
     )

@@ -1,64 +1,46 @@
-"""``feedrank train | evaluate | promote``: thin drivers over the training library.
+"""``feedrank train | evaluate [replay] | promote``: the model's life in the MLflow registry.
 
-Each command parses options, calls :mod:`training.train`,
-:mod:`training.evaluate` or :mod:`training.registry`, and ends with a
-``RESULT {json}`` line. Errors a user can fix are one line, never a traceback.
+``feedrank train`` takes its options from :class:`training.train.TrainConfig`
+(one per field, with the field's default, bounds and description) and
+``--config train.yaml``; the options override the file. Each command ends
+with a ``RESULT {json}`` line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from mlflow.exceptions import MlflowException
+from pydantic import BaseModel
 
-from core.actions import load_actions
-from core.model import ModelConfig
+from core.results import result_line
 from core.workspace import Workspace
-from feedrank.options import one_line_errors, workspace_option
-from training import registry
-from training.pipeline import rank, run_training_pipeline
-from training.train import TrainConfig
+from feedrank.options import Command, ConfigCommand, Group, workspace_option
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
+
+# Each command imports its stage inside the function (see feedrank.commands).
+# pylint: disable=import-outside-toplevel
+
+TRAIN_OPTION_NAMES = {
+    "max_epochs": ["--epochs"],
+    "learning_rate": ["--lr"],
+    "model.architecture": ["--architecture"],
+}
+"""The short names ``feedrank train`` had before its options came from TrainConfig."""
 
 
-@click.command("train")
+def _train_config() -> type[BaseModel]:
+    """TrainConfig lives beside torch: imported only when `feedrank train` parses its options."""
+    from training.train import TrainConfig
+
+    return TrainConfig
+
+
+@click.command("train", cls=ConfigCommand, config=_train_config, names=TRAIN_OPTION_NAMES)
 @workspace_option
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=6,
-    show_default=True,
-    help="Maximum epochs: the cosine learning-rate decay ends there "
-    "(early stopping on validation loss may end sooner).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=2048,
-    show_default=True,
-    help="Rows per optimiser step, summed over all ranks.",
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2e-3,
-    show_default=True,
-    help="AdamW learning rate.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=7,
-    show_default=True,
-    help="Seed of initialisation and batch order (runs are reproducible).",
-)
-@click.option(
-    "--architecture",
-    type=click.Choice(["shared_bottom", "mmoe"]),
-    default="shared_bottom",
-    show_default=True,
-    help="Shared-bottom MLP or multi-gate mixture of experts.",
-)
 @click.option(
     "--register/--no-register",
     default=True,
@@ -78,45 +60,33 @@ from training.train import TrainConfig
     show_default=True,
     help="Show a progress bar with the live loss.",
 )
-@one_line_errors(MlflowException)
-def train_command(
-    workspace: Path,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    architecture: str,
-    register: bool,
-    promote_after: bool,
-    progress: bool,
+def train(
+    workspace: Path, config: TrainConfig, register: bool, promote_after: bool, progress: bool
 ) -> None:
-    """Train the ranker on the training days and evaluate it on the test day.
+    """Train the engagement model, log it to MLflow and register it.
 
-    Works unchanged under `torchrun --nproc_per_node=N -m training.train`
-    (DistributedDataParallel; rank 0 evaluates and logs).
+    Trains on the training days and evaluates on the test day. Every
+    TrainConfig field is an option; --config train.yaml sets any of them and
+    the options given override the file. Under torchrun the same options run
+    DistributedDataParallel: `python -m torch.distributed.run --nproc_per_node=N
+    -m training` (rank 0 evaluates and logs).
     """
-    config = TrainConfig(
-        max_epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        seed=seed,
-        model=ModelConfig.model_validate({"architecture": architecture}),
-    )
+    from training.pipeline import rank, run_training_pipeline
+
     summary = run_training_pipeline(
         workspace, config, register=register, promote=promote_after, progress=progress
     )
     if rank() == "0":
-        click.echo(registry.result_line(summary))
+        click.echo(result_line(summary))
 
 
-@click.group("evaluate", invoke_without_command=True)
+@click.group("evaluate", cls=Group, invoke_without_command=True)
 @workspace_option
 @click.option(
     "--model",
     "ref",
-    default=registry.CHALLENGER,
-    show_default=True,
-    help="Registered version number or alias of feed-ranker to evaluate.",
+    default=None,
+    help="Registered version number or alias of feed-ranker to evaluate (default: the challenger).",
 )
 @click.option(
     "--plots-dir",
@@ -125,26 +95,30 @@ def train_command(
     help="Write calibration, ROC and lift plots here (default: no plots).",
 )
 @click.pass_context
-@one_line_errors(MlflowException)
-def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: Path | None) -> None:
+def evaluate(ctx: click.Context, workspace: Path, ref: str | None, plots_dir: Path | None) -> None:
     """Evaluate a registered model on the workspace's test day against the oracle.
 
     `feedrank evaluate replay` replays the held-out visits under every policy.
     """
     if ctx.invoked_subcommand is not None:
         return
-    evaluation = registry.evaluate_version(Workspace(workspace), ref, plots_dir=plots_dir)
-    click.echo(registry.result_line(evaluation.result(load_actions())))
+    from core import model_registry
+    from core.actions import load_actions
+    from training import registry
+
+    evaluation = registry.evaluate_version(
+        Workspace(workspace), ref or model_registry.CHALLENGER, plots_dir=plots_dir
+    )
+    click.echo(result_line(evaluation.result(load_actions())))
 
 
-@evaluate_command.command("replay")
+@evaluate.command("replay")
 @workspace_option
 @click.option(
     "--model",
     "ref",
-    default=registry.CHAMPION,
-    show_default=True,
-    help="Registered version number or alias of feed-ranker to replay.",
+    default=None,
+    help="Registered version number or alias of feed-ranker to replay (default: the champion).",
 )
 @click.option(
     "--limit",
@@ -168,21 +142,23 @@ def evaluate_command(ctx: click.Context, workspace: Path, ref: str, plots_dir: P
     help="Independent simulations of each held-out visit (narrower intervals).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replay.")
-@one_line_errors(MlflowException)
-def replay_command(
-    workspace: Path, ref: str, limit: int, explore_share: float, draws: int, seed: int
+def replay(
+    workspace: Path, ref: str | None, limit: int, explore_share: float, draws: int, seed: int
 ) -> None:
     """Replay held-out visits: chrono, model, model+explore and oracle, as an A/B table.
 
     The table and a PNG plot are printed/written and logged to the MLflow run
     of the model version.
     """
-    from metrics import replay as replaying  # pylint: disable=import-outside-toplevel
+    from core import model_registry
+    from metrics import replay as replaying
+    from training import registry
 
     ws = Workspace(workspace)
+    ref = ref or model_registry.CHAMPION
     result = replaying.replay(
         ws,
-        registry.load_ranker(ws, ref),
+        model_registry.load_ranker(ws, ref),
         limit=limit,
         explore_share=explore_share,
         draws=draws,
@@ -196,10 +172,10 @@ def replay_command(
     registry.log_replay(ws, ref, result.result(), [csv, png])
     click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"plot: {png}")
-    click.echo(registry.result_line(result.result()))
+    click.echo(result_line(result.result()))
 
 
-@click.command("promote")
+@click.command("promote", cls=Command)
 @workspace_option
 @click.option(
     "--require-approval",
@@ -234,8 +210,7 @@ def replay_command(
     show_default=True,
     help="A pending promotion older than this expires instead of being approved.",
 )
-@one_line_errors(MlflowException)
-def promote_command(
+def promote(
     workspace: Path,
     require_approval: bool,
     approve_version: str | None,
@@ -244,9 +219,11 @@ def promote_command(
     approval_ttl_hours: float,
 ) -> None:
     """Give the champion alias to the challenger if it passes the gate."""
+    from training import registry
+
     ws = Workspace(workspace)
     if approve_version is not None:
         outcome = registry.approve(ws, approve_version, approval_ttl_hours)
     else:
         outcome = registry.promote(ws, require_approval, auc_tolerance, min_gain)
-    click.echo(registry.result_line(outcome))
+    click.echo(result_line(outcome))

@@ -1,6 +1,6 @@
-"""``feedrank metrics``: weighted engagement reports and A/B comparisons from the event log.
+"""``feedrank metrics report``: weighted engagement per user and A/B comparisons from the event log.
 
-A thin driver: it parses the options, calls :mod:`metrics.engagement` and
+The command parses the options, calls :mod:`metrics.engagement` and
 :mod:`metrics.ab`, and prints or writes the result. Bad input ends in a
 one-line error naming the file and the column, never a traceback.
 """
@@ -10,25 +10,20 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-import pandas as pd
 
-from core.actions import ActionsFileError, load_actions
-from core.tables import TableError
-from feedrank.options import workspace_option
-from metrics.ab import SRM_THRESHOLD, Experiment, ExperimentResult, analyze_experiment
-from metrics.drift import DEFAULT_THRESHOLD, drift_report, read_sample
-from metrics.engagement import (
-    Denominator,
-    EngagementReport,
-    Granularity,
-    Period,
-    UnknownActionError,
-    as_utc,
-    engagement_report,
-)
+from feedrank.options import Group
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from metrics.ab import ExperimentResult
+    from metrics.engagement import Denominator, EngagementReport, Granularity, Period
+
+# The stage and pandas are imported inside the functions (see feedrank.commands).
+# pylint: disable=import-outside-toplevel
 
 _DENOMINATOR_HELP = {
     "active": "active users (at least one event of any kind in the period)",
@@ -39,6 +34,8 @@ _DENOMINATOR_HELP = {
 def _instant(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
+    from metrics.engagement import as_utc
+
     try:
         return as_utc(datetime.fromisoformat(value))
     except ValueError:
@@ -76,7 +73,7 @@ def _output_file(_ctx: click.Context, param: click.Parameter, value: str | None)
     return path
 
 
-@click.group(name="metrics")
+@click.group(name="metrics", cls=Group)
 def metrics() -> None:
     """Business metrics over the event log: weighted engagement per user and A/B tests."""
 
@@ -169,6 +166,9 @@ def report(
     the control on per-user weighted engagement (Welch's t, 95% interval) and
     the split is checked for a sample-ratio mismatch.
     """
+    from metrics.ab import Experiment, analyze_experiment
+    from metrics.engagement import engagement_report
+
     if (by is None) != (experiment_name is None):
         raise click.UsageError("--by variant and --experiment go together")
     if start is not None and end is not None and end <= start:
@@ -179,28 +179,25 @@ def report(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--variants/--split") from exc
-    try:
-        result = engagement_report(
+    result = engagement_report(
+        events_path,
+        granularity=cast("Granularity", period),
+        start=start,
+        end=end,
+        cohorts=experiment.assign if experiment else None,
+        denominator=cast("Denominator", denominator),
+    )
+    comparison = (
+        analyze_experiment(
             events_path,
-            granularity=cast(Granularity, period),
+            experiment,
             start=start,
             end=end,
-            cohorts=experiment.assign if experiment else None,
-            denominator=cast(Denominator, denominator),
+            denominator=cast("Denominator", denominator),
         )
-        comparison = (
-            analyze_experiment(
-                events_path,
-                experiment,
-                start=start,
-                end=end,
-                denominator=cast(Denominator, denominator),
-            )
-            if experiment
-            else None
-        )
-    except (TableError, UnknownActionError, ActionsFileError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        if experiment
+        else None
+    )
 
     _print_report(result)
     if comparison is not None:
@@ -238,6 +235,8 @@ def _print_report(result: EngagementReport) -> None:
             "dwell_seconds_per_user": "dwell s/user",
         }
     )
+    from core.actions import load_actions
+
     weights = load_actions()
     click.echo(f"Weighted engagement per user; users = {_DENOMINATOR_HELP[result.denominator]}")
     click.echo(_table(summary))
@@ -256,6 +255,10 @@ def _print_report(result: EngagementReport) -> None:
 
 
 def _print_comparison(result: ExperimentResult) -> None:
+    import pandas as pd
+
+    from metrics.ab import SRM_THRESHOLD
+
     confidence = next((r.difference.confidence for r in result.variants if r.difference), 0.95)
     click.echo(
         f"\nExperiment {result.experiment.name!r}: per-user weighted engagement vs "
@@ -322,90 +325,3 @@ def _period_label(period: Period) -> str:
 
 def _table(frame: pd.DataFrame) -> str:
     return str(frame.to_string(index=False, float_format=lambda v: f"{v:,.4g}", na_rep="n/a"))
-
-
-@click.group(name="monitor")
-def monitor() -> None:
-    """Watch what is served: drift of features and scores from the training data."""
-
-
-@monitor.command()
-@click.option(
-    "--current",
-    type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="Served feature samples (data/serving/feature_samples/ or a .jsonl) or a parquet "
-    "training set from newer data.",
-)
-@click.option(
-    "--reference",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="The training distribution (default: the training set of WORKSPACE).",
-)
-@workspace_option
-@click.option(
-    "--threshold",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_THRESHOLD,
-    show_default=True,
-    help="PSI above which a feature counts as drifted (exit code 1).",
-)
-@click.option(
-    "--model",
-    "ref",
-    default=None,
-    help="Also compare the weighted-score distribution of this registered model "
-    "(alias or version, e.g. champion).",
-)
-def drift(
-    current: Path, reference: Path | None, workspace: Path, threshold: float, ref: str | None
-) -> None:
-    """PSI of every model feature between the training set and CURRENT; exit 1 on drift.
-
-    A drift alarm is meant to trigger the continuous-training workflow
-    (repository_dispatch `drift-detected`, see docs/deploy.md).
-    """
-    from core.feast_store import training_set_path  # pylint: disable=import-outside-toplevel
-    from core.workspace import Workspace  # pylint: disable=import-outside-toplevel
-
-    ws = Workspace(workspace)
-    reference = reference or training_set_path(ws)
-    try:
-        ref_rows, cur_rows = read_sample(reference), read_sample(current)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    columns = [
-        c
-        for c in ref_rows.columns
-        if c in cur_rows.columns
-        and c not in _NOT_FEATURES
-        and pd.api.types.is_numeric_dtype(ref_rows[c])
-    ]
-    if ref is not None:
-        from core.policy import weighted_scores  # pylint: disable=import-outside-toplevel
-        from training.registry import load_ranker  # pylint: disable=import-outside-toplevel
-
-        ranker = load_ranker(ws, ref)
-        for frame in (ref_rows, cur_rows):
-            named = {c: frame[c].to_numpy() for c in frame.columns}
-            frame["model_score"] = weighted_scores(ranker.predict_proba(named))
-        columns.append("model_score")
-    psi_report = drift_report(ref_rows, cur_rows, columns, threshold)
-    click.echo(psi_report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if psi_report.drifted:
-        raise click.ClickException(f"drift above PSI {threshold}: {', '.join(psi_report.drifted)}")
-    click.echo(f"no drift above PSI {threshold} ({len(psi_report.table)} columns)")
-
-
-_NOT_FEATURES = {
-    "impression_id",
-    "visit_id",
-    "user_id",
-    "author_id",
-    "tweet_id",
-    "position",
-    "tweet_created_s",
-    *load_actions().names,
-}
-"""Ids, labels and raw times: not distributions a model reads."""

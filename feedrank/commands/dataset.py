@@ -1,0 +1,39 @@
+"""``feedrank dataset build``: the point-in-time training set from the offline store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from core.workspace import Workspace
+from feedrank.options import Group, progress_bar, workspace_option
+
+# Each command imports its stage inside the function (see feedrank.commands).
+# pylint: disable=import-outside-toplevel
+
+
+@click.group(cls=Group)
+def dataset() -> None:
+    """Training sets from the offline store."""
+
+
+@dataset.command("build")
+@workspace_option
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep only the latest N impressions (default: all).",
+)
+def build(workspace: Path, max_rows: int | None) -> None:
+    """Point-in-time training set through the FeatureService of new models."""
+    from core.feast_store import open_store
+    from training.dataset import build_training_set
+
+    ws = Workspace(workspace)
+    progress = progress_bar("rows")
+    result = build_training_set(open_store(ws), ws, max_rows=max_rows, progress=progress)
+    click.echo(
+        f"training set: {result.rows:,} rows x {len(result.features)} features -> {result.path}"
+    )

@@ -1,0 +1,21 @@
+"""``feedrank demo``: the whole pipeline on the embedded defaults, with a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from core.workspace import Workspace
+from feedrank.options import Command, preset_option, progress_bar, stage, workspace_option
+from simulation.config import Preset
+
+
+@click.command("demo", cls=Command)
+@workspace_option
+@preset_option
+def demo(workspace: Path, preset: Preset) -> None:
+    """Run the whole pipeline on the embedded defaults and print a summary."""
+    from feedrank.demo import run_demo  # pylint: disable=import-outside-toplevel  # every stage
+
+    run_demo(Workspace(workspace), preset, stage=stage, progress_bar=progress_bar)
