@@ -30,6 +30,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from core.workspace import REPO_ROOT
+
 FieldPath = tuple[str, ...]
 """A field of the model, nested models included: ``("model", "architecture")``."""
 Build = Callable[[dict[str, Any], dict[str, Any]], BaseModel]
@@ -211,3 +213,14 @@ class ConfigCommand(click.Command):
         except ValidationError as exc:
             raise click.ClickException(_one_line(exc, file, flags)) from exc
         return super().invoke(ctx)
+
+
+workspace_option = click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT,
+    show_default="the repository root",
+    envvar="FEEDRANK_WORKSPACE",
+    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
+)
+"""``--workspace``: the folder a command works in (see :class:`core.workspace.Workspace`)."""

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The source tree: the default workspace, and the git commit a training run records."""
+
 Profile = Literal["embedded", "production"]
 """The Feast profile a workspace's store opens in: SQLite and files, or Redis and a SQL registry."""
 

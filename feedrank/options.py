@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar, get_args
 
 import click
@@ -22,7 +21,6 @@ from core.errors import UserError
 from core.workspace import Profile
 from simulation.config import Preset, WorldConfig, world_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "RESOURCE_DOES_NOT_EXIST"
 """MLflow's error code for a model, version or alias that is not registered."""
 FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
@@ -91,16 +89,6 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-workspace_option = click.option(
-    "--workspace",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT,
-    show_default="the repository root",
-    envvar="FEEDRANK_WORKSPACE",
-    help="Folder holding feature_repo/ and data/ (env FEEDRANK_WORKSPACE).",
-)
 
 
 def profile_option(envvar: str | None = None) -> Callable[[FC], FC]:

@@ -14,13 +14,10 @@ from typing import Any
 from core.actions import load_actions
 from core.errors import MissingArtifactError
 from core.feast_store import training_set_path
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from training import registry
 from training.evaluate import evaluate
 from training.train import TrainConfig, train
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-"""The source tree whose git commit a run records."""
 
 
 def run_training_pipeline(

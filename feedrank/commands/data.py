@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Workspace
-from feedrank.options import WORLD_COMMAND, Group, preset_option, progress_bar, workspace_option
+from feedrank.options import WORLD_COMMAND, Group, preset_option, progress_bar
 from simulation.config import WorldConfig
 
 if TYPE_CHECKING:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Workspace
-from feedrank.options import Group, progress_bar, workspace_option
+from feedrank.options import Group, progress_bar
 
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel

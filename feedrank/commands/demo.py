@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Workspace
-from feedrank.options import Command, preset_option, progress_bar, stage, workspace_option
+from feedrank.options import Command, preset_option, progress_bar, stage
 from simulation.config import Preset
 
 

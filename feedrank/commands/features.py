@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Profile, Workspace
-from feedrank.options import Group, profile_option, workspace_option
+from feedrank.options import Group, profile_option
 
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel

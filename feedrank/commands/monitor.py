@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Workspace
-from feedrank.options import Group, workspace_option
+from feedrank.options import Group
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from core.config_options import workspace_option
 from core.workspace import Profile, Workspace
 from feedrank.commands.data import world_line
 from feedrank.options import (
@@ -20,7 +21,6 @@ from feedrank.options import (
     profile_option,
     progress_bar,
     stage,
-    workspace_option,
 )
 from simulation.config import WorldConfig
 

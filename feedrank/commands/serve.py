@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from core.workspace import Profile
-from feedrank.options import REPO_ROOT, Command, profile_option, workspace_option
+from core.config_options import workspace_option
+from core.workspace import REPO_ROOT, Profile
+from feedrank.options import Command, profile_option
 
 
 @click.command("serve", cls=Command)

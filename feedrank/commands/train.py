@@ -1,83 +1,28 @@
 """``feedrank train | evaluate [replay] | promote``: the model's life in the MLflow registry.
 
-``feedrank train`` takes its options from :class:`training.train.TrainConfig`
-(one per field, with the field's default, bounds and description) and
-``--config train.yaml``; the options override the file. Each command ends
-with a ``RESULT {json}`` line.
+``feedrank train`` is the training stage's own command
+(:mod:`training.command`, which ``python -m training`` runs under torchrun),
+given the CLI's error policy here. Each command ends with a ``RESULT {json}``
+line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-from pydantic import BaseModel
 
+from core.config_options import workspace_option
 from core.results import result_line
 from core.workspace import Workspace
-from feedrank.options import Command, ConfigCommand, Group, workspace_option
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
+from feedrank.options import Command, ConfigCommand, Group
+from training.command import train_command
 
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel
 
-TRAIN_OPTION_NAMES = {
-    "max_epochs": ["--epochs"],
-    "learning_rate": ["--lr"],
-    "model.architecture": ["--architecture"],
-}
-"""The short names ``feedrank train`` had before its options came from TrainConfig."""
-
-
-def _train_config() -> type[BaseModel]:
-    """TrainConfig lives beside torch: imported only when `feedrank train` parses its options."""
-    from training.train import TrainConfig
-
-    return TrainConfig
-
-
-@click.command("train", cls=ConfigCommand, config=_train_config, names=TRAIN_OPTION_NAMES)
-@workspace_option
-@click.option(
-    "--register/--no-register",
-    default=True,
-    show_default=True,
-    help="Log the run to MLflow and register the model as the challenger.",
-)
-@click.option(
-    "--promote/--no-promote",
-    "promote_after",
-    default=False,
-    show_default=True,
-    help="Run the promotion gate right after registering.",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=True,
-    show_default=True,
-    help="Show a progress bar with the live loss.",
-)
-def train(
-    workspace: Path, config: TrainConfig, register: bool, promote_after: bool, progress: bool
-) -> None:
-    """Train the engagement model, log it to MLflow and register it.
-
-    Trains on the training days and evaluates on the test day. Every
-    TrainConfig field is an option; --config train.yaml sets any of them and
-    the options given override the file. Under torchrun the same options run
-    DistributedDataParallel: `python -m torch.distributed.run --nproc_per_node=N
-    -m training` (rank 0 evaluates and logs).
-    """
-    from training.pipeline import rank, run_training_pipeline
-
-    summary = run_training_pipeline(
-        workspace, config, register=register, promote=promote_after, progress=progress
-    )
-    if rank() == "0":
-        click.echo(result_line(summary))
+train = train_command(ConfigCommand)
+"""``feedrank train``: the training stage's command, with the CLI's error policy."""
 
 
 @click.group("evaluate", cls=Group, invoke_without_command=True)
