@@ -4,7 +4,9 @@ One SQLite database in WAL mode with ``synchronous=FULL``: a batch is one
 transaction, fsynced at commit, so an acknowledged event survives a crash, and
 several worker processes can read while one writes. ``event_id`` is the
 primary key: a retried batch finds its ids already logged and is not counted
-twice.
+twice. A resent id whose content differs (another user, tweet, action,
+dwell or time) is not a retry: the whole batch is refused
+(:class:`EventConflict`, HTTP 409) and nothing of it is logged.
 
 The same transaction keeps each touched tweet's cumulative counters
 (impressions and one count per action). A tweet's first live event seeds its
@@ -94,6 +96,18 @@ class EventRecord:
     ts_us: int
 
 
+class EventConflict(ValueError):
+    """Event ids sent again with other content (in the batch or against the log)."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.ids = list(ids)
+        shown = ", ".join(repr(i[:32]) for i in self.ids[:5])
+        more = f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else ""
+        super().__init__(
+            f"{len(self.ids)} event_id(s) already used with other content: {shown}{more}"
+        )
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What one append did."""
@@ -139,7 +153,8 @@ class EventLog:
         """Log the events not logged yet and update their tweets' counters, atomically.
 
         Args:
-            events: a batch; ids repeated in the batch or already logged are skipped.
+            events: a batch; ids repeated in the batch or already logged with
+                the same content are skipped.
             seed: called (inside the transaction) with tweets that have no live
                 counters yet; returns their current counters (missing: 0).
             publish: called inside the transaction, before the commit, with the
@@ -147,22 +162,37 @@ class EventLog:
                 it orders the counts, so an older count never lands after a newer
                 one (Feast's SQLite online store overwrites without comparing
                 times). It must not raise: the events commit either way.
+
+        Raises:
+            EventConflict: an id repeated with other content; nothing is logged.
         """
         unique: dict[str, EventRecord] = {}
+        conflicts: dict[str, None] = {}
         for event in events:
-            unique.setdefault(event.event_id, event)
+            if unique.setdefault(event.event_id, event) != event:
+                conflicts[event.event_id] = None
+        if conflicts:
+            raise EventConflict(list(conflicts))
         ids = list(unique)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                known = {
-                    row[0]
+                logged = [
+                    EventRecord(*row)
                     for lo in range(0, len(ids), 500)
                     for row in self._conn.execute(
-                        _select_in("event_id FROM events", "event_id", len(ids[lo : lo + 500])),
+                        _select_in(
+                            "event_id, user_id, tweet_id, action, dwell_seconds, ts_us FROM events",
+                            "event_id",
+                            len(ids[lo : lo + 500]),
+                        ),
                         ids[lo : lo + 500],
                     )
-                }
+                ]
+                changed = [e.event_id for e in logged if unique[e.event_id] != e]
+                if changed:
+                    raise EventConflict(changed)
+                known = {e.event_id for e in logged}
                 new = [e for i, e in unique.items() if i not in known]
                 self._conn.executemany(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",

@@ -9,15 +9,28 @@ not silently ignored.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from core.actions import IMPRESSION, load_actions
 
 MAX_CANDIDATES = 2000
 MAX_LIMIT = 500
 MAX_EVENTS = 1000
+ECHO_CHARS = 32
+"""The longest prefix of a bad value an error message repeats."""
+
+ACTION_NAMES: tuple[str, ...] = (IMPRESSION, *load_actions().names)
+ActionName = Literal[ACTION_NAMES]  # type: ignore[valid-type]  # an enum in the OpenAPI schema
 
 UserId = Annotated[
     int, Field(ge=0, le=2**63 - 1, strict=True, description="User id (0 .. 2^63-1).")
@@ -85,17 +98,21 @@ class Event(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, description="Unique; a retry keeps it.")
     user_id: UserId
     tweet_id: TweetId
-    action: str = Field(description="'impression' or an action of core/actions.yaml.")
+    action: ActionName = Field(description="'impression' or an action of core/actions.yaml.")
     dwell_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     timestamp: AwareDatetime
 
-    @field_validator("action")
+    @field_validator("action", mode="wrap")
     @classmethod
-    def _known_action(cls, action: str) -> str:
-        known = (IMPRESSION, *load_actions().names)
-        if action not in known:
-            raise ValueError(f"unknown action {action!r}; known: {', '.join(known)}")
-        return action
+    def _known_action(cls, action: Any, handler: ValidatorFunctionWrapHandler) -> str:
+        try:
+            return str(handler(action))
+        except ValidationError:
+            shown = repr(action[:ECHO_CHARS]) if isinstance(action, str) else type(action).__name__
+            raise ValueError(
+                f"unknown action {shown}{'...' if len(str(action)) > ECHO_CHARS else ''}; "
+                f"known: {', '.join(ACTION_NAMES)}"
+            ) from None
 
 
 EventBatch = Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS)]

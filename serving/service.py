@@ -29,7 +29,8 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,7 +38,7 @@ import bentoml
 import numpy as np
 import redis
 import torch
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -58,7 +59,7 @@ from serving.candidates import (
     RedisCandidates,
     empty_candidates,
 )
-from serving.events import EventLog, to_micros
+from serving.events import EventConflict, EventLog, to_micros
 from serving.features import (
     FeatureDeadlineExceeded,
     FeatureStoreUnavailable,
@@ -66,6 +67,7 @@ from serving.features import (
     OnlineFeatureReader,
 )
 from serving.ingest import EventIngestor, Ingestor
+from serving.refusals import EventWindow, install_client_error_log_filter
 from serving.samples import FeatureSampler
 from serving.schemas import (
     MAX_LIMIT,
@@ -74,6 +76,7 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
+from simulation.world import WORLD_CONFIG_FILE, load_world_config, world_end
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TAG_ENV = "FEEDRANK_MODEL_TAG"
@@ -91,6 +94,9 @@ _ENV = {
     "sample_rate": "FEEDRANK_FEATURE_SAMPLE_RATE",
     "candidates_prefix": "FEEDRANK_CANDIDATES_PREFIX",
     "candidates_redis_url": "FEEDRANK_CANDIDATES_REDIS_URL",
+    "event_max_future_seconds": "FEEDRANK_EVENT_MAX_FUTURE_SECONDS",
+    "event_max_age_days": "FEEDRANK_EVENT_MAX_AGE_DAYS",
+    "event_world_clock": "FEEDRANK_EVENT_WORLD_CLOCK",
 }
 _FALLBACK_LABELS: dict[str | None, str] = {
     "candidate store unavailable": "candidates_unavailable",
@@ -135,6 +141,17 @@ class ServingConfig(BaseModel):
     candidates_redis_url: str | None = Field(
         None, description="redis:// URL of the candidate store (default: the online store's)."
     )
+    event_max_future_seconds: float = Field(
+        300.0, ge=0, description="How far past the server's clock an event time may be."
+    )
+    event_max_age_days: float = Field(
+        7.0, gt=0, le=3650, description="How far before the server's clock an event time may be."
+    )
+    event_world_clock: bool = Field(
+        True,
+        description="Also accept event times around the simulated world's end, if the "
+        "workspace has a world (the demo's clock).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingConfig:
@@ -154,6 +171,21 @@ class ServingConfig(BaseModel):
     def serving_dir(self) -> Path:
         """Where the service writes (event log, feature samples)."""
         return Workspace(self.workspace).data / "serving"
+
+    def event_window(self) -> EventWindow:
+        """The accepted event times: around the wall clock and, if enabled and
+        the workspace has a simulated world, around the world's end."""
+        world = Workspace(self.workspace).world
+        clocks = (
+            [world_end(load_world_config(world))]
+            if self.event_world_clock and (world / WORLD_CONFIG_FILE).is_file()
+            else []
+        )
+        return EventWindow(
+            timedelta(seconds=self.event_max_future_seconds),
+            timedelta(days=self.event_max_age_days),
+            [c if c.tzinfo else c.replace(tzinfo=UTC) for c in clocks],
+        )
 
 
 class ServeArguments(BaseModel):
@@ -272,6 +304,8 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.ingestor: Ingestor = EventIngestor(
             event_log, self.store, self.candidates, self.actions.positive
         )
+        self.event_window = self.config.event_window()
+        install_client_error_log_filter()
         self.sampler = FeatureSampler(
             self.config.serving_dir / "feature_samples", self.config.sample_rate
         )
@@ -445,11 +479,20 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
 
     @bentoml.api(route="/events")
     def events(self, events: EventBatch, /) -> EventsResponse:
-        """Log a batch of events (idempotent on event_id) and push fresh tweet counters."""
+        """Log a batch of events (idempotent on event_id) and push fresh tweet counters.
+
+        Refused whole, nothing logged: a time outside the event window (400
+        naming ``[index, "timestamp"]``), an ``event_id`` resent with other
+        content (409).
+        """
+        self.event_window.check(events)
         try:
             response = self.ingestor.ingest(events)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online store unavailable; retry the batch") from exc
+        except EventConflict as exc:
+            self._metrics.events.labels(outcome="conflict").inc(len(events))
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from None
         self._metrics.events.labels(outcome="accepted").inc(response.accepted)
         self._metrics.events.labels(outcome="duplicate").inc(response.duplicates)
         return response

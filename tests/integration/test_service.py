@@ -316,3 +316,117 @@ def test_bentoml_serve_starts_from_the_bentoml_store_when_mlflow_is_down(
     assert response.status_code == 200
     assert response.json()["model_version"] == tag
     assert "unreachable" in server_output(proc)
+
+
+# Issue 17, items 2 and 5: attacks on a real `bentoml serve`, each a 500 or a
+# silent acceptance before. Its own server (one worker): its log is read.
+
+
+@pytest.fixture(scope="module", name="guarded")
+def _guarded_server(served_workspace: Workspace) -> Iterator[tuple[str, Any]]:
+    port = free_port()
+    proc = start_server(serving_environ(served_workspace), port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url)
+        yield url, proc
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2200-01-01T00:00:00Z",
+        "2262-04-12T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2000-01-01T00:00:00Z",
+    ],
+    ids=["far-future", "year-2262", "year-9999", "too-old"],
+)
+def test_event_times_outside_the_window_are_a_400_naming_the_field(
+    guarded: tuple[str, Any], world_end_iso: str, timestamp: str
+) -> None:
+    url, _ = guarded
+    batch = [
+        _event(f"window-ok-{timestamp}", 3, 11, "impression", world_end_iso),
+        _event(f"window-bad-{timestamp}", 3, 11, "impression", timestamp),
+    ]
+    response = httpx.post(f"{url}/events", json=batch, timeout=30)
+    assert response.status_code == 400, response.text
+    assert [err["loc"] for err in response.json()["detail"]] == [[1, "timestamp"]]
+    # Refused whole: the valid event of the batch was not logged either.
+    retry = httpx.post(f"{url}/events", json=batch[:1], timeout=30).json()
+    assert retry["accepted"] == 1
+
+
+def test_an_event_id_resent_with_other_content_is_a_409(
+    guarded: tuple[str, Any], world_end_iso: str
+) -> None:
+    url, _ = guarded
+    first = _event("conflict-1", 3, 11, "impression", world_end_iso)
+    assert httpx.post(f"{url}/events", json=[first], timeout=30).json()["accepted"] == 1
+    same = httpx.post(f"{url}/events", json=[first], timeout=30)
+    assert same.status_code == 200 and same.json()["duplicates"] == 1
+    forged = httpx.post(f"{url}/events", json=[{**first, "action": "hide"}], timeout=30)
+    assert forged.status_code == 409, forged.text
+    assert "conflict-1" in forged.json()["error"]
+
+
+def test_a_json_body_nested_5000_deep_is_a_prompt_400(guarded: tuple[str, Any]) -> None:
+    url, _ = guarded
+    for route in ("/events", "/rank"):
+        response = httpx.post(
+            f"{url}{route}",
+            content=b"[" * 5000,
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 400, (route, response.text)
+
+
+def test_multipart_without_a_boundary_is_a_400(guarded: tuple[str, Any]) -> None:
+    url, _ = guarded
+    response = httpx.post(
+        f"{url}/rank",
+        content=b'--x\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n1\r\n--x--\r\n',
+        headers={"content-type": "multipart/form-data"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "boundary" in response.json()["error"]
+
+
+def test_long_bad_values_are_not_echoed(guarded: tuple[str, Any], world_end_iso: str) -> None:
+    url, _ = guarded
+    long_action = _event("echo-1", 3, 11, "a" * 1_000_000, world_end_iso)
+    long_field = {**_event("echo-2", 3, 11, "like", world_end_iso), "b" * 1_000_000: 1}
+    for body, route in ((long_action, "/events"), (long_field, "/events")):
+        response = httpx.post(f"{url}{route}", json=[body], timeout=30)
+        assert response.status_code == 400
+        assert len(response.content) < 2_000, len(response.content)
+    long_rank = httpx.post(f"{url}/rank", json={"user_id": 1, "c" * 1_000_000: 1}, timeout=30)
+    assert long_rank.status_code == 400 and len(long_rank.content) < 2_000
+
+
+def test_the_action_enum_is_in_the_openapi_schema(guarded: tuple[str, Any]) -> None:
+    url, _ = guarded
+    schema = httpx.get(f"{url}/docs.json", timeout=30).text
+    assert '"long_dwell"' in schema and '"impression"' in schema
+
+
+def test_refused_requests_log_one_warning_line_without_a_traceback(
+    guarded: tuple[str, Any], world_end_iso: str
+) -> None:
+    url, proc = guarded
+    bad_event = _event("log-1", 3, 11, "love", world_end_iso)
+    assert httpx.post(f"{url}/events", json=[bad_event], timeout=30).status_code == 400
+    assert httpx.post(f"{url}/rank", json={"user_id": -1}, timeout=30).status_code == 400
+    conflict = _event("log-2", 3, 11, "like", world_end_iso)
+    httpx.post(f"{url}/events", json=[conflict], timeout=30)
+    changed = {**conflict, "action": "reply"}
+    assert httpx.post(f"{url}/events", json=[changed], timeout=30).status_code == 409
+    output = server_output(proc)
+    assert "Traceback" not in output, output[-3000:]
+    warnings = [line for line in output.splitlines() if "Exception on /" in line]
+    assert len(warnings) >= 3 and all("WARNING" in line for line in warnings), warnings
