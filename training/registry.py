@@ -5,8 +5,9 @@ that serving and metrics share, in :mod:`core.model_registry`; this module
 holds what only training does: it logs a run with its lineage and registers
 the model as ``challenger``, evaluates a registered version on the test days,
 applies the promotion gate of :mod:`training.gate` (moving ``champion``, or
-leaving the decision pending approval) and records every decision as tags on
-the model version.
+leaving the decision pending approval), grants or rejects a pending promotion
+(recording who, when and why) and records every decision as tags on the model
+version.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
@@ -255,21 +257,44 @@ def promote(
     }
 
 
-def approve(workspace: Workspace, version: str, ttl_hours: float = 72.0) -> dict[str, Any]:
+def _pending(client: MlflowClient, version: str) -> ModelVersion:
+    """The model version ``version``, which must be waiting for approval."""
+    found = model_registry.model_version(client, version)
+    decision = (found.tags or {}).get("promotion.decision", "none")
+    if decision != "pending":
+        raise PromotionError(f"version {version} has no pending promotion (decision: {decision})")
+    return found
+
+
+def _review_tags(verdict: str, approver: str, reason: str) -> dict[str, str]:
+    """Who reviewed a pending promotion, when, why, and what they decided."""
+    return {
+        "approval.decision": verdict,
+        "approval.by": approver,
+        "approval.at": _now(),
+        "approval.reason": reason,
+    }
+
+
+def approve(
+    workspace: Workspace,
+    version: str,
+    ttl_hours: float = 72.0,
+    approver: str = "unknown",
+    reason: str = "",
+) -> dict[str, Any]:
     """Grant a pending promotion: ``version`` becomes champion if its request has not expired.
+
+    The version is tagged with the approver, the time and the reason
+    (``approval.by``, ``approval.at``, ``approval.reason``).
 
     Raises:
         PromotionError: the version is not pending, or the request expired (tagged ``expired``).
         core.model_registry.ModelNotFound: no such version.
     """
     client = model_registry.connect(workspace)
-    found = model_registry.model_version(client, version)
+    found = _pending(client, version)
     tags = found.tags or {}
-    if tags.get("promotion.decision") != "pending":
-        raise PromotionError(
-            f"version {version} has no pending promotion "
-            f"(decision: {tags.get('promotion.decision', 'none')})"
-        )
     age_hours = (time.time() - float(tags.get("promotion.requested_at", "0"))) / 3600.0
     if age_hours > ttl_hours:
         _tag(
@@ -290,12 +315,47 @@ def approve(workspace: Workspace, version: str, ttl_hours: float = 72.0) -> dict
         client,
         found.version,
         {
+            **_review_tags("approved", approver, reason),
             "promotion.decision": "promoted",
             "promotion.reason": tags.get("promotion.reason", "") + " (approved)",
             "promotion.decided_at": _now(),
         },
     )
-    return {"version": str(found.version), "decision": "promoted", "reason": "approved"}
+    return {
+        "version": str(found.version),
+        "decision": "promoted",
+        "reason": f"approved by {approver}" + (f": {reason}" if reason else ""),
+        "approver": approver,
+    }
+
+
+def refuse(
+    workspace: Workspace, version: str, approver: str = "unknown", reason: str = ""
+) -> dict[str, Any]:
+    """Reject a pending promotion: ``champion`` stays, the version is tagged ``rejected``.
+
+    Raises:
+        PromotionError: the version is not pending.
+        core.model_registry.ModelNotFound: no such version.
+    """
+    client = model_registry.connect(workspace)
+    found = _pending(client, version)
+    _tag(
+        client,
+        found.version,
+        {
+            **_review_tags("rejected", approver, reason),
+            "promotion.decision": "rejected",
+            "promotion.reason": f"rejected by {approver}" + (f": {reason}" if reason else ""),
+            "promotion.decided_at": _now(),
+        },
+    )
+    return {
+        "version": str(found.version),
+        "decision": "rejected",
+        "reason": f"rejected by {approver}" + (f": {reason}" if reason else ""),
+        "approver": approver,
+    }
 
 
 def log_replay(

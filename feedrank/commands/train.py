@@ -120,12 +120,72 @@ def replay(
     click.echo(result_line(result.result()))
 
 
+PROMOTE_EXIT_CODES = {"promoted": 0, "unchanged": 0, "refused": 3, "pending": 4, "rejected": 5}
+"""``feedrank promote``'s exit status per decision (a user error exits 1).
+
+0: ``champion`` moved (or the challenger already is champion); 3: the gate
+refused the challenger; 4: the challenger passed the gate and waits for
+approval; 5: an approver rejected the pending promotion.
+"""
+PROMOTE_OUTPUTS = ("version", "decision", "reason")
+"""The keys ``feedrank promote`` writes to ``--outputs FILE`` and ``$GITHUB_OUTPUT``."""
+
+
+def approver_identity(explicit: str | None = None) -> str:
+    """Who approves: ``explicit``, else the GitHub Actions actor, else the local user."""
+    import getpass
+    import os
+
+    for name in (
+        explicit,
+        os.environ.get("GITHUB_TRIGGERING_ACTOR"),
+        os.environ.get("GITHUB_ACTOR"),
+    ):
+        if name and name.strip():
+            return name.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "unknown"
+
+
+def output_lines(outcome: dict[str, object]) -> str:
+    """``key=value`` lines of the contract's keys, one line each (newlines become spaces)."""
+    lines = []
+    for key in (*PROMOTE_OUTPUTS, "exit_code"):
+        value = outcome.get(key)
+        text = "" if value is None else " ".join(str(value).splitlines())
+        lines.append(f"{key}={text}\n")
+    return "".join(lines)
+
+
+def _publish(outcome: dict[str, object], outputs: Path | None) -> None:
+    """Write the outputs to ``outputs`` and append them to ``$GITHUB_OUTPUT`` (and the summary)."""
+    import os
+
+    text = output_lines(outcome)
+    if outputs is not None:
+        outputs.parent.mkdir(parents=True, exist_ok=True)
+        outputs.write_text(text, encoding="utf-8")
+    github_output = os.environ.get("GITHUB_OUTPUT")
+    if github_output:
+        with open(github_output, "a", encoding="utf-8") as out:
+            out.write(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write(
+                f"Model version {outcome.get('version')}: **{outcome.get('decision')}** "
+                f"({outcome.get('reason')}).\n"
+            )
+
+
 @click.command("promote", cls=Command)
 @workspace_option
 @click.option(
     "--require-approval",
     is_flag=True,
-    help="Stop at a pending state (tag) instead of moving the champion alias.",
+    help="Stop at a pending state (tag, exit 4) instead of moving the champion alias.",
 )
 @click.option(
     "--approve",
@@ -133,6 +193,31 @@ def replay(
     default=None,
     metavar="VERSION",
     help="Grant the pending promotion of VERSION (skips the gate, already passed).",
+)
+@click.option(
+    "--refuse",
+    "refuse_version",
+    default=None,
+    metavar="VERSION",
+    help="Reject the pending promotion of VERSION (exit 5); the champion stays.",
+)
+@click.option(
+    "--reason",
+    default="",
+    help="Why VERSION is approved or refused (tagged approval.reason on the version).",
+)
+@click.option(
+    "--approver",
+    default=None,
+    help="Who approves or refuses (default: $GITHUB_TRIGGERING_ACTOR, $GITHUB_ACTOR, "
+    "else the local user).",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write version, decision, reason and exit_code here as key=value lines "
+    "(also appended to $GITHUB_OUTPUT when it is set).",
 )
 @click.option(
     "--auc-tolerance",
@@ -155,20 +240,41 @@ def replay(
     show_default=True,
     help="A pending promotion older than this expires instead of being approved.",
 )
-def promote(
+@click.pass_context
+def promote(  # pylint: disable=too-many-arguments
+    ctx: click.Context,
     workspace: Path,
     require_approval: bool,
     approve_version: str | None,
+    refuse_version: str | None,
+    reason: str,
+    approver: str | None,
+    outputs: Path | None,
     auc_tolerance: float,
     min_gain: float,
     approval_ttl_hours: float,
 ) -> None:
-    """Give the champion alias to the challenger if it passes the gate."""
+    """Give the champion alias to the challenger if it passes the gate.
+
+    Exit status: 0 promoted (or already champion), 3 refused by the gate, 4
+    waiting for approval (--require-approval), 5 rejected by an approver
+    (--refuse), 1 a user error (nothing pending, an expired request, no model).
+    """
     from training import registry
 
+    if approve_version is not None and refuse_version is not None:
+        raise click.UsageError("--approve and --refuse exclude each other")
     ws = Workspace(workspace)
     if approve_version is not None:
-        outcome = registry.approve(ws, approve_version, approval_ttl_hours)
+        outcome = registry.approve(
+            ws, approve_version, approval_ttl_hours, approver_identity(approver), reason
+        )
+    elif refuse_version is not None:
+        outcome = registry.refuse(ws, refuse_version, approver_identity(approver), reason)
     else:
         outcome = registry.promote(ws, require_approval, auc_tolerance, min_gain)
+    code = PROMOTE_EXIT_CODES[outcome["decision"]]
+    outcome = {**outcome, "exit_code": code}
+    _publish(outcome, outputs)
     click.echo(result_line(outcome))
+    ctx.exit(code)

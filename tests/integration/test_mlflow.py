@@ -40,6 +40,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 QUICK = TrainConfig(max_epochs=2, batch_size=1024)
 
 
+@pytest.fixture(autouse=True)
+def _no_github_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``feedrank promote`` writes to a runner's files: not to CI's own while it runs these."""
+    for name in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _copy(tiny: Workspace, root: Path) -> Workspace:
     shutil.copytree(tiny.root, root, ignore=shutil.ignore_patterns("mlflow", "__pycache__"))
     return Workspace(root)

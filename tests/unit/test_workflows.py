@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from feedrank.commands.train import PROMOTE_EXIT_CODES, PROMOTE_OUTPUTS
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -339,3 +341,64 @@ def test_train_failure_opens_an_issue_naming_the_stage() -> None:
     script = one_step(notify, "actions/github-script")["with"]["script"]
     assert "issues.create" in script and "issues.createComment" in script
     assert "failed at stage: ${stage}" in script
+
+
+# ------------------------------------------------- train.yml and feedrank promote's contract
+
+TOLERATED_EXIT = re.compile(r"\|\|\s*\[\s*\$\?\s+-eq\s+(\d+)\s*\]")
+STEP_OUTPUT = re.compile(r"^\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}$")
+
+
+def promote_step(job: dict[str, Any], command: str) -> dict[str, Any]:
+    """The one step of ``job`` that runs ``command``: a one-line call with an id."""
+    found = [step for step in steps(job) if command in step.get("run", "")]
+    assert len(found) == 1, f"expected one step running {command}, found {len(found)}"
+    step = found[0]
+    run = step["run"].strip()
+    assert "\n" not in run, f"{command} must be a one-line call, not a script: {run!r}"
+    assert run.startswith(f".venv/bin/{command}"), run
+    for parsed in ("tail", "RESULT", "GITHUB_OUTPUT", "| tee", "jq"):
+        assert parsed not in run, f"the outputs come from $GITHUB_OUTPUT, not {parsed}: {run}"
+    assert step.get("id"), f"the step running {command} needs an id to read its outputs"
+    return step
+
+
+def outputs_of(job: dict[str, Any], step_id: str) -> dict[str, str]:
+    """The job's outputs, each of which must be a contract key of step ``step_id``."""
+    out = {}
+    for name, expression in job["outputs"].items():
+        match = STEP_OUTPUT.match(expression)
+        assert match, f"output {name} = {expression} is not a step output"
+        assert match.group(1) == step_id, f"output {name} reads step {match.group(1)}"
+        assert match.group(2) in PROMOTE_OUTPUTS, f"{match.group(2)} is not a promote output"
+        out[name] = match.group(2)
+    return out
+
+
+def test_train_register_gates_with_the_promote_contract() -> None:
+    register = jobs("train.yml")["register"]
+    step = promote_step(register, "feedrank promote --require-approval")
+    assert step["name"] == "feedrank promote --require-approval"
+    # Waiting for approval is this step's success; a gate refusal (3) or a user
+    # error (1) fails the job and stops the chain.
+    tolerated = {int(code) for code in TOLERATED_EXIT.findall(step["run"])}
+    assert tolerated == {PROMOTE_EXIT_CODES["pending"]}
+    assert "|| true" not in step["run"] and "set +e" not in step["run"]
+    assert outputs_of(register, step["id"]) == {"version": "version", "decision": "decision"}
+
+
+def test_train_promote_approves_with_the_promote_contract() -> None:
+    train = jobs("train.yml")
+    promote = train["promote"]
+    step = promote_step(promote, "feedrank promote --approve")
+    assert step["run"].startswith('.venv/bin/feedrank promote --approve "$VERSION" --reason ')
+    assert not TOLERATED_EXIT.search(step["run"]), "an approval has one success: exit 0"
+    assert outputs_of(promote, step["id"]) == {"version": "version"}
+    assert PROMOTE_EXIT_CODES["promoted"] == 0
+
+
+def test_train_reads_only_outputs_that_jobs_declare() -> None:
+    train = jobs("train.yml")
+    text = (WORKFLOWS / "train.yml").read_text(encoding="utf-8")
+    for job, key in re.findall(r"needs\.([\w-]+)\.outputs\.([\w-]+)", text):
+        assert key in train[job].get("outputs", {}), f"{job} has no output {key}"
