@@ -36,9 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-REPO = Path(__file__).resolve().parents[1]
-FIGURES = REPO / "docs" / "figures.json"
-OUTPUT = REPO / "docs" / "capacity.md"
+from core.workspace import REPO_ROOT
+
+FIGURES = REPO_ROOT / "docs" / "figures.json"
+OUTPUT = REPO_ROOT / "docs" / "capacity.md"
 SECONDS_PER_DAY = 86_400
 GB = 1e9
 TB = 1e12
@@ -828,7 +829,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--measure", choices=["world", "redis"], help="Print a figures section and exit."
     )
-    parser.add_argument("--data", type=Path, default=REPO / "data", help="For --measure world.")
+    parser.add_argument(
+        "--data", type=Path, default=REPO_ROOT / "data", help="For --measure world."
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379", help="--measure redis.")
     args = parser.parse_args(argv)
     if args.measure == "world":

@@ -36,14 +36,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.feast_store import training_set_path
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from feedrank.pipeline import build_foundation
 from simulation.config import world_config
 from simulation.truth import Latent, topic_interest
 from training.evaluate import evaluate
 from training.train import TrainConfig, train
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HIDDEN_TERMS = {
     "interest": lambda latent, t: topic_interest(
         latent, t["user_id"].to_numpy(), t["tweet_topic"].to_numpy()

@@ -45,7 +45,7 @@ from analysis.joint_posterior import STEPS, estimate_jointly
 from core import tables
 from core.actions import ActionSet, load_actions
 from core.feast_store import training_set_path
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from simulation.truth import (
     _DEFAULT_EFFECT,  # pylint: disable=protected-access
     _EFFECTS,  # pylint: disable=protected-access
@@ -65,7 +65,6 @@ from training.evaluate import (
 )
 from training.train import TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ESTIMATE_ROUNDS = 3
 """Alternations of the propensity and pair-noise estimates (the joint MAP)."""
 

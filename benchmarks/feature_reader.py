@@ -35,13 +35,13 @@ import numpy as np
 from core.actions import load_actions
 from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
 from core.tables import TWEETS, read_table
+from core.workspace import REPO_ROOT
 from feedrank.pipeline import publish_features
 from load.harness import rank_requests
 from serving.candidates import RedisCandidates, load_redis_candidates
 from serving.features import OnlineFeatureReader
 from simulation.world import load_world_config, world_end
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 100
 
 

@@ -19,18 +19,16 @@ import time
 from pathlib import Path
 
 from core.feast_store import open_store
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
 from training.dataset import build_training_set
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _workspace(root: Path) -> Workspace:
-    shutil.copytree(REPO / "feature_repo", root / "feature_repo")
+    shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo")
     return Workspace(root)
 
 

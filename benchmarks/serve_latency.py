@@ -56,11 +56,11 @@ import numpy as np
 from core.actions import load_actions
 from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
 from core.tables import TWEETS, read_table
+from core.workspace import REPO_ROOT
 from feedrank.pipeline import publish_features
 from load.harness import Served, copy_workspace, ensure_champion, rank_requests, serve
 from serving.candidates import load_redis_candidates
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WARM_CONNECTIONS = 4
 BARS = {"p99_ms": 20.0, "naive_ratio_p50": 15.0, "rps_c8": 150.0, "p99_ms_c8": 50.0}
 

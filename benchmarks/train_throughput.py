@@ -28,7 +28,7 @@ from core.actions import load_actions
 from core.feast_store import training_set_path
 from core.model import RankerNet, negative_rates
 from core.preprocessing import Batch, Preprocessor
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from training.dataset import load_splits
 from training.train import (
     Dtype,
@@ -75,7 +75,7 @@ def _naive_epoch(
 @click.option(
     "--workspace",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(__file__).resolve().parents[1],
+    default=REPO_ROOT,
     show_default="the repository root",
     help="Workspace whose training set to read.",
 )

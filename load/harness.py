@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from core.feast_store import Workspace
 from core.tables import TWEETS, read_table
+from core.workspace import REPO_ROOT
 from simulation.world import load_world_config, world_end
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RANK_CANDIDATES = 500
 """Candidates in each body of :func:`rank_requests`; the serving latency bars are set for 500."""
 

@@ -18,12 +18,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from locust import HttpUser, between, task
 
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from simulation.world import load_world_config, world_end
 
-_WORKSPACE = Workspace(
-    Path(os.environ.get("FEEDRANK_WORKSPACE", Path(__file__).resolve().parents[1]))
-)
+_WORKSPACE = Workspace(Path(os.environ.get("FEEDRANK_WORKSPACE", REPO_ROOT)))
 _USERS = pq.read_table(_WORKSPACE.world / "users.parquet", columns=["user_id"])["user_id"]
 USER_IDS = _USERS.to_numpy().tolist()
 NOW = world_end(load_world_config(_WORKSPACE.world)).isoformat()

@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from core.workspace import REPO_ROOT
+
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 

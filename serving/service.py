@@ -47,6 +47,7 @@ from core.feast_layout import feast_redis_client
 from core.feast_store import Profile, Workspace, open_store
 from core.policy import action_weights, rank, reverse_chronological, weighted_scores
 from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
+from core.workspace import REPO_ROOT
 from serving import model_store
 from serving.body_guard import RequestBodyGuard
 from serving.candidates import (
@@ -78,7 +79,6 @@ from serving.schemas import (
 )
 from simulation.world import WORLD_CONFIG_FILE, load_world_config, world_end
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TAG_ENV = "FEEDRANK_MODEL_TAG"
 MODEL_SOURCE_ENV = "FEEDRANK_MODEL_SOURCE"
 _ENV = {
