@@ -1,6 +1,7 @@
 # Production: Multi-AZ everything, managed Redis. No secrets here: the Redis
-# auth token and the Feast registry password are Secrets Manager names.
-# The image digest is not here either: CD passes -var image_digest=... .
+# auth tokens and the Feast registry password are Secrets Manager names.
+# The image digest and the API key file are not here either: CD passes
+# -var image_digest=... and TF_VAR_api_keys_yaml (a secret).
 
 environment        = "production"
 aws_region         = "eu-west-1"
@@ -30,3 +31,6 @@ online_store_mode            = "managed"
 redis_auth_token_secret_name = "feedrank/production/redis-auth-token"
 redis_node_type              = "cache.r7g.large"
 redis_num_cache_clusters     = 3
+
+event_stream_auth_token_secret_name = "feedrank/production/event-stream-auth-token"
+event_stream_node_type              = "cache.r7g.large"

@@ -1,6 +1,7 @@
 # Staging: small and cheap, same shape as production. No secrets here: the
-# Redis auth token and the Feast registry password are Secrets Manager names.
-# The image digest is not here either: CD passes -var image_digest=... .
+# Redis auth tokens and the Feast registry password are Secrets Manager names.
+# The image digest and the API key file are not here either: CD passes
+# -var image_digest=... and TF_VAR_api_keys_yaml (a secret).
 
 environment        = "staging"
 aws_region         = "eu-west-1"
@@ -30,3 +31,6 @@ online_store_mode            = "in_cluster"
 redis_auth_token_secret_name = "feedrank/staging/redis-auth-token"
 redis_node_type              = "cache.t4g.small"
 redis_num_cache_clusters     = 2
+
+event_stream_auth_token_secret_name = "feedrank/staging/event-stream-auth-token"
+event_stream_node_type              = "cache.t4g.small"

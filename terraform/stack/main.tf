@@ -1,6 +1,7 @@
 # One environment of feedrank: the MLflow tracking server on PostgreSQL with an
 # S3 artifact store, the Feast SQL registry on the same PostgreSQL, Redis for
-# the Feast online store, and the BentoML ranker. The EKS cluster, its VPC and
+# the Feast online store, a second Redis for the shared event stream, and the
+# BentoML ranker with its event consumer. The EKS cluster, its VPC and
 # External Secrets Operator (with a ClusterSecretStore for Secrets Manager)
 # exist beforehand: docs/deploy.md.
 #
@@ -53,6 +54,23 @@ module "online_store" {
   secret_store_name         = var.secret_store_name
 }
 
+# The shared event stream: Redis Streams that every ranker replica appends
+# /events to and the event consumer applies (same managed/in_cluster shape as
+# the online store).
+module "event_stream" {
+  source = "../modules/event_stream"
+
+  mode                      = var.online_store_mode
+  name                      = "${local.name}-events"
+  auth_token_secret_name    = var.event_stream_auth_token_secret_name
+  vpc_id                    = var.vpc_id
+  subnet_ids                = var.private_subnet_ids
+  client_security_group_ids = [local.node_security_group]
+  node_type                 = var.event_stream_node_type
+  num_cache_clusters        = var.redis_num_cache_clusters
+  secret_store_name         = var.secret_store_name
+}
+
 module "ranker" {
   source = "../modules/ranker"
 
@@ -64,6 +82,11 @@ module "ranker" {
   mlflow_tracking_uri                = module.mlflow.tracking_uri
   redis                              = { host = module.online_store.host, port = module.online_store.port, tls = module.online_store.tls }
   redis_password_remote_key          = module.online_store.auth_token_secret_name
+  event_stream                       = { host = module.event_stream.host, port = module.event_stream.port, tls = module.event_stream.tls }
+  event_stream_password_remote_key   = module.event_stream.auth_token_secret_name
+  api_keys_yaml                      = var.api_keys_yaml
+  rate_limit                         = var.rate_limit
+  consumer_replicas                  = var.event_consumer_replicas
   feast_registry_url                 = module.feast_registry.registry_url
   feast_registry_password_remote_key = module.feast_registry.password_secret_name
   secret_store_name                  = var.secret_store_name

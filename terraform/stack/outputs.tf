@@ -18,6 +18,17 @@ output "ranker_image" {
   value       = module.ranker.image
 }
 
+output "event_consumer_deployment" {
+  description = "Deployment of the event consumer; CD waits for its rollout."
+  value       = module.ranker.event_consumer_deployment_name
+}
+
+output "event_stream_endpoint" {
+  description = "Event stream Redis host:port. Sensitive: an internal endpoint, kept out of CI logs."
+  value       = "${module.event_stream.host}:${module.event_stream.port}"
+  sensitive   = true
+}
+
 output "mlflow_tracking_uri" {
   description = "In-cluster URL of the MLflow tracking server."
   value       = module.mlflow.tracking_uri

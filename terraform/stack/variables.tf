@@ -82,6 +82,34 @@ variable "model_version" {
   }
 }
 
+variable "api_keys_yaml" {
+  description = "Content of the ranker's API key file (hashed keys; `feedrank keys create` writes it). CD passes it from a secret as TF_VAR_api_keys_yaml, like image_digest never in a .tfvars file."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = length(trimspace(var.api_keys_yaml)) > 0
+    error_message = "api_keys_yaml must not be empty."
+  }
+}
+
+variable "rate_limit" {
+  description = "Default per-key rate limit of the ranker (limits notation, e.g. 100/second)."
+  type        = string
+  default     = "100/second"
+}
+
+variable "event_consumer_replicas" {
+  description = "Pods of the event consumer (feedrank events consume)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.event_consumer_replicas >= 1
+    error_message = "event_consumer_replicas must be at least 1."
+  }
+}
+
 variable "min_replicas" {
   description = "Fewest ranker pods."
   type        = number
@@ -203,5 +231,22 @@ variable "redis_num_cache_clusters" {
   validation {
     condition     = var.redis_num_cache_clusters >= 2
     error_message = "redis_num_cache_clusters must be at least 2."
+  }
+}
+
+# Event stream
+
+variable "event_stream_auth_token_secret_name" {
+  description = "Secrets Manager secret holding the event stream's Redis AUTH token (created once by an operator; URL-safe characters, it goes into a redis URL)."
+  type        = string
+}
+
+variable "event_stream_node_type" {
+  description = "ElastiCache node type of the event stream (managed mode)."
+  type        = string
+
+  validation {
+    condition     = startswith(var.event_stream_node_type, "cache.")
+    error_message = "event_stream_node_type must be an ElastiCache node type such as cache.r7g.large."
   }
 }

@@ -1,12 +1,17 @@
 """Wiring checks of terraform/ that `terraform validate` and checkov cannot make.
 
 The files are parsed with python-hcl2; nothing here needs terraform, a cloud
-account or a cluster.
+account or a cluster. The environment the Kubernetes containers get is
+checked against the Python source (read with ``ast``): every variable
+Terraform sets is one the code reads, and every one production needs is set,
+so a rename on either side fails here instead of in a pod.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,30 @@ SECRET_KEY = re.compile(
     r"(^|_)(password|passwd|token|secret|secret_key|access_key)$", re.IGNORECASE
 )
 LOCAL_REF = re.compile(r"^\$\{local\.(\w+)\}$")
+
+# The packages whose code runs in the containers, and the environment variable
+# names that count as the code's own (library names like PGPASSWORD are listed
+# below instead).
+CODE_PACKAGES = ("core", "serving", "features", "training", "feedrank")
+CODE_ENV_NAME = re.compile(r"(FEEDRANK|MLFLOW|BENTOML)_[A-Z0-9_]+")
+# What the production profile cannot run without: Feast's Redis and registry,
+# the API key file, the shared event stream, the profile and the workspace.
+REQUIRED_IN_PRODUCTION = frozenset(
+    {
+        "FEEDRANK_REDIS_URL",
+        "FEEDRANK_REGISTRY_URL",
+        "FEEDRANK_API_KEYS_FILE",
+        "FEEDRANK_EVENT_STREAM_URL",
+        "FEEDRANK_FEAST_PROFILE",
+        "FEEDRANK_WORKSPACE",
+    }
+)
+# Set by Terraform, read by a library rather than by feedrank's code.
+READ_BY_LIBRARIES = {"PGPASSWORD": "libpq, the password of FEEDRANK_REGISTRY_URL"}
+# Kubernetes expands $(NAME) in an env value from a variable defined before it.
+EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+RANKER = TERRAFORM / "modules" / "ranker"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 
 OPTIONS = hcl2.SerializationOptions(
@@ -87,6 +116,105 @@ def resolve(value: Any, locals_: dict[str, Any]) -> Any:
 def one(blocks: list[Any]) -> Any:
     assert len(blocks) == 1, f"expected one block, found {len(blocks)}"
     return blocks[0]
+
+
+def pod_container(directory: Path, deployment: str) -> dict[str, Any]:
+    """The one container of a kubernetes_deployment_v1 in `directory`."""
+    body = resources(directory, "kubernetes_deployment_v1")[deployment]
+    return one(one(one(one(body["spec"])["template"])["spec"])["container"])
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One entry of a container's env: a literal value or a secretKeyRef key."""
+
+    value: str | None
+    secret_key: str | None
+    position: int
+
+
+def container_env(directory: Path, container: dict[str, Any]) -> dict[str, EnvVar]:
+    """A container's env by name, with `dynamic "env"` blocks over a local map expanded.
+
+    Terraform iterates a map in key order, which is also the order Kubernetes
+    sees; a container uses either literal env blocks or dynamic ones, so the
+    order of the entries (for $(NAME) expansion) is known.
+    """
+    literal, dynamic = container.get("env", []), container.get("dynamic", [])
+    assert not (literal and dynamic), "mix of literal and dynamic env blocks: order unknown"
+    entries: list[tuple[str, Any, Any]] = []
+    for item in literal:
+        ref = (
+            one(one(item["value_from"])["secret_key_ref"])["key"] if "value_from" in item else None
+        )
+        entries.append((item["name"], item.get("value"), ref))
+    locals_ = local_values(directory)
+    for block in dynamic:
+        if "env" not in block:
+            continue
+        match = LOCAL_REF.match(block["env"]["for_each"])
+        assert match, f"dynamic env over {block['env']['for_each']}: only a local map is read"
+        content = one(block["env"]["content"])
+        for key, value in sorted(locals_[match.group(1)].items()):
+            bound = {"${env.key}": key, "${env.value}": value}
+            ref = None
+            if "value_from" in content:
+                ref = one(one(content["value_from"])["secret_key_ref"])["key"]
+                ref = bound.get(ref, ref)
+            entries.append((bound[content["name"]], bound.get(content.get("value")), ref))
+    env: dict[str, EnvVar] = {}
+    for position, (name, value, ref) in enumerate(entries):
+        assert name not in env, f"{name} set twice"
+        env[name] = EnvVar(value, ref, position)
+    return env
+
+
+def names_read_by_code(root: Path = ROOT, packages: tuple[str, ...] = CODE_PACKAGES) -> set[str]:
+    """Every string literal in the packages' code that is a FEEDRANK_/MLFLOW_/BENTOML_ name.
+
+    Read with `ast`, so a name only mentioned in a comment or inside a docstring
+    sentence does not count; a constant like ``KEYS_FILE_ENV = "FEEDRANK_..."``
+    or ``os.environ.get("MLFLOW_...")`` does.
+    """
+    found: set[str] = set()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            found.update(
+                node.value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and CODE_ENV_NAME.fullmatch(node.value)
+            )
+    return found
+
+
+def env_mismatches(env: dict[str, EnvVar], read: set[str]) -> list[str]:
+    """What is wrong between what a container is given and what the code reads."""
+    expanded = {
+        target: name for name, item in env.items() for target in EXPANSION.findall(item.value or "")
+    }
+    problems = [
+        f"{name}: set by Terraform, read by no code"
+        for name in sorted(env)
+        if name not in read and name not in READ_BY_LIBRARIES and name not in expanded
+    ]
+    problems += [
+        f"{name}: required in production, not set by Terraform"
+        for name in sorted(REQUIRED_IN_PRODUCTION - set(env))
+    ]
+    problems += [
+        f"{user}: expands $({target}), which is not set before it"
+        for target, user in sorted(expanded.items())
+        if target not in env or env[target].position > env[user].position
+    ]
+    return problems
+
+
+def feedrank_deployments() -> list[str]:
+    """The Deployments that run feedrank's image (all of the ranker module's)."""
+    return sorted(resources(RANKER, "kubernetes_deployment_v1"))
 
 
 REPLICA_BOUNDED = [path for path in STACKS if "max_replicas" in named(stack(path)["variable"])]
@@ -176,12 +304,14 @@ def test_every_file_parses_to_blocks(path: Path) -> None:
 
 def test_both_environments_and_all_modules_exist() -> None:
     assert ENVIRONMENTS == ["production", "staging"]
-    assert {"ranker", "online_store", "mlflow", "feast_registry"} <= {path.name for path in MODULES}
+    assert {"ranker", "online_store", "event_stream", "mlflow", "feast_registry"} <= {
+        path.name for path in MODULES
+    }
 
 
 def test_root_module_calls_the_modules_by_relative_path() -> None:
     calls = named(stack(ROOT_MODULE)["module"])
-    assert set(calls) == {"ranker", "online_store", "mlflow", "feast_registry"}
+    assert set(calls) == {"ranker", "online_store", "event_stream", "mlflow", "feast_registry"}
     for name, call in calls.items():
         assert call["source"] == f"../modules/{name}"
         assert (ROOT_MODULE / call["source"]).resolve() in MODULES
@@ -224,9 +354,10 @@ def test_ranker_service_targets_the_container_port() -> None:
     assert service_port["port"] == 80
 
 
-def test_ranker_container_is_locked_down() -> None:
+@pytest.mark.parametrize("name", ["ranker", "event_consumer"])
+def test_ranker_container_is_locked_down(name: str) -> None:
     ranker = TERRAFORM / "modules" / "ranker"
-    deployment = resources(ranker, "kubernetes_deployment_v1")["ranker"]
+    deployment = resources(ranker, "kubernetes_deployment_v1")[name]
     pod = one(one(one(deployment["spec"])["template"])["spec"])
     context = one(one(pod["container"])["security_context"])
     assert context["run_as_non_root"] is True
@@ -236,14 +367,18 @@ def test_ranker_container_is_locked_down() -> None:
 
 
 def test_ranker_secrets_come_from_secret_refs_only() -> None:
-    ranker = TERRAFORM / "modules" / "ranker"
-    deployment = resources(ranker, "kubernetes_deployment_v1")["ranker"]
-    env = one(one(one(one(deployment["spec"])["template"])["spec"])["container"])["env"]
-    by_name = {item["name"]: item for item in env}
-    for name in ("FEEDRANK_REDIS_PASSWORD", "PGPASSWORD"):
-        assert "value" not in by_name[name], f"{name} must not carry a value in the spec"
-        assert one(one(by_name[name]["value_from"])["secret_key_ref"])["key"]
-    assert by_name["MLFLOW_TRACKING_URI"]["value"] == "${var.mlflow_tracking_uri}"
+    """Tokens and passwords come from the ExternalSecret's keys, never from the spec."""
+    for deployment in ("ranker", "event_consumer"):
+        env = container_env(RANKER, pod_container(RANKER, deployment))
+        for name in ("FEEDRANK_REDIS_PASSWORD", "FEEDRANK_EVENT_STREAM_PASSWORD", "PGPASSWORD"):
+            assert env[name].secret_key, f"{name} must come from a secretKeyRef"
+            assert env[name].value is None, f"{name} must not carry a value in the spec"
+        assert env["MLFLOW_TRACKING_URI"].value == "${var.mlflow_tracking_uri}"
+    # Every secret key the containers name is one the ExternalSecret fills.
+    external = resources(RANKER, "kubernetes_manifest")["runtime_secret"]["manifest"]
+    synced = {item["secretKey"] for item in external["spec"]["data"]}
+    env = container_env(RANKER, pod_container(RANKER, "ranker"))
+    assert {item.secret_key for item in env.values() if item.secret_key} == synced
 
 
 def test_ranker_autoscaler_and_budget_are_wired_to_the_deployment() -> None:
@@ -298,8 +433,9 @@ def test_tfvars_set_only_declared_variables_and_every_required_one_but_the_diges
         f"undeclared in tfvars: {sorted(set(values) - set(declared))}"
     )
     required = {name for name, body in declared.items() if "default" not in body}
-    # The image digest is the one value CD supplies per deploy (-var image_digest=...).
-    assert required - set(values) == {"image_digest"}
+    # CD supplies the image digest per deploy (-var image_digest=...) and the API
+    # key file from a secret (TF_VAR_api_keys_yaml): neither is in a tfvars file.
+    assert required - set(values) == {"image_digest", "api_keys_yaml"}
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -466,3 +602,240 @@ def test_environment_names_fit_the_mlflow_name_limits(environment: str) -> None:
     assert local_values(ROOT_MODULE)["name"] == "feedrank-${var.environment}"
     name = f"feedrank-{tfvars(environment)['environment']}-mlflow"
     assert accepts(TERRAFORM / "modules" / "mlflow", "name", name)
+
+
+# ------------------------------------------------- environment vs the code
+
+
+@pytest.mark.parametrize("deployment", feedrank_deployments())
+def test_container_env_matches_the_names_the_code_reads(deployment: str) -> None:
+    """Every name set is read by the code; every name production needs is set."""
+    env = container_env(RANKER, pod_container(RANKER, deployment))
+    assert env_mismatches(env, names_read_by_code()) == []
+
+
+def test_both_feedrank_deployments_get_the_same_environment() -> None:
+    """The consumer and the ranker read the same settings."""
+    assert feedrank_deployments() == ["event_consumer", "ranker"]
+    envs = [container_env(RANKER, pod_container(RANKER, name)) for name in feedrank_deployments()]
+    assert envs[0] == envs[1]
+
+
+def test_a_renamed_variable_on_either_side_is_a_mismatch() -> None:
+    """The check fails on a rename in Terraform, in the code, or a broken $(NAME)."""
+    env = container_env(RANKER, pod_container(RANKER, "ranker"))
+    read = names_read_by_code()
+    # Terraform renames one: it sets a name nobody reads, and misses a required one.
+    renamed = {
+        ("FEEDRANK_REDIS_ADDRESS" if name == "FEEDRANK_REDIS_URL" else name): item
+        for name, item in env.items()
+    }
+    assert env_mismatches(renamed, read) == [
+        "FEEDRANK_REDIS_ADDRESS: set by Terraform, read by no code",
+        "FEEDRANK_REDIS_URL: required in production, not set by Terraform",
+    ]
+    # The code renames one: what Terraform still sets is read by nobody.
+    assert env_mismatches(env, (read - {"FEEDRANK_RATE_LIMIT"}) | {"FEEDRANK_RATE_LIMITS"}) == [
+        "FEEDRANK_RATE_LIMIT: set by Terraform, read by no code"
+    ]
+    # A password only expanded into a URL is used; a URL expanding a missing one is not.
+    broken = {name: item for name, item in env.items() if name != "FEEDRANK_REDIS_PASSWORD"}
+    problems = env_mismatches(broken, read)
+    assert "FEEDRANK_REDIS_URL: expands $(FEEDRANK_REDIS_PASSWORD), which is not set before it" in (
+        problems
+    )
+
+
+def test_the_old_names_are_gone() -> None:
+    """Names no code reads (issue 17) stay out of terraform/."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in TF_FILES)
+    for stale in ("FEEDRANK_ONLINE_STORE_CONNECTION_STRING", "FEEDRANK_MODEL_VERSION"):
+        assert stale not in text
+
+
+def test_names_read_by_code_counts_literals_not_prose(tmp_path: Path) -> None:
+    """String constants count; comments and docstring prose do not."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text(
+        '"""Reads ``FEEDRANK_IN_DOCSTRING`` from the environment."""\n'
+        "import os\n"
+        "# FEEDRANK_IN_COMMENT\n"
+        'URL_ENV = "FEEDRANK_SOME_URL"\n'
+        'TRACKING = os.environ.get("MLFLOW_TRACKING_URI")\n'
+        'PREFIX = f"FEEDRANK_{URL_ENV}"\n',
+        encoding="utf-8",
+    )
+    assert names_read_by_code(tmp_path, ("pkg",)) == {"FEEDRANK_SOME_URL", "MLFLOW_TRACKING_URI"}
+
+
+def test_no_other_module_sets_feedrank_variables() -> None:
+    """Only the ranker module runs feedrank's image."""
+    for directory in MODULES:
+        if directory == RANKER:
+            continue
+        names = {
+            value
+            for _, key, value in walk(stack(directory))
+            if key == "name" and isinstance(value, str) and CODE_ENV_NAME.fullmatch(value)
+        }
+        assert not names, f"{directory.name} sets {sorted(names)}"
+
+
+def test_deploy_doc_lists_exactly_the_container_environment() -> None:
+    """docs/deploy.md's table lists what the pods get, no more, no less."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    section = text.split("### What the ranker pods get", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+    env = container_env(RANKER, pod_container(RANKER, "ranker"))
+    assert documented == set(env)
+
+
+# ------------------------------------------------------------- the modules
+
+
+def test_feast_redis_url_carries_the_secret_password_and_tls() -> None:
+    """Feast's connection string: password from the secret, ssl from the store."""
+    env = container_env(RANKER, pod_container(RANKER, "ranker"))
+    assert env["FEEDRANK_REDIS_URL"].value == (
+        "${var.redis.host}:${var.redis.port},ssl=${var.redis.tls},"
+        "password=$(FEEDRANK_REDIS_PASSWORD)"
+    )
+    call = named(stack(ROOT_MODULE)["module"])["ranker"]
+    assert call["redis"] == {
+        "host": "${module.online_store.host}",
+        "port": "${module.online_store.port}",
+        "tls": "${module.online_store.tls}",
+    }
+    # Managed Redis speaks TLS; the output the ranker gets says so.
+    online_store = TERRAFORM / "modules" / "online_store"
+    assert named(stack(online_store)["output"])["tls"]["value"] == "${local.managed}"
+
+
+def test_event_stream_url_is_a_redis_url_with_the_stream_password() -> None:
+    """The stream URL: rediss when managed, the stream's own token."""
+    env = container_env(RANKER, pod_container(RANKER, "ranker"))
+    assert env["FEEDRANK_EVENT_STREAM_URL"].value == (
+        "${local.stream_scheme}://:$(FEEDRANK_EVENT_STREAM_PASSWORD)"
+        "@${var.event_stream.host}:${var.event_stream.port}/0"
+    )
+    assert local_values(RANKER)["stream_scheme"] == '${var.event_stream.tls ? "rediss" : "redis"}'
+    call = named(stack(ROOT_MODULE)["module"])["ranker"]
+    assert (
+        call["event_stream_password_remote_key"] == "${module.event_stream.auth_token_secret_name}"
+    )
+    assert env["FEEDRANK_FEAST_PROFILE"].value == "production"
+    assert env["FEEDRANK_AUTH"].value == "required"
+
+
+def test_api_keys_are_a_secret_from_a_sensitive_variable_mounted_where_the_env_points() -> None:
+    """The key file: a Secret from a sensitive variable, at FEEDRANK_API_KEYS_FILE."""
+    secret = resources(RANKER, "kubernetes_secret_v1")["api_keys"]
+    locals_ = local_values(RANKER)
+    assert secret["data"] == {"${(local.api_keys_file)}": "${var.api_keys_yaml}"}
+    for directory in (RANKER, ROOT_MODULE):
+        variable = named(stack(directory)["variable"])["api_keys_yaml"]
+        assert variable["sensitive"] is True
+        assert "default" not in variable, "no key material may ship as a default"
+    assert named(stack(ROOT_MODULE)["module"])["ranker"]["api_keys_yaml"] == "${var.api_keys_yaml}"
+    for deployment in feedrank_deployments():
+        body = resources(RANKER, "kubernetes_deployment_v1")[deployment]
+        pod = one(one(one(body["spec"])["template"])["spec"])
+        volumes = {volume["name"]: volume for volume in pod["volume"]}
+        mounts = {
+            mount["name"]: mount for mount in pod_container(RANKER, deployment)["volume_mount"]
+        }
+        assert one(volumes["api-keys"]["secret"])["secret_name"] == (
+            "${kubernetes_secret_v1.api_keys.metadata[0].name}"
+        )
+        assert mounts["api-keys"]["read_only"] is True
+        mount_path = resolve(mounts["api-keys"]["mount_path"], locals_)
+        env = container_env(RANKER, pod_container(RANKER, deployment))
+        keys_file = env["FEEDRANK_API_KEYS_FILE"].value
+        assert keys_file == "${local.api_keys_dir}/${local.api_keys_file}"
+        assert f"{mount_path}/{locals_['api_keys_file']}" == "/etc/feedrank/api-keys/api_keys.yaml"
+
+
+def test_event_consumer_runs_the_consume_command_on_the_production_profile() -> None:
+    """Its own Deployment running `feedrank events consume` on production."""
+    container = pod_container(RANKER, "event_consumer")
+    locals_ = local_values(RANKER)
+    command = [resolve(part, locals_) for part in container["command"]]
+    assert command[:3] == ["python", "-c", "from feedrank.cli import main; main()"]
+    assert command[3:] == [
+        "events",
+        "consume",
+        "--workspace",
+        "/home/bentoml/bento/src",
+        "--profile",
+        "production",
+    ]
+    assert container["image"] == "${var.image}"
+    spec = one(resources(RANKER, "kubernetes_deployment_v1")["event_consumer"]["spec"])
+    assert spec["replicas"] == "${var.consumer_replicas}"
+    assert named(stack(RANKER)["variable"])["consumer_replicas"]["validation"]
+    ranker_selector = one(
+        one(resources(RANKER, "kubernetes_deployment_v1")["ranker"]["spec"])["selector"]
+    )["match_labels"]
+    # Its own pods: the ranker's Service, HPA and PDB must not select them.
+    assert one(spec["selector"])["match_labels"] == "${local.consumer_selector}"
+    assert ranker_selector == "${local.selector}"
+
+
+def test_managed_event_stream_is_encrypted_authenticated_multi_az_and_never_evicts() -> None:
+    """ElastiCache: TLS, AUTH, KMS, Multi-AZ, noeviction (no AOF there)."""
+    module = TERRAFORM / "modules" / "event_stream"
+    group = resources(module, "aws_elasticache_replication_group")["stream"]
+    for flag in (
+        "at_rest_encryption_enabled",
+        "transit_encryption_enabled",
+        "multi_az_enabled",
+        "automatic_failover_enabled",
+    ):
+        assert group[flag] is True, flag
+    assert group["auth_token"].startswith("${data.aws_secretsmanager_secret_version.auth_token")
+    assert group["parameter_group_name"] == "${aws_elasticache_parameter_group.stream[0].name}"
+    parameters = resources(module, "aws_elasticache_parameter_group")["stream"]["parameter"]
+    assert {item["name"]: item["value"] for item in parameters} == {
+        "maxmemory-policy": "noeviction"
+    }
+    assert named(stack(module)["variable"])["num_cache_clusters"]["validation"]
+
+
+def test_in_cluster_event_stream_writes_an_aof_on_a_persistent_volume() -> None:
+    """In-cluster: AOF with appendfsync on a PersistentVolumeClaim."""
+    module = TERRAFORM / "modules" / "event_stream"
+    manifest = resources(module, "kubernetes_manifest")["stream_config"]["manifest"]
+    config = manifest["spec"]["target"]["template"]["data"]["redis.conf"]
+    for line in (
+        '"appendonly yes"',
+        '"appendfsync ${var.appendfsync}"',
+        '"maxmemory-policy noeviction"',
+    ):
+        assert line in config
+    # serving/event_stream.py acknowledges after the AOF write; always fsyncs it first.
+    assert named(stack(module)["variable"])["appendfsync"]["default"] == "always"
+    pod = one(
+        one(one(resources(module, "kubernetes_deployment_v1")["stream"]["spec"])["template"])[
+            "spec"
+        ]
+    )
+    data = {volume["name"]: volume for volume in pod["volume"]}["data"]
+    assert one(data["persistent_volume_claim"])["claim_name"] == (
+        "${kubernetes_persistent_volume_claim_v1.stream[0].metadata[0].name}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "valid"),
+    [
+        ("100/second", True),
+        ("6000 per minute", True),
+        ("10/hours", True),
+        ("fast", False),
+        ("", False),
+    ],
+)
+def test_rate_limit_validation_takes_the_limits_notation(limit: str, valid: bool) -> None:
+    """var.rate_limit refuses at plan time what serving/auth.py would refuse at start."""
+    assert accepts(RANKER, "rate_limit", limit) is valid

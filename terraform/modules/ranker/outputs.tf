@@ -17,3 +17,8 @@ output "image" {
   description = "Image (by digest) the Deployment runs."
   value       = var.image
 }
+
+output "event_consumer_deployment_name" {
+  description = "Deployment of the event consumer (feedrank events consume); CD waits for its rollout too."
+  value       = kubernetes_deployment_v1.event_consumer.metadata[0].name
+}

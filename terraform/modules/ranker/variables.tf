@@ -31,7 +31,7 @@ variable "image" {
 }
 
 variable "model_version" {
-  description = "MLflow registry version of the ranking model to load, or the alias champion. A change rolls the pods."
+  description = "MLflow registry version of the ranking model the image carries, or champion: a pod annotation only (the pods serve the model in their image, FEEDRANK_MODEL_SOURCE=bentoml); a change rolls the pods."
   type        = string
   default     = "champion"
 
@@ -119,4 +119,67 @@ variable "feast_registry_password_remote_key" {
 variable "secret_store_name" {
   description = "External Secrets Operator ClusterSecretStore backed by AWS Secrets Manager."
   type        = string
+}
+
+variable "event_stream" {
+  description = "Endpoint of the shared event stream (Redis Streams): host, port and whether it speaks TLS (rediss://)."
+  type = object({
+    host = string
+    port = number
+    tls  = bool
+  })
+}
+
+variable "event_stream_password_remote_key" {
+  description = "Name of the AWS Secrets Manager secret holding the event stream's AUTH token (synced into the namespace by External Secrets Operator)."
+  type        = string
+}
+
+variable "api_keys_yaml" {
+  description = "Content of the API key file (FEEDRANK_API_KEYS_FILE): hashed keys, scopes and bound users as `feedrank keys create` writes them. CD passes it from a secret (TF_VAR_api_keys_yaml); never in a .tfvars file."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = length(trimspace(var.api_keys_yaml)) > 0
+    error_message = "api_keys_yaml must not be empty: with authentication required, no key means no caller."
+  }
+}
+
+variable "rate_limit" {
+  description = "Default per-key rate limit (FEEDRANK_RATE_LIMIT) in the limits library's notation, e.g. 100/second; counted across all replicas in the online store's Redis."
+  type        = string
+  default     = "100/second"
+
+  validation {
+    condition     = can(regex("^[0-9]+ ?(/| per )[0-9]* ?(second|minute|hour|day)s?$", var.rate_limit))
+    error_message = "rate_limit must look like 100/second or 6000 per minute."
+  }
+}
+
+variable "consumer_replicas" {
+  description = "Pods of the event consumer (feedrank events consume); they share one consumer group, so each event is applied once whatever the count."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.consumer_replicas >= 1
+    error_message = "consumer_replicas must be at least 1: without a consumer no event is applied."
+  }
+}
+
+variable "consumer_resources" {
+  description = "CPU and memory requests and limits of each event consumer pod (Kubernetes quantities)."
+  type = object({
+    cpu_request    = string
+    cpu_limit      = string
+    memory_request = string
+    memory_limit   = string
+  })
+  default = {
+    cpu_request    = "250m"
+    cpu_limit      = "1"
+    memory_request = "1Gi"
+    memory_limit   = "1Gi"
+  }
 }
