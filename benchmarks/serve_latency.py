@@ -9,6 +9,8 @@ warmed with 100 other requests before anything is timed. Measured:
 
 - sequential p50/p95/p99 for the SQLite (embedded) and Redis (production) profiles;
 - concurrency 8 on the SQLite profile: requests per second and p99;
+- the SQLite sequential phase again with ``FEEDRANK_AUTH=off``: the cost of the
+  API key check and rate limit (``*_auth_off``);
 - the naive path on the same requests, in process: Feast
   ``get_online_features(...).to_dict()`` plus the model forward.
 
@@ -46,6 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,15 @@ from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_stor
 from core.tables import TWEETS, read_table
 from core.workspace import REPO_ROOT
 from feedrank.pipeline import publish_features
-from load.harness import Served, copy_workspace, ensure_champion, rank_requests, serve
+from load.harness import (
+    Served,
+    auth_headers,
+    copy_workspace,
+    ensure_champion,
+    rank_requests,
+    serve,
+)
+from serving.auth import AUTH_ENV
 from serving.candidates import load_redis_candidates
 
 WARM_CONNECTIONS = 4
@@ -75,10 +86,10 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def _sequential(
-    url: str, requests: list[dict[str, Any]], warmup: int
+    url: str, requests: list[dict[str, Any]], warmup: int, headers: Mapping[str, str]
 ) -> tuple[dict[str, float], int]:
     degraded = 0
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
         for body in requests[:warmup]:
             client.post("/rank", json=body)
         times = []
@@ -91,9 +102,9 @@ def _sequential(
 
 
 def _concurrent(
-    url: str, requests: list[dict[str, Any]], workers: int
+    url: str, requests: list[dict[str, Any]], workers: int, headers: Mapping[str, str]
 ) -> tuple[dict[str, float], float, int]:
-    clients = [httpx.Client(base_url=url, timeout=10) for _ in range(workers)]
+    clients = [httpx.Client(base_url=url, timeout=10, headers=headers) for _ in range(workers)]
     opened = [threading.Event() for _ in range(workers + 1)]
     opened[0].set()
 
@@ -118,11 +129,12 @@ def _concurrent(
     )
 
 
-def _encode(url: str, body: dict[str, Any]) -> bytes:
+def _encode(url: str, body: dict[str, Any], headers: Mapping[str, str]) -> bytes:
     """A whole ``POST /rank`` HTTP/1.1 request (keep-alive is HTTP/1.1's default)."""
     payload = json.dumps(body).encode()
     host = httpx.URL(url).netloc.decode()
     head = f"POST /rank HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
 
 
@@ -141,10 +153,10 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def _lean(
-    url: str, requests: list[dict[str, Any]], workers: int
+    url: str, requests: list[dict[str, Any]], workers: int, headers: Mapping[str, str]
 ) -> tuple[dict[str, float], float, int]:
     """The lean client (see the module docstring): ``workers`` connections, one asyncio loop."""
-    bodies = [_encode(url, body) for body in requests]
+    bodies = [_encode(url, body, headers) for body in requests]
     parsed = httpx.URL(url)
     results: list[tuple[float, int, bytes]] = []
     pending = iter(bodies)
@@ -185,7 +197,7 @@ def _lean(
 
 
 def _lean_with_cpu(
-    served: Served, requests: list[dict[str, Any]]
+    served: Served, requests: list[dict[str, Any]], headers: Mapping[str, str]
 ) -> tuple[dict[str, float], int, float]:
     """The lean client's sequential phase, and the CPU its workers spent per request (ms).
 
@@ -203,11 +215,11 @@ def _lean_with_cpu(
         return sum(sum(w.cpu_times()[:2]) for w in workers)
 
     before = cpu_s()
-    latency, _, degraded = _lean(served.url, requests, 1)
+    latency, _, degraded = _lean(served.url, requests, 1, headers)
     return latency, degraded, round((cpu_s() - before) / len(requests) * 1000, 2)
 
 
-def _warm(url: str, requests: list[dict[str, Any]]) -> None:
+def _warm(url: str, requests: list[dict[str, Any]], headers: Mapping[str, str]) -> None:
     """Warm both workers (their row caches and first code paths) before anything is timed.
 
     A sequential phase runs on one connection, so on one worker; warmed through
@@ -215,7 +227,7 @@ def _warm(url: str, requests: list[dict[str, Any]]) -> None:
     its first ~15 requests at 16-30 ms (about 4% of 400: the p99). Four
     connections opened one at a time under load (see :func:`_lean`) reach both.
     """
-    _lean(url, requests, WARM_CONNECTIONS)
+    _lean(url, requests, WARM_CONNECTIONS, headers)
 
 
 def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
@@ -274,6 +286,7 @@ def _redis_profile(
     settings: dict[str, str],
     requests: list[dict[str, Any]],
     warmup: list[dict[str, Any]],
+    headers: Mapping[str, str],
 ) -> tuple[dict[str, float], dict[str, float], float, int]:
     """The sequential phases on the production profile, in a Feast project of their own.
 
@@ -290,9 +303,9 @@ def _redis_profile(
         publish_features(store, ws)
         load_redis_candidates(candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:")
         with serve(ws, settings | production) as served:
-            _warm(served.url, warmup)
-            sequential, degraded = _sequential(served.url, requests, 50)
-            lean, degraded_lean, cpu = _lean_with_cpu(served, requests[50:])
+            _warm(served.url, warmup, headers)
+            sequential, degraded = _sequential(served.url, requests, 50, headers)
+            lean, degraded_lean, cpu = _lean_with_cpu(served, requests[50:], headers)
     finally:
         drop_project(store)
         for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
@@ -315,26 +328,36 @@ def main() -> None:
         ensure_champion(ws)
         requests = rank_requests(ws, args.requests + 50)
         warmup = rank_requests(ws, 100, seed=4)
+        headers = auth_headers(ws)
 
         with serve(ws, settings) as served:
-            _warm(served.url, warmup)
-            sqlite, degraded = _sequential(served.url, requests, 50)
-            sqlite_lean, degraded_lean, cpu_sqlite = _lean_with_cpu(served, requests[50:])
+            _warm(served.url, warmup, headers)
+            sqlite, degraded = _sequential(served.url, requests, 50, headers)
+            sqlite_lean, degraded_lean, cpu_sqlite = _lean_with_cpu(served, requests[50:], headers)
             client_cpu = _client_cpu_s()
-            c8, rps, degraded_c8 = _concurrent(served.url, requests[50:], 8)
+            c8, rps, degraded_c8 = _concurrent(served.url, requests[50:], 8, headers)
             client_cpu_httpx = _client_cpu_s() - client_cpu
             client_cpu = _client_cpu_s()
-            c8_lean, rps_lean, degraded_c8_lean = _lean(served.url, requests[50:], 8)
+            c8_lean, rps_lean, degraded_c8_lean = _lean(served.url, requests[50:], 8, headers)
             client_cpu_lean = _client_cpu_s() - client_cpu
+        # The same sequential phase with authentication off: what a key check costs.
+        with serve(ws, settings | {AUTH_ENV: "off"}) as served:
+            _warm(served.url, warmup, {})
+            open_lean, _, cpu_open = _lean_with_cpu(served, requests[50:], {})
         degraded += degraded_lean + degraded_c8_lean
         print(f"sqlite sequential {sqlite} degraded={degraded}", flush=True)
         print(f"sqlite sequential, lean {sqlite_lean} CPU/request {cpu_sqlite} ms", flush=True)
         print(f"sqlite concurrency 8: {c8} rps={rps:.0f} degraded={degraded_c8}", flush=True)
         print(f"sqlite concurrency 8, lean client: {c8_lean} rps={rps_lean:.0f}", flush=True)
+        print(
+            f"sqlite sequential, lean, auth off {open_lean} CPU/request {cpu_open} ms "
+            f"(auth on / off p50: {sqlite_lean['p50_ms'] / open_lean['p50_ms']:.2f}x)",
+            flush=True,
+        )
         per_request = 1000 / len(requests[50:])
 
         redis_seq, redis_lean, cpu_redis, degraded_r = _redis_profile(
-            ws, settings, requests, warmup
+            ws, settings, requests, warmup, headers
         )
         print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
         print(f"redis sequential, lean {redis_lean} CPU/request {cpu_redis} ms", flush=True)
@@ -363,6 +386,9 @@ def main() -> None:
             "client_cpu_ms_c8_httpx": round(client_cpu_httpx * per_request, 2),
             "server_cpu_ms_sqlite": cpu_sqlite,
             "server_cpu_ms_redis": cpu_redis,
+            "p50_ms_sqlite_auth_off": open_lean["p50_ms"],
+            "p99_ms_sqlite_auth_off": open_lean["p99_ms"],
+            "server_cpu_ms_sqlite_auth_off": cpu_open,
             "degraded": degraded + degraded_c8 + degraded_r,
         }
         _print_bars(result)

@@ -14,11 +14,14 @@ from feedrank.commands import (
     data,
     dataset,
     demo,
+    events,
     features,
+    keys,
     metrics,
     monitor,
     pipeline,
     serve,
+    serve_state,
     train,
 )
 from feedrank.options import Group
@@ -33,6 +36,9 @@ COMMANDS: tuple[click.Command, ...] = (
     metrics.metrics,
     monitor.monitor,
     serve.serve,
+    events.events,
+    serve_state.serve_state,
+    keys.keys,
     demo.demo,
     pipeline.pipeline,
 )

@@ -6,6 +6,8 @@ same hand-offs the individual commands use.
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 import pyarrow.parquet as pq
 
@@ -14,8 +16,13 @@ from core.model_registry import CHAMPION, load_ranker
 from core.workspace import Workspace
 from feedrank.pipeline import Bar, Stage, build_foundation
 from metrics.replay import replay
+from serving.auth import SCOPES, KeyFileError, create_key, keys_file_path, revoke_key
 from simulation.config import Preset, world_config
 from training.pipeline import run_training_pipeline
+
+DEMO_KEY_NAME = "demo"
+DEMO_KEY_FILE = "demo_key"
+"""Where, under ``data/serving/``, the demo leaves its key (owner-only) for scripts and curl."""
 
 
 def run_demo(
@@ -81,6 +88,26 @@ def run_demo(
         "ci_high",
     ]
     click.echo(replayed.table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _demo_key(workspace)
     summary.update(trained)
     summary.update(replayed.result())
     return summary
+
+
+def _demo_key(workspace: Workspace) -> None:
+    """A fresh all-scope API key named ``demo`` (the last one revoked), and how to use it."""
+    keys = keys_file_path(workspace.root)
+    with contextlib.suppress(KeyFileError):  # no key file yet, or no demo key in it
+        revoke_key(keys, DEMO_KEY_NAME)
+    key, entry = create_key(keys, DEMO_KEY_NAME, SCOPES)
+    saved = workspace.data / "serving" / DEMO_KEY_FILE
+    saved.write_text(key + "\n")
+    saved.chmod(0o600)
+    click.echo(
+        f"\nAPI key {entry.id} ({', '.join(entry.scopes)}) in {keys}, the key itself in {saved}"
+    )
+    click.echo("  serve:  .venv/bin/bentoml serve serving.service:FeedRanker")
+    click.echo(
+        f'  rank:   curl -s localhost:3000/rank -H "Authorization: Bearer $(cat {saved})" '
+        """-H 'content-type: application/json' -d '{"user_id": 5}'"""
+    )

@@ -15,8 +15,9 @@ import subprocess  # nosec B404  # starts bentoml serve and redis-server with fi
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
+from core.actions import load_actions
 from core.feast_store import Workspace
 from core.tables import TWEETS, read_table
 from core.workspace import REPO_ROOT
+from serving.auth import KEYS_FILE, KEYS_FILE_ENV, SCOPES, create_key
 from simulation.world import load_world_config, world_end
 
 RANK_CANDIDATES = 500
@@ -39,6 +42,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+HARNESS_KEY = Path("data") / "serving" / "harness_key"
+"""Where the harness keeps its own key in plain text (test and benchmark workspaces only)."""
+
+
+def keys_file(ws: Workspace) -> Path:
+    """The workspace's API key file (the service's default place for it)."""
+    return ws.root / KEYS_FILE
+
+
+def auth_headers(ws: Workspace) -> dict[str, str]:
+    """``Authorization`` headers with the harness's key: every scope, any user, no real limit.
+
+    Created on first use (a key in :func:`keys_file`, its plain text beside it,
+    readable by the owner only); later calls reuse it.
+    """
+    stored = ws.root / HARNESS_KEY
+    if not stored.exists():
+        key, _ = create_key(keys_file(ws), "harness", SCOPES, rate_limit="1000000/second")
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.touch(mode=0o600)
+        stored.write_text(key)
+    return {"Authorization": f"Bearer {stored.read_text().strip()}"}
 
 
 def copy_workspace(source: Path, target: Path) -> Workspace:
@@ -121,7 +148,8 @@ def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Serv
     """``bentoml serve`` of ``ws`` on a free port, started and stopped with the context.
 
     Defaults: the embedded profile, a 2 s feature deadline (slow CI machines
-    must not turn answers into fallbacks), no feature sampling; ``env``
+    must not turn answers into fallbacks), no feature sampling, events for
+    unknown ids accepted, the harness's API key file; ``env``
     overrides them. The server's output goes to a temporary file (an unread
     pipe would fill and block it); its tail is in the error if it never gets ready.
     """
@@ -133,8 +161,13 @@ def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Serv
             "FEEDRANK_FEAST_PROFILE": "embedded",
             "FEEDRANK_FEATURE_DEADLINE_MS": "2000",
             "FEEDRANK_FEATURE_SAMPLE_RATE": "0",
+            # the fault and load runs write to tweets 10**12 and up, outside any
+            # world, so that nothing else touches the counters they check
+            "FEEDRANK_UNKNOWN_EVENTS": "accept",
+            KEYS_FILE_ENV: str(keys_file(ws)),
         }
     )
+    auth_headers(ws)  # the key file exists before the service reads it
     full.update(env)
     argv = [sys.executable, "-m", "bentoml", "serve", "serving.service:FeedRanker"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--arg", f"workers={workers}"]
@@ -166,15 +199,19 @@ def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Serv
                 proc.wait()
 
 
-def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    """A private, non-persistent ``redis-server`` on ``port``; returns once it answers PING."""
+def start_redis(port: int, folder: Path, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """A private ``redis-server`` on ``port``; returns once it answers PING.
+
+    Non-persistent unless ``extra_args`` say otherwise (they come last, so
+    ``("--appendonly", "yes", "--appendfsync", "always")`` turns AOF on).
+    """
     import redis  # pylint: disable=import-outside-toplevel
 
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(folder)]
+    argv += ["--appendonly", "no", "--dir", str(folder), *extra_args]
     # pylint: disable-next=consider-using-with  # the caller stops it
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # nosec B603  # fixed argv
     client = redis.Redis("127.0.0.1", port)
@@ -199,3 +236,90 @@ def stop_process(proc: subprocess.Popen[bytes], hard: bool = False) -> None:
         else:
             proc.terminate()
     proc.wait(timeout=20)
+
+
+def _fill_online(ws: Workspace, project: str, redis_port: int) -> None:
+    """Feast apply plus the daily online fill, into the Redis on ``redis_port``."""
+    # pylint: disable=import-outside-toplevel
+    from core.feast_store import open_store
+    from feedrank.pipeline import publish_features
+
+    saved = os.environ.get("FEEDRANK_REDIS_URL")
+    os.environ["FEEDRANK_REDIS_URL"] = f"127.0.0.1:{redis_port}"
+    try:
+        store = open_store(ws, "production", project=project)
+        publish_features(store, ws)
+    finally:
+        if saved is None:
+            os.environ.pop("FEEDRANK_REDIS_URL", None)
+        else:
+            os.environ["FEEDRANK_REDIS_URL"] = saved
+
+
+def _drop_registry_project(ws: Workspace, project: str) -> None:
+    """Remove the scenario's project from the shared SQL registry (its Redis goes anyway)."""
+    from feast.errors import ProjectNotFoundException  # pylint: disable=import-outside-toplevel
+
+    from core.feast_store import open_store  # pylint: disable=import-outside-toplevel
+
+    store = open_store(ws, "production", project=project)
+    with suppress(ProjectNotFoundException):
+        store.registry.delete_project(project, commit=True)
+
+
+@dataclass
+class PrivateOnlineStore:
+    """The production profile on a private ``redis-server``: a Feast project of its own."""
+
+    ws: Workspace
+    project: str
+    port: int
+    folder: Path
+    proc: subprocess.Popen[bytes]
+
+    def env(self, redis_port: int | None = None, deadline_ms: float = 300) -> dict[str, str]:
+        """Service settings: features from this Redis (or a proxy's port), candidates shared."""
+        return {
+            "FEEDRANK_FEAST_PROFILE": "production",
+            "FEEDRANK_FEAST_PROJECT": self.project,
+            "FEEDRANK_REDIS_URL": f"127.0.0.1:{redis_port or self.port}",
+            "FEEDRANK_CANDIDATES_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "FEEDRANK_FEATURE_DEADLINE_MS": f"{deadline_ms:g}",
+        }
+
+    def kill(self) -> None:
+        """The outage: SIGKILL, no goodbye."""
+        stop_process(self.proc, hard=True)
+
+    def restart(self) -> None:
+        """Start it again on the same port and refill it (it keeps nothing on disk)."""
+        self.proc = start_redis(self.port, self.folder)
+        _fill_online(self.ws, self.project, self.port)
+
+
+@contextmanager
+def private_online_store(ws: Workspace) -> Iterator[PrivateOnlineStore]:
+    """A filled private online store, and the world's candidates in the shared Redis."""
+    import redis  # pylint: disable=import-outside-toplevel
+
+    from serving.candidates import load_redis_candidates  # pylint: disable=import-outside-toplevel
+
+    project = f"rel{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="feedrank-rel-redis-") as folder:
+        online = PrivateOnlineStore(
+            ws, project, port, Path(folder), start_redis(port, Path(folder))
+        )
+        candidates = redis.Redis("127.0.0.1", 6379)
+        try:
+            _fill_online(ws, project, port)
+            load_redis_candidates(
+                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
+            )
+            yield online
+        finally:
+            _drop_registry_project(ws, project)
+            stop_process(online.proc)
+            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
+                candidates.unlink(key)
+            candidates.close()

@@ -6,6 +6,9 @@
 The users are read from the workspace (FEEDRANK_WORKSPACE, default the
 repository root) so that requests hit real follow graphs and features; the
 feeds are asked for at the world's end time, "now" in the simulated world.
+The API key is ``FEEDRANK_API_KEY`` (a key with the ``rank`` and ``events``
+scopes, from ``feedrank keys create``); without it, the workspace's harness
+key (:func:`load.harness.auth_headers`) is used.
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ import pyarrow.parquet as pq
 from locust import HttpUser, between, task
 
 from core.workspace import REPO_ROOT, Workspace
+from load.harness import auth_headers
 from simulation.world import load_world_config, world_end
 
 _WORKSPACE = Workspace(Path(os.environ.get("FEEDRANK_WORKSPACE", REPO_ROOT)))
 _USERS = pq.read_table(_WORKSPACE.world / "users.parquet", columns=["user_id"])["user_id"]
 USER_IDS = _USERS.to_numpy().tolist()
 NOW = world_end(load_world_config(_WORKSPACE.world)).isoformat()
+HEADERS = (
+    {"Authorization": f"Bearer {os.environ['FEEDRANK_API_KEY']}"}
+    if os.environ.get("FEEDRANK_API_KEY")
+    else auth_headers(_WORKSPACE)
+)
 
 
 class FeedReader(HttpUser):
@@ -32,6 +41,10 @@ class FeedReader(HttpUser):
 
     wait_time = between(0.0, 0.05)
     rng = random.Random()  # nosec B311
+
+    def on_start(self) -> None:
+        """Every request carries the API key."""
+        self.client.headers.update(HEADERS)
 
     @task(8)
     def rank(self) -> None:

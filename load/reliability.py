@@ -1,25 +1,40 @@
 """Reliability of the served API: fuzzing, store outages and slowness, lost or doubled events.
 
 Copies a workspace (default: the repository root) to a temporary folder,
-trains a quick champion there if it has none, and runs five scenarios
+trains a quick champion there if it has none, and runs seven scenarios
 against ``bentoml serve`` processes it starts itself (127.0.0.1 only):
 
-- **fuzzing**: schemathesis generates requests for ``POST /rank`` and
-  ``POST /events`` from the service's own OpenAPI document (``/docs.json``),
-  valid and invalid ones, derandomised. Bar: no 5xx, every 4xx has a message.
+- **fuzzing**: schemathesis generates requests for every operation of the
+  service's own OpenAPI document (``/docs.json``), with the API key, valid
+  and invalid ones, derandomised; most valid ``/events`` batches are moved
+  onto known users and tweets inside the event window, so accepted batches
+  are fuzzed too. Bar: no 5xx, every 4xx has a message, every status
+  declared for its operation and every answer conforming to the document;
+  counted: ``schemathesis_cases``, ``events_accepted_in_fuzz``.
 - **duplicate events**: 10k unique events sent in batches from a thread pool,
   20% of them sent again (single ids and whole batches, as retries do). Bar:
   exactly 10k rows in the event log.
-- **outage**: the production profile on a private ``redis-server``; /rank in
-  a loop, the Redis killed, then restarted on the same port and refilled.
-  Counted: 5xx and degraded answers; measured: seconds from the restart until
-  answers are ranked (not degraded) again.
+- **outage**: the production profile on a private ``redis-server`` holding
+  features and candidates; /rank in a loop, the Redis killed, then restarted
+  EMPTY on the same port while ``feedrank serve-state rebuild`` refills it.
+  Counted: 5xx, degraded answers and empty feeds served undegraded after the
+  restart (bar: 0); measured: the slowest /rank while Redis is down
+  (``outage_max_ms``) and seconds from the restart until answers are ranked
+  again (``recovery_seconds``).
 - **slow store**: the same, with a :class:`DelayProxy` between the service
   and Redis that holds each reply 40 ms (over the 30 ms deadline), then
   1000 ms (over the reader's socket timeout). Counted: 5xx and degraded
   answers; measured: client-side p99 while the store is slow.
 - **worker killed**: one of two workers SIGKILLed while /events batches
   stream in with retries. Bar: every event in the log, a new worker started.
+- **attacks** (:mod:`load.attacks`): the forged events, unauthenticated and
+  wrong-scope calls and the unthrottled client of issue 17. Bar:
+  ``unauthenticated_accepted`` 0, ``forged_events_applied`` 0,
+  ``victim_feeds_changed`` 0, ``rate_limited_429`` > 0.
+- **replica killed** (:mod:`load.durability`): two replicas sharing one
+  event stream, one SIGKILLed mid-stream, then the consumer catches up. Bar:
+  ``stream_events_acked`` = ``stream_events_applied_exactly_once`` (its
+  figures carry the prefix ``stream_`` in the RESULT).
 
     .venv/bin/python -m load.reliability [--workspace DIR] [--fuzz-cases N] [--events N]
 
@@ -42,13 +57,14 @@ import signal
 import socket
 import sqlite3
 import subprocess  # nosec B404  # starts bentoml serve and redis-server with fixed argv
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,139 +73,22 @@ import httpx
 
 from core.actions import IMPRESSION, load_actions
 from core.feast_store import Workspace
+from load.attacks import SERVER_ENV as ATTACK_SERVER_ENV
+from load.attacks import run_attacks
+from load.durability import replica_kill
+from load.fuzzing import EventTargets, fuzz
 from load.harness import (
     REPO_ROOT,
+    PrivateOnlineStore,
+    auth_headers,
     copy_workspace,
     ensure_champion,
-    free_port,
+    private_online_store,
     serve,
     start_redis,
-    stop_process,
 )
 
 FUZZ_ROUTES = ("/rank", "/events")
-TEXT_LIMIT = 300
-
-
-# --------------------------------------------------------------------------- fuzzing
-
-
-@dataclass
-class FuzzReport:
-    """What the fuzzer sent and what came back."""
-
-    cases: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    server_errors: list[dict[str, Any]] = field(default_factory=list)
-    silent_4xx: list[dict[str, Any]] = field(default_factory=list)
-    transport_errors: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def count_5xx(self) -> int:
-        """Responses with a 5xx status."""
-        return sum(n for status, n in self.statuses.items() if status >= 500)
-
-    def summary(self) -> dict[str, Any]:
-        """Counts, and the first few problems (request and response) for the report."""
-        return {
-            "cases": self.cases,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "5xx": self.count_5xx,
-            "silent_4xx": len(self.silent_4xx),
-            "transport_errors": len(self.transport_errors),
-            "examples": [
-                {**e, "request": e["request"][:TEXT_LIMIT]}
-                for e in (self.server_errors + self.silent_4xx + self.transport_errors)[:5]
-            ],
-        }
-
-
-def has_message(body: bytes) -> bool:
-    """A 4xx body says something: non-empty text, or JSON with a non-empty value."""
-    text = body.decode(errors="replace").strip()
-    if not text:
-        return False
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return True
-    if isinstance(parsed, dict):
-        return any(v not in (None, "", [], {}) for v in parsed.values())
-    return parsed not in (None, "", [], {})
-
-
-def _describe(case: Any, status: int | str, body: bytes | str) -> dict[str, Any]:
-    request_body = getattr(case, "body", None)
-    try:
-        shown = json.dumps(request_body, default=str)
-    except (TypeError, ValueError):
-        shown = repr(request_body)
-    text = body.decode(errors="replace") if isinstance(body, bytes) else body
-    return {
-        "route": case.operation.path,
-        "media_type": getattr(case, "media_type", None),
-        "headers": {k: str(v)[:80] for k, v in (case.headers or {}).items()},
-        "request": shown,
-        "status": status,
-        "response": text[:TEXT_LIMIT],
-    }
-
-
-def fuzz(url: str, examples_per_route: int, seed: int = 7, timeout: float = 30.0) -> FuzzReport:
-    """Fuzz /rank and /events from the served OpenAPI document.
-
-    Half of each route's examples are valid requests (positive generation),
-    half invalid ones (negative). Derandomised with ``seed`` so a run repeats;
-    no Hypothesis database, no shrinking (every case is one request).
-    """
-    # pylint: disable=import-outside-toplevel  # heavy, and only this scenario needs them
-    import requests
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hypothesis_seed
-    from schemathesis.generation import GenerationMode
-
-    schema = schemathesis.openapi.from_url(f"{url}/docs.json", timeout=timeout)
-    report = FuzzReport()
-    session = requests.Session()
-    half = max(1, examples_per_route // 2)
-
-    def check(case: Any) -> None:
-        report.cases += 1
-        try:
-            response = case.call(base_url=url, session=session, timeout=timeout)
-        except requests.RequestException as exc:
-            report.transport_errors.append(_describe(case, "error", repr(exc)))
-            return
-        report.statuses[response.status_code] += 1
-        if response.status_code >= 500:
-            report.server_errors.append(_describe(case, response.status_code, response.content))
-        elif response.status_code >= 400 and not has_message(response.content):
-            report.silent_4xx.append(_describe(case, response.status_code, response.content))
-
-    try:
-        for route in FUZZ_ROUTES:
-            operation = schema[route]["POST"]
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-                @hypothesis_seed(seed)
-                @settings(
-                    max_examples=half,
-                    deadline=None,
-                    derandomize=True,
-                    database=None,
-                    phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=list(HealthCheck),
-                    print_blob=False,
-                )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case: Any) -> None:
-                    check(case)
-
-                run()  # pylint: disable=no-value-for-parameter  # given() supplies it
-    finally:
-        session.close()
-    return report
 
 
 # --------------------------------------------------------------------------- events
@@ -270,6 +169,7 @@ def send_events(
     now_iso: str = "2026-01-01T00:00:00+00:00",
     seed: int = 1,
     max_seconds: float = 300.0,
+    headers: Mapping[str, str] | None = None,
 ) -> EventsReport:
     """Send ``n`` unique events plus 20% resends concurrently; retry 5xx and transport errors."""
     prefix = f"rel-{uuid.uuid4().hex[:10]}-"
@@ -295,7 +195,7 @@ def send_events(
             time.sleep(0.1 * (attempt + 1))
         return {}, 5
 
-    clients = [httpx.Client(base_url=url, timeout=30) for _ in range(threads)]
+    clients = [httpx.Client(base_url=url, timeout=30, headers=headers) for _ in range(threads)]
     try:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             results = list(
@@ -346,35 +246,6 @@ def logged_counters(db_path: Path, tweets: list[int]) -> dict[int, dict[str, int
 # --------------------------------------------------------------------------- outage
 
 
-def _fill_online(ws: Workspace, project: str, redis_port: int) -> None:
-    """Feast apply plus the daily online fill, into the Redis on ``redis_port``."""
-    # pylint: disable=import-outside-toplevel
-    from core.feast_store import open_store
-    from feedrank.pipeline import publish_features
-
-    saved = os.environ.get("FEEDRANK_REDIS_URL")
-    os.environ["FEEDRANK_REDIS_URL"] = f"127.0.0.1:{redis_port}"
-    try:
-        store = open_store(ws, "production", project=project)
-        publish_features(store, ws)
-    finally:
-        if saved is None:
-            os.environ.pop("FEEDRANK_REDIS_URL", None)
-        else:
-            os.environ["FEEDRANK_REDIS_URL"] = saved
-
-
-def _drop_registry_project(ws: Workspace, project: str) -> None:
-    """Remove the scenario's project from the shared SQL registry (its Redis goes anyway)."""
-    from feast.errors import ProjectNotFoundException  # pylint: disable=import-outside-toplevel
-
-    from core.feast_store import open_store  # pylint: disable=import-outside-toplevel
-
-    store = open_store(ws, "production", project=project)
-    with suppress(ProjectNotFoundException):
-        store.registry.delete_project(project, commit=True)
-
-
 @dataclass
 class OutagePhase:
     """Answers of one phase of the outage loop."""
@@ -414,67 +285,9 @@ class OutagePhase:
         return True
 
 
-@dataclass
-class PrivateOnlineStore:
-    """The production profile on a private ``redis-server``: a Feast project of its own."""
-
-    ws: Workspace
-    project: str
-    port: int
-    folder: Path
-    proc: subprocess.Popen[bytes]
-
-    def env(self, redis_port: int | None = None, deadline_ms: float = 300) -> dict[str, str]:
-        """Service settings: features from this Redis (or a proxy's port), candidates shared."""
-        return {
-            "FEEDRANK_FEAST_PROFILE": "production",
-            "FEEDRANK_FEAST_PROJECT": self.project,
-            "FEEDRANK_REDIS_URL": f"127.0.0.1:{redis_port or self.port}",
-            "FEEDRANK_CANDIDATES_REDIS_URL": "redis://127.0.0.1:6379/0",
-            "FEEDRANK_FEATURE_DEADLINE_MS": f"{deadline_ms:g}",
-        }
-
-    def kill(self) -> None:
-        """The outage: SIGKILL, no goodbye."""
-        stop_process(self.proc, hard=True)
-
-    def restart(self) -> None:
-        """Start it again on the same port and refill it (it keeps nothing on disk)."""
-        self.proc = start_redis(self.port, self.folder)
-        _fill_online(self.ws, self.project, self.port)
-
-
-@contextmanager
-def private_online_store(ws: Workspace) -> Iterator[PrivateOnlineStore]:
-    """A filled private online store, and the world's candidates in the shared Redis."""
-    import redis  # pylint: disable=import-outside-toplevel
-
-    from serving.candidates import load_redis_candidates  # pylint: disable=import-outside-toplevel
-
-    project = f"rel{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="feedrank-rel-redis-") as folder:
-        online = PrivateOnlineStore(
-            ws, project, port, Path(folder), start_redis(port, Path(folder))
-        )
-        candidates = redis.Redis("127.0.0.1", 6379)
-        try:
-            _fill_online(ws, project, port)
-            load_redis_candidates(
-                candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:"
-            )
-            yield online
-        finally:
-            _drop_registry_project(ws, project)
-            stop_process(online.proc)
-            for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
-                candidates.unlink(key)
-            candidates.close()
-
-
 def _rank_client(url: str, ws: Workspace) -> tuple[httpx.Client, Any]:
     """A client, and ``ask(user)``: POST /rank for the world's end (None: no answer)."""
-    client = httpx.Client(base_url=url, timeout=30)
+    client = httpx.Client(base_url=url, timeout=30, headers=auth_headers(ws))
     end = _world_end_iso(ws)
 
     def ask(user: int) -> httpx.Response | None:
@@ -501,35 +314,134 @@ def _phases_summary(phases: dict[str, OutagePhase]) -> dict[str, dict[str, Any]]
     }
 
 
+def _outage_client(url: str, ws: Workspace) -> tuple[httpx.Client, Any]:
+    """An authenticated client, and ``ask(user)``: (POST /rank answer or None, seconds)."""
+    client = httpx.Client(base_url=url, timeout=30, headers=auth_headers(ws))
+    end = _world_end_iso(ws)
+
+    def ask(user: int) -> tuple[httpx.Response | None, float]:
+        started = time.perf_counter()
+        try:
+            response = client.post(
+                "/rank", json={"user_id": user, "request_time": end, "limit": 30}
+            )
+        except httpx.HTTPError:
+            response = None
+        return response, time.perf_counter() - started
+
+    return client, ask
+
+
+def _empty_undegraded(response: httpx.Response | None) -> bool:
+    """An empty feed served as if all were well: the silent failure after an empty restart."""
+    if response is None or response.status_code != 200:
+        return False
+    body = response.json()
+    return not body["degraded"] and not body["items"]
+
+
+def _rebuild(ws: Workspace, online: PrivateOnlineStore) -> dict[str, Any]:
+    """``feedrank serve-state rebuild`` against the private Redis; its ``RESULT`` values."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(online.env())
+    env.pop("FEEDRANK_CANDIDATES_REDIS_URL")  # candidates in the online store's Redis
+    code = "from feedrank.cli import main; main()"
+    argv = [sys.executable, "-c", code, "serve-state", "rebuild", "--workspace", str(ws.root)]
+    done = subprocess.run(  # nosec B603  # fixed argv
+        argv, env=env, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"serve-state rebuild failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
 def outage(
-    ws: Workspace, requests_per_phase: int = 60, recovery_timeout: float = 60.0
+    ws: Workspace, requests_per_phase: int = 60, recovery_timeout: float = 120.0
 ) -> dict[str, Any]:
-    """Kill the online store's Redis under /rank traffic, restart it, time the recovery."""
+    """Kill the production profile's Redis under /rank traffic, restart it EMPTY, rebuild.
+
+    Features and candidates both live in the private Redis (the production
+    default: no ``FEEDRANK_CANDIDATES_REDIS_URL``), so the restart loses
+    everything a request reads. Phases: ``before`` (healthy), ``during``
+    (Redis dead: every answer the fallback, timed: ``outage_max_ms``),
+    ``empty`` (restarted with nothing; ``feedrank serve-state rebuild`` runs
+    meanwhile, as an operator would; until it marks the store loaded, no
+    answer may be an empty feed with ``degraded: false``:
+    ``empty_undegraded_after_restart``) and ``after``
+    (rebuilt; an empty feed there, as before the outage, is a user with nothing
+    new). ``recovery_seconds``: from the restart to the first ranked answer
+    after the rebuild.
+    """
+    import redis  # pylint: disable=import-outside-toplevel
+
+    from serving.candidates import LOADED_KEY  # pylint: disable=import-outside-toplevel
+
     users = iter(range(20, 10**9))
-    before, during, after = OutagePhase(), OutagePhase(), OutagePhase()
+    phases = {name: OutagePhase() for name in ("before", "during", "empty", "after")}
+    empty_undegraded: Counter[str] = Counter()
     recovery: float | None = None
-    with private_online_store(ws) as online, serve(ws, online.env()) as served:
-        client, ask = _rank_client(served.url, ws)
-        with client:
-            for _ in range(requests_per_phase):
-                before.record(ask(next(users)))
-            online.kill()
-            for _ in range(requests_per_phase):
-                during.record(ask(next(users)))
-            restarted = time.monotonic()
-            online.restart()
-            while time.monotonic() - restarted < recovery_timeout:
-                if after.record(ask(next(users))):
-                    recovery = time.monotonic() - restarted
-                    break
-                time.sleep(0.05)
-            for _ in range(requests_per_phase):  # and it stays recovered
-                after.record(ask(next(users)))
-    phases = {"before": before, "during": during, "after": after}
+    rebuilt: dict[str, Any] = {}
+    with private_online_store(ws) as online:
+        env = {**online.env()}
+        env.pop("FEEDRANK_CANDIDATES_REDIS_URL")
+        _rebuild(ws, online)  # the candidate store of the private Redis
+        loaded_key = f"feedrank:{online.project}:{LOADED_KEY}"
+        with serve(ws, env) as served:
+            client, ask = _outage_client(served.url, ws)
+
+            def phase(name: str, n: int) -> bool:
+                """``n`` requests; whether the last one was an empty feed served undegraded."""
+                silent = False
+                for _ in range(n):
+                    response, seconds = ask(next(users))
+                    phases[name].latencies.append(seconds)
+                    phases[name].record(response)
+                    silent = _empty_undegraded(response)
+                    empty_undegraded[name] += silent
+                return silent
+
+            with client:
+                phase("before", requests_per_phase)
+                online.kill()
+                phase("during", requests_per_phase)
+                restarted = time.monotonic()
+                online.proc = start_redis(online.port, online.folder)  # empty
+                marker = redis.Redis("127.0.0.1", online.port)
+                with marker, concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    rebuilding = pool.submit(_rebuild, ws, online)
+                    # Until the rebuild marks the store loaded (its last write).
+                    while not rebuilding.done() and not marker.exists(loaded_key):
+                        if phase("empty", 1) and marker.exists(loaded_key):
+                            # Loaded while that request ran: its empty feed may be
+                            # the truth (as before the outage), so it is not counted.
+                            empty_undegraded["empty"] -= 1
+                            empty_undegraded["empty_at_load"] += 1
+                        time.sleep(0.02)
+                    rebuilt = rebuilding.result()
+                while time.monotonic() - restarted < recovery_timeout:
+                    response, seconds = ask(next(users))
+                    phases["after"].latencies.append(seconds)
+                    empty_undegraded["after"] += _empty_undegraded(response)
+                    if phases["after"].record(response):
+                        recovery = time.monotonic() - restarted
+                        break
+                    time.sleep(0.05)
+                phase("after", requests_per_phase)  # and it stays recovered
+    during = phases["during"].latencies
     return {
         "phases": _phases_summary(phases),
+        "outage_max_ms": round(1000.0 * max(during), 1) if during else None,
         "outage_5xx": sum(p.status_5xx + p.errors for p in phases.values()),
         "outage_degraded_responses": sum(p.degraded for p in phases.values()),
+        # Before the rebuild: the silent failure. Before the outage and after the
+        # rebuild an empty feed is the truth (nothing new since the last visit).
+        "empty_undegraded_after_restart": empty_undegraded["empty"],
+        "empty_undegraded_by_phase": dict(empty_undegraded),
+        "rebuild": rebuilt,
         "recovery_seconds": None if recovery is None else round(recovery, 3),
     }
 
@@ -685,7 +597,12 @@ def worker_kill(
         start_rows = _logged_rows(db)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(
-                send_events, served.url, n_events, threads=4, now_iso=_world_end_iso(ws)
+                send_events,
+                served.url,
+                n_events,
+                threads=4,
+                now_iso=_world_end_iso(ws),
+                headers=auth_headers(ws),
             )
             while not future.done() and _logged_rows(db) - start_rows < kill_share * n_events:
                 time.sleep(0.01)
@@ -731,7 +648,12 @@ def main() -> None:
         prog="python -m load.reliability", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
-    parser.add_argument("--fuzz-cases", type=int, default=600, help="Across both routes.")
+    parser.add_argument(
+        "--fuzz-cases",
+        type=int,
+        default=1000,
+        help="Split over /rank and /events (the parameterless GET routes add a few).",
+    )
     parser.add_argument("--events", type=int, default=10_000, help="Unique events.")
     parser.add_argument(
         "--skip-redis", action="store_true", help="Skip the outage and slow-store scenarios."
@@ -745,10 +667,17 @@ def main() -> None:
         with serve(ws, {}) as served:
             url = served.url
             started = time.monotonic()
-            report = fuzz(url, args.fuzz_cases // len(FUZZ_ROUTES))
+            report = fuzz(
+                url,
+                args.fuzz_cases // len(FUZZ_ROUTES),
+                headers=auth_headers(ws),
+                targets=EventTargets.of(ws),
+            )
             print(f"fuzzing ({time.monotonic() - started:.0f} s): {report.summary()}", flush=True)
             started = time.monotonic()
-            events = send_events(url, args.events, now_iso=_world_end_iso(ws))
+            events = send_events(
+                url, args.events, now_iso=_world_end_iso(ws), headers=auth_headers(ws)
+            )
         rows, distinct = logged_events(ws.data / "serving" / "events.db", events.prefix)
         print(
             f"events ({time.monotonic() - started:.1f} s): sent {events.sent}, "
@@ -757,16 +686,29 @@ def main() -> None:
             flush=True,
         )
         result.update(
-            fuzz_cases=report.cases,
+            schemathesis_cases=report.cases,
+            events_accepted_in_fuzz=report.events_accepted,
             fuzz_5xx=report.count_5xx,
             fuzz_4xx_without_message=len(report.silent_4xx),
+            fuzz_undeclared_statuses=report.undeclared_statuses(),
+            fuzz_nonconforming=len(report.nonconforming),
             events_sent=events.sent,
             events_unique=events.unique,
             events_accepted=events.accepted,
             events_unique_in_log=rows,
         )
         for name, scenario, keys in (
-            ("outage", outage, ("outage_5xx", "outage_degraded_responses", "recovery_seconds")),
+            (
+                "outage",
+                outage,
+                (
+                    "outage_max_ms",
+                    "outage_5xx",
+                    "outage_degraded_responses",
+                    "empty_undegraded_after_restart",
+                    "recovery_seconds",
+                ),
+            ),
             (
                 "slow_store",
                 slow_store,
@@ -784,6 +726,10 @@ def main() -> None:
                 continue
             print(f"{name}: {json.dumps(found['phases'])}", flush=True)
             result.update({k: found[k] for k in keys})
+        with serve(ws, ATTACK_SERVER_ENV) as served:
+            attacked = run_attacks(served.url, ws, _world_end_iso(ws))
+        print(f"attacks: {json.dumps(attacked)}", flush=True)
+        result.update(attacked)
         killed = worker_kill(ws)
         print(f"worker_kill: {json.dumps(killed)}", flush=True)
         result.update(
@@ -792,6 +738,13 @@ def main() -> None:
             kill_failed_batches=killed["events_failed_batches"],
             kill_worker_respawned=killed["worker_respawned"],
         )
+        if args.skip_redis:
+            print("replica_kill: skipped (--skip-redis)", flush=True)
+        else:
+            durable = replica_kill(ws, args.events // 2)
+            print(f"replica_kill: {json.dumps(durable)}", flush=True)
+            # Prefixed: the duplicate-events scenario has its own events_sent.
+            result.update({f"stream_{k}": v for k, v in durable.items()})
     print("RESULT " + json.dumps(result))
 
 

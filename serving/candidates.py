@@ -17,6 +17,18 @@ Two sources answer the same questions:
   sorted sets, follow sets, last visits and seen sets in Redis, written by
   :func:`load_redis_candidates` and kept live by ``POST /events``. Three
   pipelined round trips per request.
+
+A Redis that restarted empty answers every read with "nothing": no
+followees, no tweets. Read as such, that is a cold-start feed of nothing,
+served as if all were well. So :func:`load_redis_candidates` writes a
+``loaded`` marker last (load time and counts), :class:`RedisCandidates`
+reads it in the same pipeline as the user's followees, and its absence
+raises :class:`CandidateStoreNotLoaded`: the service answers the fallback
+with ``degraded: true`` and says to run ``feedrank serve-state rebuild``.
+
+Both sources also tell which user and tweet ids they know
+(:meth:`CandidateSource.known`), so ``/events`` can quarantine events about
+users or tweets that do not exist.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.actions import ActionSet
-from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
+from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, USERS, VISITS, read_table
 from serving.events import EventLog
 from serving.row_cache import RowCache
 
@@ -45,6 +57,16 @@ _POPULAR_POOL = 2000
 
 class CandidateStoreUnavailable(RuntimeError):
     """The candidate store could not be read."""
+
+
+class CandidateStoreNotLoaded(CandidateStoreUnavailable):
+    """The candidate store answers but holds no load (Redis restarted empty, or never filled)."""
+
+
+REBUILD_COMMAND = "feedrank serve-state rebuild"
+"""What refills the production profile's serving state (``feedrank/commands/serve_state.py``)."""
+LOADED_KEY = "loaded"
+"""The marker key :func:`load_redis_candidates` writes last (under the prefix)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,9 @@ class CandidateSource(Protocol):
     ) -> None:
         """Live updates: (user, tweet, time_us) impressions and engaged tweets."""
 
+    def known(self, user_ids: np.ndarray, tweet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean masks: which users and which tweets exist."""
+
 
 def _positive_engagement(events_dir: Path, actions: ActionSet) -> tuple[np.ndarray, np.ndarray]:
     """Tweet ids and their counts of positive-weight actions (the popularity of cold start)."""
@@ -100,6 +125,15 @@ def _positive_engagement(events_dir: Path, actions: ActionSet) -> tuple[np.ndarr
     tweets = events.filter(pc.is_in(events["action"], value_set=positive))["tweet_id"]
     ids, counts = np.unique(tweets.to_numpy(), return_counts=True)
     return ids.astype(np.int64), counts.astype(np.int64)
+
+
+def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A mask: which of ``ids`` are in the sorted array ``sorted_ids``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.asarray(sorted_ids[pos] == ids, dtype=bool)
 
 
 def _micros(column: pa.ChunkedArray) -> np.ndarray:
@@ -139,6 +173,7 @@ class InMemoryCandidates:  # pylint: disable=too-many-instance-attributes  # the
         by_id = np.argsort(t_id)
         self._id_sorted, self._id_author = t_id[by_id], t_author[by_id]
         self._id_created = t_created[by_id]
+        self._users = np.unique(read_table(USERS, world)["user_id"].to_numpy())
 
         visits = read_table(VISITS, world)
         v_user, v_time = visits["user_id"].to_numpy(), _micros(visits["visit_time"])
@@ -226,6 +261,10 @@ class InMemoryCandidates:  # pylint: disable=too-many-instance-attributes  # the
     ) -> None:
         """Nothing to do: live state is read from the shared event log."""
 
+    def known(self, user_ids: np.ndarray, tweet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which users are in the world's users table, which tweets in its tweets table."""
+        return _member(self._users, user_ids), _member(self._id_sorted, tweet_ids)
+
 
 class RedisCandidates:
     """Candidates from Redis (production profile); see :func:`load_redis_candidates`.
@@ -234,7 +273,9 @@ class RedisCandidates:
     authors; ``timeline:<author>`` sorted set tweet -> created (us);
     ``last_visit`` sorted set user -> time (us), only ever raised;
     ``seen:<user>`` set of tweets; hashes ``tweet_author`` and
-    ``tweet_created``; ``popular`` sorted set tweet -> positive engagements.
+    ``tweet_created``; ``popular`` sorted set tweet -> positive engagements;
+    ``users`` set of the world's users; ``loaded`` hash, the load's time and
+    counts, written last (its absence: :class:`CandidateStoreNotLoaded`).
 
     A tweet's author and creation time never change, so :meth:`lookup` keeps
     those it found in a bounded in-process cache for ``facts_ttl`` seconds
@@ -270,6 +311,8 @@ class RedisCandidates:
     def _call(self, fn: Any) -> Any:
         try:
             return fn()
+        except CandidateStoreNotLoaded:
+            raise
         except Exception as exc:  # any driver error means "store unavailable" to the caller
             raise CandidateStoreUnavailable(f"redis candidate store: {exc}") from exc
 
@@ -281,7 +324,13 @@ class RedisCandidates:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.smembers(self._key("follows", user_id))
             pipe.zscore(self._key("last_visit"), user_id)
-            followees, last = pipe.execute()
+            pipe.exists(self._key(LOADED_KEY))
+            followees, last, loaded = pipe.execute()
+        if not loaded:
+            raise CandidateStoreNotLoaded(
+                f"redis candidate store {self.prefix!r} is empty (not loaded): "
+                f"run `{REBUILD_COMMAND}`"
+            )
         if not followees:
             return self._cold_start(request_us, limit)
         authors = np.fromiter((int(a) for a in followees), dtype=np.int64, count=len(followees))
@@ -358,6 +407,52 @@ class RedisCandidates:
 
         self._call(write)
 
+    def known(self, user_ids: np.ndarray, tweet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which users are in the ``users`` set, which tweets have facts: one round trip.
+
+        Raises:
+            CandidateStoreNotLoaded: no load marker (an empty store knows nobody).
+            CandidateStoreUnavailable: Redis could not be read.
+        """
+        users = np.asarray(user_ids, dtype=np.int64)
+        tweets = np.asarray(tweet_ids, dtype=np.int64)
+
+        def read() -> tuple[np.ndarray, np.ndarray]:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.exists(self._key(LOADED_KEY))
+                if len(users):
+                    pipe.smismember(self._key("users"), users.tolist())
+                if len(tweets):
+                    pipe.hmget(self._key("tweet_author"), tweets.tolist())
+                replies = pipe.execute()
+            if not replies[0]:
+                raise CandidateStoreNotLoaded(
+                    f"redis candidate store {self.prefix!r} is empty (not loaded): "
+                    f"run `{REBUILD_COMMAND}`"
+                )
+            rest = iter(replies[1:])
+            user_mask = np.asarray(next(rest), dtype=bool) if len(users) else np.zeros(0, bool)
+            tweet_mask = (
+                np.fromiter((v is not None for v in next(rest)), dtype=bool, count=len(tweets))
+                if len(tweets)
+                else np.zeros(0, bool)
+            )
+            return user_mask, tweet_mask
+
+        result: tuple[np.ndarray, np.ndarray] = self._call(read)
+        return result
+
+    def loaded(self) -> dict[str, str] | None:
+        """The load marker (load time and counts), or None when the store is not loaded."""
+        marker = self._call(lambda: self.client.hgetall(self._key(LOADED_KEY)))
+        if not marker:
+            return None
+        return {_text(k): _text(v) for k, v in marker.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 def load_redis_candidates(
     client: Any,
@@ -366,11 +461,15 @@ def load_redis_candidates(
     prefix: str,
     max_timeline: int = 1000,
     chunk: int = 5000,
+    mark: bool = True,
 ) -> dict[str, int]:
     """Write the Redis structures of :class:`RedisCandidates` from the world tables.
 
     Replaces what is under ``prefix``. Timelines keep each author's newest
-    ``max_timeline`` tweets (a feed never needs more).
+    ``max_timeline`` tweets (a feed never needs more). The ``loaded`` marker
+    (time and counts) is written last: until then a reader sees "not loaded".
+    ``mark=False`` leaves it to the caller (:func:`mark_loaded`), who has more to
+    write first (``feedrank serve-state rebuild`` replays the served events).
 
     Returns:
         How many follows, tweets, users with a last visit and seen pairs were written.
@@ -381,6 +480,7 @@ def load_redis_candidates(
     follows = read_table(FOLLOWS, world)
     tweets = read_table(TWEETS, world)
     visits = read_table(VISITS, world)
+    user_ids = read_table(USERS, world)["user_id"].to_numpy()
     shown = read_table(IMPRESSIONS, world).select(["user_id", "tweet_id"])
 
     def pipelined(rows: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> None:
@@ -433,6 +533,10 @@ def load_redis_candidates(
         rows.append(("zadd", (key("last_visit"), part), {}))
     pairs = grouped(shown["user_id"].to_numpy(), shown["tweet_id"].to_numpy())
     rows += [("sadd", (key("seen", u), *tw), {}) for u, tw in pairs]
+    rows += [
+        ("sadd", (key("users"), *user_ids[lo : lo + chunk].tolist()), {})
+        for lo in range(0, len(user_ids), chunk)
+    ]
     pop_ids, pop_counts = _positive_engagement(world, actions)
     for lo in range(0, len(pop_ids), chunk):
         part = dict(
@@ -444,9 +548,18 @@ def load_redis_candidates(
         )
         rows.append(("zadd", (key("popular"), part), {}))
     pipelined(rows)
-    return {
+    counts = {
+        "users": len(user_ids),
         "follows": len(f_user),
         "tweets": len(t_id),
         "last_visits": len(last),
         "seen": shown.num_rows,
     }
+    if mark:
+        mark_loaded(client, prefix, counts)
+    return counts
+
+
+def mark_loaded(client: Any, prefix: str, counts: dict[str, int]) -> None:
+    """Write the ``loaded`` marker: the time and counts of the load under ``prefix``."""
+    client.hset(f"{prefix}{LOADED_KEY}", mapping={"loaded_at": f"{time.time():.3f}", **counts})

@@ -10,10 +10,11 @@ HTTP, so ranking code never touches the write path.
 It runs in the service's own worker, not as a BentoML dependency service:
 a dependency runs as separate workers reached over an HTTP hop, which on two
 cores would take CPU from /rank and add a failure mode to /events, while the
-log it writes is already shared by every worker through SQLite. What can
-stand behind :class:`Ingestor` later is a durable shared log with a consumer
-process (issue 17): ``ingest`` then appends and acknowledges, and the
-consumer does the counting, pushing and candidate updates done here.
+log it writes is already shared by every worker through SQLite. On the
+production profile a shared durable log stands behind :class:`Ingestor`
+(:class:`serving.event_stream.StreamIngestor`): ``ingest`` only appends and
+acknowledges, and the consumer process (``feedrank events consume``) does the
+counting, pushing and candidate updates done here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ class Ingestor(Protocol):
 
     def close(self) -> None:
         """Release the log and any connection."""
+
+
+def online_counters(
+    store: FeatureStore, names: Sequence[str], tweets: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """The online store's current counters of these tweets (the daily batch value).
+
+    Seeds a tweet's live counters, here and in the stream consumer
+    (:mod:`serving.event_stream`). Raises FeatureStoreUnavailable if the read fails.
+    """
+    try:
+        found = store.get_online_features(
+            features=[f"tweet_engagement:{n}" for n in names],
+            entity_rows=[{"tweet_id": t} for t in tweets],
+        ).to_dict()
+    except Exception as exc:
+        raise FeatureStoreUnavailable(f"cannot read tweet counters: {exc}") from exc
+    return {t: {n: int(found[n][i] or 0) for n in names} for i, t in enumerate(found["tweet_id"])}
 
 
 class EventIngestor:
@@ -110,17 +129,7 @@ class EventIngestor:
 
     def _online_counters(self, tweets: list[int]) -> dict[int, dict[str, int]]:
         """The online store's current counters of these tweets (the daily batch value)."""
-        names = self.log.counters
-        try:
-            found = self.store.get_online_features(
-                features=[f"tweet_engagement:{n}" for n in names],
-                entity_rows=[{"tweet_id": t} for t in tweets],
-            ).to_dict()
-        except Exception as exc:
-            raise FeatureStoreUnavailable(f"cannot read tweet counters: {exc}") from exc
-        return {
-            t: {n: int(found[n][i] or 0) for n in names} for i, t in enumerate(found["tweet_id"])
-        }
+        return online_counters(self.store, self.log.counters, tweets)
 
     def close(self) -> None:
         """Close the event log."""

@@ -125,3 +125,8 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="New events appended to the log.")
     duplicates: int = Field(description="Events whose id was already logged (retries).")
     pushed_tweets: int = Field(description="Tweets whose fresh counters reached Feast.")
+    unknown: int = Field(
+        default=0,
+        description="Events naming a user or tweet the system does not know: "
+        "counted and logged, never applied to features or candidates.",
+    )

@@ -32,34 +32,35 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import bentoml
 import numpy as np
-import redis
 import torch
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.actions import load_actions
-from core.feast_layout import feast_redis_client
 from core.feast_store import Profile, Workspace, open_store
 from core.policy import action_weights, rank, reverse_chronological, weighted_scores
 from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
 from core.workspace import REPO_ROOT
 from serving import model_store
+from serving.auth import ApiKeyAuth, AuthConfig, KeyRing, request_scope, require_user
 from serving.body_guard import RequestBodyGuard
 from serving.candidates import (
     COLD_START_HOURS,
     DEFAULT_LIMIT,
     Candidates,
     CandidateSource,
+    CandidateStoreNotLoaded,
     CandidateStoreUnavailable,
     InMemoryCandidates,
     RedisCandidates,
     empty_candidates,
 )
+from serving.event_stream import RedisEventStream, StreamIngestor
 from serving.events import EventConflict, EventLog, to_micros
 from serving.features import (
     FeatureDeadlineExceeded,
@@ -68,10 +69,14 @@ from serving.features import (
     OnlineFeatureReader,
 )
 from serving.ingest import EventIngestor, Ingestor
+from serving.lifetime import die_with_parent, mark_parent
+from serving.openapi import OpenAPIDocument
+from serving.redis_clients import client_from_url, online_store_client
 from serving.refusals import EventWindow, install_client_error_log_filter
 from serving.samples import FeatureSampler
 from serving.schemas import (
     MAX_LIMIT,
+    Event,
     EventBatch,
     EventsResponse,
     RankRequest,
@@ -97,9 +102,12 @@ _ENV = {
     "event_max_future_seconds": "FEEDRANK_EVENT_MAX_FUTURE_SECONDS",
     "event_max_age_days": "FEEDRANK_EVENT_MAX_AGE_DAYS",
     "event_world_clock": "FEEDRANK_EVENT_WORLD_CLOCK",
+    "event_stream_url": "FEEDRANK_EVENT_STREAM_URL",
+    "unknown_events": "FEEDRANK_UNKNOWN_EVENTS",
 }
 _FALLBACK_LABELS: dict[str | None, str] = {
     "candidate store unavailable": "candidates_unavailable",
+    "candidate store empty (not loaded)": "candidates_not_loaded",
     "online store unavailable": "features_unavailable",
     "on-demand features failed": "features_failed",
     "model failed": "model_failed",
@@ -151,6 +159,17 @@ class ServingConfig(BaseModel):
         True,
         description="Also accept event times around the simulated world's end, if the "
         "workspace has a world (the demo's clock).",
+    )
+    event_stream_url: str | None = Field(
+        None,
+        description="redis:// URL of the shared event stream (production profile): /events "
+        "appends there and `feedrank events consume` applies it.",
+    )
+    unknown_events: Literal["quarantine", "accept"] = Field(
+        "quarantine",
+        description="Events naming a user or tweet the candidate store does not know: "
+        "quarantine (counted in `unknown` and logged, never applied) or accept (for "
+        "synthetic load on ids outside the world).",
     )
 
     @classmethod
@@ -236,10 +255,11 @@ def _candidate_source(
         return InMemoryCandidates(
             Workspace(config.workspace).world, actions, log_, config.cold_start_hours
         )
+    # Timeouts under the feature deadline and no retries: serving/redis_clients.py.
     if config.candidates_redis_url:
-        client = redis.Redis.from_url(config.candidates_redis_url)
-    else:  # the online store's Redis, through Feast's own client and connection settings
-        client = feast_redis_client(store)
+        client = client_from_url(config.candidates_redis_url)
+    else:  # the online store's Redis, with its connection settings
+        client = online_store_client(store)
     return RedisCandidates(
         client, f"{config.candidates_prefix}{store.config.project}:", config.cold_start_hours
     )
@@ -269,6 +289,9 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         try:
             config = ServingConfig.from_env()
             ws = Workspace(config.workspace)
+            auth = AuthConfig.from_env()
+            if auth.required:
+                KeyRing(auth.keys_file, auth.rate_limit)  # a missing or broken key file stops here
             tag = model_store.resolve(ws, config.model_source, config.model_tag)
             model = model_store.load(tag)
             store = open_store(ws, config.profile, config.feast_project)
@@ -281,9 +304,11 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             raise SystemExit(f"feedrank serving cannot start: {exc}") from None
         os.environ[MODEL_TAG_ENV] = tag
         os.environ[MODEL_SOURCE_ENV] = "bentoml"
+        mark_parent()
         log.info("serving %s (workspace %s, profile %s)", tag, config.workspace, config.profile)
 
     def __init__(self) -> None:
+        die_with_parent()
         torch.set_num_threads(1)  # 500 rows: threads cost more than they give, per worker
         self.config = ServingConfig.from_env()
         ws = Workspace(self.config.workspace)
@@ -301,9 +326,15 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.reader.warm()
         event_log = EventLog(self.config.serving_dir / "events.db", self.actions)
         self.candidates = _candidate_source(self.config, self.store, event_log)
-        self.ingestor: Ingestor = EventIngestor(
-            event_log, self.store, self.candidates, self.actions.positive
-        )
+        self.ingestor: Ingestor
+        if self.config.profile == "production" and self.config.event_stream_url:
+            self.ingestor = StreamIngestor(
+                RedisEventStream.from_url(self.config.event_stream_url, self.store.config.project)
+            )
+        else:
+            self.ingestor = EventIngestor(
+                event_log, self.store, self.candidates, self.actions.positive
+            )
         self.event_window = self.config.event_window()
         install_client_error_log_filter()
         self.sampler = FeatureSampler(
@@ -332,7 +363,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.reader.close()
 
     @bentoml.api(route="/rank")
-    async def rank(self, request: RankRequest, /) -> RankResponse:
+    async def rank(self, request: RankRequest, /, ctx: bentoml.Context) -> RankResponse:
         """Rank a user's feed; falls back to newest-first when features or the model fail.
 
         Async although CPU-bound, so it runs in the worker's event loop: a sync
@@ -340,6 +371,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         and thread cost ~2.5 ms a request (sequential p50 14.3 -> 11.7 ms, p99
         20.7 -> 16-18 ms). A worker ran one request at a time either way.
         """
+        require_user(request_scope(ctx), (request.user_id,))
         started = time.perf_counter()
         timings: dict[str, float] = {}
         request_us = to_micros(request.request_time) if request.request_time else _now_us()
@@ -351,8 +383,12 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
                 cands = self.candidates.feed(
                     request.user_id, request_us, self.config.max_candidates
                 )
-        except CandidateStoreUnavailable:
-            log.exception("candidate store unavailable")
+        except CandidateStoreNotLoaded as exc:
+            log.warning("%s", exc)  # the message names the command that refills it
+            cands = empty_candidates("unavailable")
+            reason = "candidate store empty (not loaded)"
+        except CandidateStoreUnavailable as exc:
+            log.warning("candidate store unavailable: %s", exc)
             cands = empty_candidates("unavailable")
             reason = "candidate store unavailable"
         timings["candidates"] = self._lap(started, "candidates")
@@ -478,16 +514,18 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         return probs, features, reason
 
     @bentoml.api(route="/events")
-    def events(self, events: EventBatch, /) -> EventsResponse:
+    def events(self, events: EventBatch, /, ctx: bentoml.Context) -> EventsResponse:
         """Log a batch of events (idempotent on event_id) and push fresh tweet counters.
 
         Refused whole, nothing logged: a time outside the event window (400
         naming ``[index, "timestamp"]``), an ``event_id`` resent with other
-        content (409).
+        content (409), a key bound to one user posting another's events (403).
         """
+        require_user(request_scope(ctx), (e.user_id for e in events))
         self.event_window.check(events)
         try:
-            response = self.ingestor.ingest(events)
+            known = self._known(events) if self.config.unknown_events == "quarantine" else events
+            response = self.ingestor.ingest(known)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online store unavailable; retry the batch") from exc
         except EventConflict as exc:
@@ -495,7 +533,41 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from None
         self._metrics.events.labels(outcome="accepted").inc(response.accepted)
         self._metrics.events.labels(outcome="duplicate").inc(response.duplicates)
-        return response
+        unknown = len(events) - len(known)
+        if unknown:
+            self._metrics.events.labels(outcome="unknown").inc(unknown)
+        return response.model_copy(update={"received": len(events), "unknown": unknown})
+
+    def _known(self, events: list[Event]) -> list[Event]:
+        """The events whose user and tweet the candidate store knows; the rest are logged.
+
+        Raises FeatureStoreUnavailable when the store cannot tell (Redis down or
+        not loaded): the batch is refused with 503, not applied unchecked.
+        """
+        try:
+            users, tweets = self.candidates.known(
+                np.fromiter((e.user_id for e in events), np.int64, len(events)),
+                np.fromiter((e.tweet_id for e in events), np.int64, len(events)),
+            )
+        except (CandidateStoreNotLoaded, CandidateStoreUnavailable) as exc:
+            raise FeatureStoreUnavailable(f"cannot check users and tweets: {exc}") from exc
+        keep = (users & tweets).tolist()
+        unknown = [e for e, k in zip(events, keep, strict=True) if not k]
+        if unknown:
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "unknown_events",
+                        "count": len(unknown),
+                        "user_ids": sorted({e.user_id for e in unknown})[:10],
+                        "tweet_ids": sorted({e.tweet_id for e in unknown})[:10],
+                    }
+                )
+            )
+        return [e for e, k in zip(events, keep, strict=True) if k]
 
 
+# Outermost first: a caller without a valid key is refused before its body is read.
+FeedRanker.add_asgi_middleware(ApiKeyAuth)
 FeedRanker.add_asgi_middleware(RequestBodyGuard)
+FeedRanker.add_asgi_middleware(OpenAPIDocument)

@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from core.feast_store import training_set_path
 from feedrank.cli import main
+from serving.auth import KeyRing
 from tests.conftest import new_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -101,6 +102,13 @@ def test_demo_runs_the_pipeline_on_a_tiny_world(tmp_path: Path) -> None:
     assert "feedrank demo summary" in done.stdout
     training = pq.read_table(training_set_path(ws))
     assert f"{training.num_rows:,}" in done.stdout
+    # The demo's API key: printed how to use, stored hashed, working, one at a time.
+    assert "Authorization: Bearer" in done.stdout
+    key = (ws.data / "serving" / "demo_key").read_text().strip()
+    keys = ws.data / "serving" / "api_keys.yaml"
+    assert KeyRing(keys, "10/second").authenticate(key) is not None
+    assert key not in keys.read_text()
+    assert run("keys", "list", "--key-file", str(keys)).stdout.count("demo") == 1
 
 
 def test_feast_default_materialize_from_the_cli(tmp_path: Path) -> None:
@@ -167,3 +175,29 @@ def test_pipeline_foundation_builds_the_training_set(tmp_path: Path) -> None:
     assert "60 users" in done.stdout
     training = pq.read_table(training_set_path(ws))
     assert f"training set: {training.num_rows:,} rows" in done.stdout
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    keys = tmp_path / "api_keys.yaml"
+    made = run(
+        "keys",
+        "create",
+        "--name",
+        "user-5",
+        "--scope",
+        "rank",
+        "--user",
+        "5",
+        "--key-file",
+        str(keys),
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.splitlines()[0]
+    principal = KeyRing(keys, "1/second").authenticate(key)
+    assert principal is not None and principal.user_id == 5
+    listed = run("keys", "list", "--key-file", str(keys)).stdout
+    assert principal.key_id in listed and key not in listed
+    assert run("keys", "revoke", "user-5", "--key-file", str(keys)).returncode == 0
+    assert KeyRing(keys, "1/second").authenticate(key) is None
+    bad = run("keys", "create", "--name", "x", "--scope", "root", "--key-file", str(keys))
+    assert bad.returncode != 0 and "root" in bad.stderr

@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from core.feast_store import Workspace
+from load.harness import auth_headers, keys_file
+from serving.auth import KEYS_FILE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SAVED_HOME: list[str | None] = []
@@ -68,6 +70,12 @@ def served_workspace(
 
 
 @pytest.fixture(scope="session")
+def auth(served_workspace: Workspace) -> dict[str, str]:
+    """``Authorization`` headers with a key of every scope for the served workspace."""
+    return auth_headers(served_workspace)
+
+
+@pytest.fixture(scope="session")
 def world_end_iso(served_workspace: Workspace) -> str:
     """The simulated world's end: "now" for feed requests."""
     from simulation.world import load_world_config, world_end  # pylint: disable=import-outside-toplevel
@@ -82,7 +90,9 @@ def serving_environ(ws: Workspace, **extra: str) -> dict[str, str]:
         "FEEDRANK_FEAST_PROFILE": "embedded",
         "FEEDRANK_FEATURE_DEADLINE_MS": "2000",  # CI machines are slow; outages still fail fast
         "FEEDRANK_FEATURE_SAMPLE_RATE": "1.0",
+        KEYS_FILE_ENV: str(keys_file(ws)),
     }
+    auth_headers(ws)  # the key file exists before the service reads it
     env.update(extra)
     return env
 

@@ -19,12 +19,14 @@ import pytest
 from core.actions import load_actions
 from core.feast_store import Workspace, open_store
 from load import reliability as reliability_suite
+from load.fuzzing import EventTargets, has_message
+from load.harness import auth_headers, copy_workspace
 from serving.body_guard import MAX_BODY_BYTES
 from serving.events import counter_names
 
 pytestmark = [pytest.mark.integration]
 
-FUZZ_EXAMPLES_PER_ROUTE = 100
+FUZZ_EXAMPLES_PER_ROUTE = 150
 EVENTS = 400
 
 
@@ -42,13 +44,19 @@ def _own_server(served_workspace: Workspace, reliability: ModuleType) -> Iterato
         yield served.url
 
 
-def test_has_message_tells_empty_bodies_apart(reliability: ModuleType) -> None:
-    assert reliability.has_message(b'{"error": "user_id: must be >= 0"}')
-    assert reliability.has_message(b"Bad Request")
-    assert not reliability.has_message(b"")
-    assert not reliability.has_message(b"  \n")
-    assert not reliability.has_message(b'{"error": ""}')
-    assert not reliability.has_message(b"{}")
+@pytest.fixture(scope="module", name="auth")
+def _auth(served_workspace: Workspace) -> dict[str, str]:
+    """The harness key's Authorization header (every scope)."""
+    return auth_headers(served_workspace)
+
+
+def test_has_message_tells_empty_bodies_apart() -> None:
+    assert has_message(b'{"error": "user_id: must be >= 0"}')
+    assert has_message(b"Bad Request")
+    assert not has_message(b"")
+    assert not has_message(b"  \n")
+    assert not has_message(b'{"error": ""}')
+    assert not has_message(b"{}")
 
 
 def test_duplicate_batches_are_planned_as_asked(reliability: ModuleType) -> None:
@@ -62,16 +70,41 @@ def test_duplicate_batches_are_planned_as_asked(reliability: ModuleType) -> None
     assert all(len(b) <= 40 for b in batches)
 
 
+@pytest.fixture(scope="module", name="fuzz_workspace")
+def _fuzz_workspace(
+    served_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> Workspace:
+    """A copy of the served workspace: the fuzzer's accepted events change real users'
+    feeds and tweets' counters, which the other tests must not see."""
+    return copy_workspace(served_workspace.root, tmp_path_factory.mktemp("fuzzed"))
+
+
 @pytest.mark.slow
-def test_fuzzing_finds_no_server_errors(url: str, reliability: ModuleType) -> None:
-    report = reliability.fuzz(url, FUZZ_EXAMPLES_PER_ROUTE, seed=7)
+def test_fuzzing_reaches_accepted_events_and_every_answer_is_declared(
+    fuzz_workspace: Workspace, reliability: ModuleType
+) -> None:
+    with reliability.serve(fuzz_workspace, {}) as served:
+        report = reliability.fuzz(
+            served.url,
+            FUZZ_EXAMPLES_PER_ROUTE,
+            seed=7,
+            headers=auth_headers(fuzz_workspace),
+            targets=EventTargets.of(fuzz_workspace),
+        )
     summary = report.summary()
-    assert report.cases >= FUZZ_EXAMPLES_PER_ROUTE, summary
+    assert report.cases >= 2 * FUZZ_EXAMPLES_PER_ROUTE, summary
+    assert {"POST /rank", "POST /events", "GET /metrics"} <= set(report.by_operation), summary
     assert not report.transport_errors, summary
     assert not report.silent_4xx, summary
-    assert not report.server_errors, report.server_errors[:3]
-    assert any(400 <= s < 500 for s in report.statuses), summary  # invalid requests were sent
-    assert report.statuses[200] > 0, summary  # and valid ones
+    assert report.count_5xx == 0, report.server_errors[:3]
+    # The document tells the truth: every status answered is declared for its
+    # operation, every body, content type and header matches it.
+    assert report.undeclared_statuses() == {}, report.undeclared[:3]
+    assert not report.nonconforming, report.nonconforming[:3]
+    events = report.by_operation["POST /events"]
+    assert any(400 <= s < 500 for s in events), summary  # invalid batches were sent
+    assert events[200] > 0 and report.events_accepted > 0, summary  # and accepted ones
+    assert report.by_operation["POST /rank"][200] > 0, summary
 
 
 @pytest.mark.parametrize(
@@ -95,12 +128,14 @@ def test_fuzzing_finds_no_server_errors(url: str, reliability: ModuleType) -> No
     ],
     ids=["rank-candidate", "rank-user", "events-tweet", "events-not-json"],
 )
-def test_ids_beyond_int64_and_non_json_bodies_are_a_400(url: str, route: str, body: object) -> None:
+def test_ids_beyond_int64_and_non_json_bodies_are_a_400(
+    url: str, auth: dict[str, str], route: str, body: object
+) -> None:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = httpx.post(
         f"{url}{route}",
         content=content,
-        headers={"content-type": "application/json"},
+        headers={**auth, "content-type": "application/json"},
         timeout=30,
     )
     assert response.status_code == 400, response.text
@@ -109,7 +144,7 @@ def test_ids_beyond_int64_and_non_json_bodies_are_a_400(url: str, route: str, bo
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("route", ["/rank", "/events"])
 def test_a_body_over_the_size_limit_is_a_413_with_a_message(
-    url: str, route: str, chunked: bool
+    url: str, auth: dict[str, str], route: str, chunked: bool
 ) -> None:
     body = b"[" + b" " * MAX_BODY_BYTES + b"]"
     content: bytes | Iterator[bytes] = (
@@ -118,7 +153,7 @@ def test_a_body_over_the_size_limit_is_a_413_with_a_message(
     response = httpx.post(
         f"{url}{route}",
         content=content,
-        headers={"content-type": "application/json"},
+        headers={**auth, "content-type": "application/json"},
         timeout=30,
     )
     assert response.status_code == 413, response.text
@@ -128,9 +163,13 @@ def test_a_body_over_the_size_limit_is_a_413_with_a_message(
 
 @pytest.mark.slow
 def test_concurrent_retried_events_are_logged_and_counted_once(
-    url: str, served_workspace: Workspace, world_end_iso: str, reliability: ModuleType
+    url: str,
+    auth: dict[str, str],
+    served_workspace: Workspace,
+    world_end_iso: str,
+    reliability: ModuleType,
 ) -> None:
-    report = reliability.send_events(url, EVENTS, threads=8, now_iso=world_end_iso)
+    report = reliability.send_events(url, EVENTS, threads=8, now_iso=world_end_iso, headers=auth)
     assert report.failed_batches == 0
     assert report.sent == round(EVENTS * 1.2)
     assert report.accepted == EVENTS
@@ -163,6 +202,7 @@ def test_concurrent_retried_events_are_logged_and_counted_once(
     again = httpx.post(
         f"{url}/events",
         json=[sent[f"{report.prefix}{i}"] for i in range(0, EVENTS, 40)],
+        headers=auth,
         timeout=30,
     ).json()
     assert again["accepted"] == 0 and again["duplicates"] == EVENTS // 40
@@ -187,6 +227,34 @@ def test_a_slow_online_store_trips_the_deadline_and_the_feed_falls_back(
     assert set(stalled["reasons"]) == {"online store unavailable"}, phases
     # Once the delay is gone the feed is ranked again.
     assert phases["recovered"]["degraded"] < phases["recovered"]["requests"] / 2, phases
+
+
+@pytest.mark.slow
+def test_redis_outage_then_an_empty_restart_never_serves_a_silent_empty_feed(
+    served_workspace: Workspace,
+    reliability: ModuleType,
+    redis_service: None,
+    postgres_service: None,
+) -> None:
+    found = reliability.outage(served_workspace, requests_per_phase=10)
+    phases = found["phases"]
+    assert found["outage_5xx"] == 0, phases
+    assert found["empty_undegraded_after_restart"] == 0, phases
+    # Redis dead: every answer the fallback, none hanging on the store.
+    during = phases["during"]
+    assert during["degraded"] == during["requests"], phases
+    assert set(during["reasons"]) <= {"candidate store unavailable"}, phases
+    # Restarted empty: degraded with the reason that names what is missing, until
+    # the rebuild writes the load marker (its last step; answers after it are ranked).
+    assert phases["empty"]["degraded"] > 0, phases
+    assert set(phases["empty"]["reasons"]) <= {
+        "candidate store empty (not loaded)",
+        "candidate store unavailable",
+    }, phases
+    assert "candidate store empty (not loaded)" in phases["empty"]["reasons"], phases
+    # `feedrank serve-state rebuild` brought it back: ranked again.
+    assert found["recovery_seconds"] is not None, found
+    assert phases["after"]["degraded"] < phases["after"]["requests"] / 2, phases
 
 
 @pytest.mark.slow

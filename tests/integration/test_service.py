@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from core.actions import load_actions
 from core.feast_store import Workspace, open_store
+from load.harness import auth_headers
 from serving.schemas import RankRequest
 from tests.integration.conftest import (
     free_port,
@@ -28,6 +29,8 @@ from tests.integration.conftest import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ACTIONS = load_actions().names
+CTX = bentoml.Context()
+"""The context of an in-process call: no HTTP request, hence no API key to check."""
 
 
 def _check_feed(body: dict[str, Any], limit: int) -> None:
@@ -42,7 +45,7 @@ def _check_feed(body: dict[str, Any], limit: int) -> None:
 
 def test_class_ranks_followee_tweets_by_weighted_score(ranker: Any, world_end_iso: str) -> None:
     response = asyncio.run(
-        ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=50))
+        ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=50), CTX)
     )
     body = response.model_dump()
     _check_feed(body, 50)
@@ -63,7 +66,7 @@ def test_startup_objects_are_frozen_out_of_garbage_collection(ranker: Any) -> No
 
 def test_class_serves_cold_start_to_unknown_user(ranker: Any, world_end_iso: str) -> None:
     body = asyncio.run(
-        ranker.rank(RankRequest(user_id=10**9, request_time=world_end_iso, limit=10))
+        ranker.rank(RankRequest(user_id=10**9, request_time=world_end_iso, limit=10), CTX)
     )
     assert body.candidate_source == "cold_start"
     assert not body.degraded
@@ -74,7 +77,8 @@ def test_class_ranks_given_candidates_only(ranker: Any, world_end_iso: str) -> N
     given = [1, 2, 3, 4, 5, 10**12]  # the last one is unknown: dropped
     body = asyncio.run(
         ranker.rank(
-            RankRequest(user_id=7, candidate_tweet_ids=given, request_time=world_end_iso, limit=3)
+            RankRequest(user_id=7, candidate_tweet_ids=given, request_time=world_end_iso, limit=3),
+            CTX,
         )
     )
     assert body.candidate_source == "request"
@@ -90,7 +94,9 @@ def test_class_falls_back_when_the_model_fails(
         raise RuntimeError("weights are corrupt")
 
     monkeypatch.setattr(ranker.model.ranker, "predict_proba", broken)
-    body = asyncio.run(ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20)))
+    body = asyncio.run(
+        ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20), CTX)
+    )
     assert body.degraded and body.reason == "model failed"
     created = ranker.candidates.lookup(np.asarray([i.tweet_id for i in body.items])).created_us
     assert list(created) == sorted(created, reverse=True)  # reverse-chronological
@@ -106,13 +112,15 @@ def test_class_falls_back_when_an_on_demand_view_fails(
         raise KeyError("user_topic_rates")
 
     monkeypatch.setattr(odfv.feature_transformation, "udf", broken)
-    body = asyncio.run(ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20)))
+    body = asyncio.run(
+        ranker.rank(RankRequest(user_id=5, request_time=world_end_iso, limit=20), CTX)
+    )
     assert body.degraded and body.reason == "on-demand features failed"
     assert body.items and all(i.probabilities == {} for i in body.items)
 
 
 def test_class_logs_feature_samples(ranker: Any, world_end_iso: str) -> None:
-    asyncio.run(ranker.rank(RankRequest(user_id=6, request_time=world_end_iso)))
+    asyncio.run(ranker.rank(RankRequest(user_id=6, request_time=world_end_iso), CTX))
     samples = list((ranker.config.serving_dir / "feature_samples").glob("*.jsonl"))
     assert samples and samples[0].read_text().strip()
 
@@ -125,7 +133,7 @@ def asgi(served_workspace: Workspace) -> Iterator[TestClient]:
     with pytest.MonkeyPatch.context() as env:
         for key, value in serving_environ(served_workspace).items():
             env.setenv(key, value)
-        with TestClient(FeedRanker.to_asgi()) as client:
+        with TestClient(FeedRanker.to_asgi(), headers=auth_headers(served_workspace)) as client:
             yield client
 
 
@@ -229,7 +237,13 @@ def test_events_are_idempotent_and_reach_feast(
     ]
     first = asgi.post("/events", json=batch)
     assert first.status_code == 200, first.text
-    assert first.json() == {"received": 4, "accepted": 3, "duplicates": 1, "pushed_tweets": 1}
+    assert first.json() == {
+        "received": 4,
+        "accepted": 3,
+        "duplicates": 1,
+        "pushed_tweets": 1,
+        "unknown": 0,
+    }
     retry = asgi.post("/events", json=batch).json()
     assert retry["accepted"] == 0 and retry["duplicates"] == 4
     after = _online_counts(served_workspace, tweet)
@@ -237,6 +251,31 @@ def test_events_are_idempotent_and_reach_feast(
         "tweet_impressions": before["tweet_impressions"] + 1,
         "tweet_like_count": before["tweet_like_count"] + 2,
     }
+
+
+def test_events_for_unknown_users_or_tweets_are_counted_and_never_applied(
+    asgi: TestClient, served_workspace: Workspace, world_end_iso: str
+) -> None:
+    tweet = 12
+    before = _online_counts(served_workspace, tweet)
+    batch = [
+        *(_event(f"ghost-{i}", 10**9, tweet, "like", world_end_iso) for i in range(5)),
+        _event("ghost-tweet", 3, 10**12 + 5, "like", world_end_iso),
+        _event("real-like", 3, tweet, "like", world_end_iso),
+    ]
+    answer = asgi.post("/events", json=batch)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() | {"pushed_tweets": None} == {
+        "received": 7,
+        "accepted": 1,
+        "duplicates": 0,
+        "pushed_tweets": None,
+        "unknown": 6,
+    }
+    after = _online_counts(served_workspace, tweet)
+    assert after["tweet_like_count"] == before["tweet_like_count"] + 1
+    metrics = asgi.get("/metrics").text
+    assert 'outcome="unknown"' in metrics
 
 
 def test_impressions_remove_tweets_from_the_next_feed(asgi: TestClient, world_end_iso: str) -> None:
@@ -263,19 +302,24 @@ def test_health_and_metrics_endpoints(asgi: TestClient, world_end_iso: str) -> N
     assert "feedrank_rank_stage_seconds" in metrics
 
 
-def test_bentoml_serve_with_sync_client_and_httpx(server_url: str, world_end_iso: str) -> None:
-    with bentoml.SyncHTTPClient(server_url) as client:
+def test_bentoml_serve_with_sync_client_and_httpx(
+    server_url: str, world_end_iso: str, auth: dict[str, str]
+) -> None:
+    token = auth["Authorization"].removeprefix("Bearer ")
+    with bentoml.SyncHTTPClient(server_url, token=token) as client:
         body = client.rank({"user_id": 5, "request_time": world_end_iso, "limit": 10})
     _check_feed(body, 10)
     assert not body["degraded"]
     response = httpx.post(
-        f"{server_url}/rank", json={"user_id": 5, "request_time": world_end_iso, "limit": 10}
+        f"{server_url}/rank",
+        json={"user_id": 5, "request_time": world_end_iso, "limit": 10},
+        headers=auth,
     )
     assert response.status_code == 200
     assert response.json()["items"] == body["items"]
-    bad = httpx.post(f"{server_url}/rank", json={"user_id": -3})
+    bad = httpx.post(f"{server_url}/rank", json={"user_id": -3}, headers=auth)
     assert bad.status_code == 400 and "Traceback" not in bad.text
-    assert "feedrank_rank_stage_seconds" in httpx.get(f"{server_url}/metrics").text
+    assert "feedrank_rank_stage_seconds" in httpx.get(f"{server_url}/metrics", headers=auth).text
 
 
 def test_bentoml_serve_refuses_to_start_without_a_model(
@@ -296,7 +340,7 @@ def test_bentoml_serve_refuses_to_start_without_a_model(
 
 
 def test_bentoml_serve_starts_from_the_bentoml_store_when_mlflow_is_down(
-    served_workspace: Workspace, world_end_iso: str
+    served_workspace: Workspace, world_end_iso: str, auth: dict[str, str]
 ) -> None:
     from serving.model_store import import_champion  # pylint: disable=import-outside-toplevel
 
@@ -310,6 +354,7 @@ def test_bentoml_serve_starts_from_the_bentoml_store_when_mlflow_is_down(
             f"http://127.0.0.1:{port}/rank",
             json={"user_id": 1, "request_time": world_end_iso},
             timeout=30,
+            headers=auth,
         )
     finally:
         stop_server(proc)
@@ -345,67 +390,79 @@ def _guarded_server(served_workspace: Workspace) -> Iterator[tuple[str, Any]]:
     ids=["far-future", "year-2262", "year-9999", "too-old"],
 )
 def test_event_times_outside_the_window_are_a_400_naming_the_field(
-    guarded: tuple[str, Any], world_end_iso: str, timestamp: str
+    guarded: tuple[str, Any], world_end_iso: str, timestamp: str, auth: dict[str, str]
 ) -> None:
     url, _ = guarded
     batch = [
         _event(f"window-ok-{timestamp}", 3, 11, "impression", world_end_iso),
         _event(f"window-bad-{timestamp}", 3, 11, "impression", timestamp),
     ]
-    response = httpx.post(f"{url}/events", json=batch, timeout=30)
+    response = httpx.post(f"{url}/events", json=batch, timeout=30, headers=auth)
     assert response.status_code == 400, response.text
     assert [err["loc"] for err in response.json()["detail"]] == [[1, "timestamp"]]
     # Refused whole: the valid event of the batch was not logged either.
-    retry = httpx.post(f"{url}/events", json=batch[:1], timeout=30).json()
+    retry = httpx.post(f"{url}/events", json=batch[:1], timeout=30, headers=auth).json()
     assert retry["accepted"] == 1
 
 
 def test_an_event_id_resent_with_other_content_is_a_409(
-    guarded: tuple[str, Any], world_end_iso: str
+    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
 ) -> None:
     url, _ = guarded
     first = _event("conflict-1", 3, 11, "impression", world_end_iso)
-    assert httpx.post(f"{url}/events", json=[first], timeout=30).json()["accepted"] == 1
-    same = httpx.post(f"{url}/events", json=[first], timeout=30)
+    assert (
+        httpx.post(f"{url}/events", json=[first], timeout=30, headers=auth).json()["accepted"] == 1
+    )
+    same = httpx.post(f"{url}/events", json=[first], timeout=30, headers=auth)
     assert same.status_code == 200 and same.json()["duplicates"] == 1
-    forged = httpx.post(f"{url}/events", json=[{**first, "action": "hide"}], timeout=30)
+    forged = httpx.post(
+        f"{url}/events", json=[{**first, "action": "hide"}], timeout=30, headers=auth
+    )
     assert forged.status_code == 409, forged.text
     assert "conflict-1" in forged.json()["error"]
 
 
-def test_a_json_body_nested_5000_deep_is_a_prompt_400(guarded: tuple[str, Any]) -> None:
+def test_a_json_body_nested_5000_deep_is_a_prompt_400(
+    guarded: tuple[str, Any], auth: dict[str, str]
+) -> None:
     url, _ = guarded
     for route in ("/events", "/rank"):
         response = httpx.post(
             f"{url}{route}",
             content=b"[" * 5000,
-            headers={"content-type": "application/json"},
+            headers={**auth, "content-type": "application/json"},
             timeout=10,
         )
         assert response.status_code == 400, (route, response.text)
 
 
-def test_multipart_without_a_boundary_is_a_400(guarded: tuple[str, Any]) -> None:
+def test_multipart_without_a_boundary_is_a_400(
+    guarded: tuple[str, Any], auth: dict[str, str]
+) -> None:
     url, _ = guarded
     response = httpx.post(
         f"{url}/rank",
         content=b'--x\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n1\r\n--x--\r\n',
-        headers={"content-type": "multipart/form-data"},
+        headers={**auth, "content-type": "multipart/form-data"},
         timeout=30,
     )
     assert response.status_code == 400, response.text
     assert "boundary" in response.json()["error"]
 
 
-def test_long_bad_values_are_not_echoed(guarded: tuple[str, Any], world_end_iso: str) -> None:
+def test_long_bad_values_are_not_echoed(
+    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
+) -> None:
     url, _ = guarded
     long_action = _event("echo-1", 3, 11, "a" * 1_000_000, world_end_iso)
     long_field = {**_event("echo-2", 3, 11, "like", world_end_iso), "b" * 1_000_000: 1}
     for body, route in ((long_action, "/events"), (long_field, "/events")):
-        response = httpx.post(f"{url}{route}", json=[body], timeout=30)
+        response = httpx.post(f"{url}{route}", json=[body], timeout=30, headers=auth)
         assert response.status_code == 400
         assert len(response.content) < 2_000, len(response.content)
-    long_rank = httpx.post(f"{url}/rank", json={"user_id": 1, "c" * 1_000_000: 1}, timeout=30)
+    long_rank = httpx.post(
+        f"{url}/rank", json={"user_id": 1, "c" * 1_000_000: 1}, timeout=30, headers=auth
+    )
     assert long_rank.status_code == 400 and len(long_rank.content) < 2_000
 
 
@@ -416,16 +473,20 @@ def test_the_action_enum_is_in_the_openapi_schema(guarded: tuple[str, Any]) -> N
 
 
 def test_refused_requests_log_one_warning_line_without_a_traceback(
-    guarded: tuple[str, Any], world_end_iso: str
+    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
 ) -> None:
     url, proc = guarded
     bad_event = _event("log-1", 3, 11, "love", world_end_iso)
-    assert httpx.post(f"{url}/events", json=[bad_event], timeout=30).status_code == 400
-    assert httpx.post(f"{url}/rank", json={"user_id": -1}, timeout=30).status_code == 400
+    assert (
+        httpx.post(f"{url}/events", json=[bad_event], timeout=30, headers=auth).status_code == 400
+    )
+    assert (
+        httpx.post(f"{url}/rank", json={"user_id": -1}, timeout=30, headers=auth).status_code == 400
+    )
     conflict = _event("log-2", 3, 11, "like", world_end_iso)
-    httpx.post(f"{url}/events", json=[conflict], timeout=30)
+    httpx.post(f"{url}/events", json=[conflict], timeout=30, headers=auth)
     changed = {**conflict, "action": "reply"}
-    assert httpx.post(f"{url}/events", json=[changed], timeout=30).status_code == 409
+    assert httpx.post(f"{url}/events", json=[changed], timeout=30, headers=auth).status_code == 409
     output = server_output(proc)
     assert "Traceback" not in output, output[-3000:]
     warnings = [line for line in output.splitlines() if "Exception on /" in line]

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import bentoml
 import httpx
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import redis
 from core.actions import load_actions
 from core.feast_store import Workspace, drop_project, open_store
 from feedrank.pipeline import publish_features
+from load.harness import auth_headers
 from serving.candidates import RedisCandidates, load_redis_candidates
 from serving.schemas import RankRequest
 from simulation.world import load_world_config, world_end
@@ -30,6 +32,8 @@ from tests.integration.conftest import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CTX = bentoml.Context()
+"""The context of an in-process call: no HTTP request, hence no API key to check."""
 
 
 def _production(ws: Workspace, project: str, env: pytest.MonkeyPatch, **extra: str) -> None:
@@ -103,8 +107,8 @@ def test_redis_profile_ranks_like_the_embedded_one(
         for user in range(20, 40):
             request = RankRequest(user_id=user, request_time=world_end_iso, limit=50)
             embedded, redis_feed = (
-                asyncio.run(ranker.rank(request)),
-                asyncio.run(production.rank(request)),
+                asyncio.run(ranker.rank(request, CTX)),
+                asyncio.run(production.rank(request, CTX)),
             )
             assert redis_feed.candidate_source == embedded.candidate_source
             assert not redis_feed.degraded, redis_feed.reason
@@ -115,7 +119,9 @@ def test_redis_profile_ranks_like_the_embedded_one(
                 assert a.score == pytest.approx(b.score, rel=1e-5, abs=1e-6)
             compared += len(embedded.items)
         assert compared > 0
-        cold = asyncio.run(production.rank(RankRequest(user_id=10**9, request_time=world_end_iso)))
+        cold = asyncio.run(
+            production.rank(RankRequest(user_id=10**9, request_time=world_end_iso), CTX)
+        )
         assert cold.candidate_source == "cold_start" and cold.items
         production.close()
     finally:
@@ -180,13 +186,14 @@ def test_online_store_outage_serves_the_reverse_chronological_feed(
         url = f"http://127.0.0.1:{http_port}"
         try:
             wait_ready(server, url)
-            healthy = httpx.post(f"{url}/rank", json=request, timeout=30).json()
+            auth = auth_headers(served_workspace)
+            healthy = httpx.post(f"{url}/rank", json=request, timeout=30, headers=auth).json()
             assert not healthy["degraded"] and healthy["items"]
             proc.terminate()
             proc.wait(timeout=10)
             # Another user: their rows are not in the reader's in-process cache.
             response = httpx.post(
-                f"{url}/rank", json={**request, "user_id": outage_user}, timeout=30
+                f"{url}/rank", json={**request, "user_id": outage_user}, timeout=30, headers=auth
             )
             assert response.status_code == 200
             body = response.json()
@@ -198,7 +205,7 @@ def test_online_store_outage_serves_the_reverse_chronological_feed(
             created = source.lookup(ids)
             assert list(created.created_us) == sorted(created.created_us, reverse=True)
             assert all(i["probabilities"] == {} for i in body["items"])
-            metrics = httpx.get(f"{url}/metrics").text
+            metrics = httpx.get(f"{url}/metrics", headers=auth).text
             assert 'feedrank_rank_fallback_total{reason="features_' in metrics
         finally:
             stop_server(server)
