@@ -744,7 +744,9 @@ def main() -> None:
             durable = replica_kill(ws, args.events // 2)
             print(f"replica_kill: {json.dumps(durable)}", flush=True)
             # Prefixed: the duplicate-events scenario has its own events_sent.
-            result.update({f"stream_{k}": v for k, v in durable.items()})
+            result.update(
+                {k if k.startswith("stream_") else f"stream_{k}": v for k, v in durable.items()}
+            )
     print("RESULT " + json.dumps(result))
 
 
