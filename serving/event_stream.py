@@ -63,7 +63,8 @@ from serving.events import (
     EventRecord,
     counter_of,
     push_frame,
-    to_micros,
+    records_of,
+    unique_by_id,
 )
 from serving.features import FeatureStoreUnavailable
 from serving.schemas import Event, EventsResponse
@@ -257,14 +258,7 @@ class RedisEventStream:
 
     def append(self, records: Sequence[EventRecord]) -> StreamAppend:
         """One Lua script per batch: dedupe by ``event_id``, refuse conflicts, XADD the rest."""
-        unique: dict[str, EventRecord] = {}
-        conflicts: dict[str, None] = {}
-        for record in records:
-            if unique.setdefault(record.event_id, record) != record:
-                conflicts[record.event_id] = None
-        if conflicts:
-            raise EventConflict(list(conflicts))
-        batch = list(unique.values())
+        batch = list(unique_by_id(records).values())
         if not batch:
             return StreamAppend([], len(records))
         argv: list[Any] = [self.ttl]
@@ -277,6 +271,20 @@ class RedisEventStream:
             raise EventConflict([batch[int(i) - 1].event_id for i in indices])
         new = [batch[int(i) - 1] for i in indices]
         return StreamAppend(new, len(records) - len(new))
+
+    def check(self, records: Sequence[EventRecord]) -> None:
+        """Raise EventConflict if an id repeats with other content, in the batch or the stream."""
+        batch = list(unique_by_id(records).values())
+        if not batch:
+            return
+        stored = self.client.mget([f"{self.prefix}event:{r.event_id}" for r in batch])
+        changed = [
+            r.event_id
+            for r, digest in zip(batch, stored, strict=True)
+            if digest is not None and _text(digest) != _digest(_payload(r))
+        ]
+        if changed:
+            raise EventConflict(changed)
 
     def ensure_group(self, group: str) -> None:
         """Create the consumer group (from the stream's start) if it does not exist."""
@@ -349,12 +357,7 @@ class StreamIngestor:
 
     def ingest(self, events: Sequence[Event]) -> EventsResponse:
         """Append the batch once per ``event_id``; EventConflict refuses all of it."""
-        records = [
-            EventRecord(
-                e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, to_micros(e.timestamp)
-            )
-            for e in events
-        ]
+        records = records_of(events)
         try:
             result = self.stream.append(records)
         except redis.RedisError as exc:
@@ -365,6 +368,13 @@ class StreamIngestor:
             duplicates=result.duplicates,
             pushed_tweets=0,
         )
+
+    def check(self, events: Sequence[Event]) -> None:
+        """Raise EventConflict for an id resent with other content; appends nothing."""
+        try:
+            self.stream.check(records_of(events))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"event stream unavailable: {exc}") from exc
 
     def close(self) -> None:
         """Close the stream's connections."""

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from core.actions import IMPRESSION, ActionSet
 from core.tables import EVENTS, validate
+from serving.schemas import Event
 
 PUSH_SOURCE = "tweet_engagement_push"
 IMPRESSIONS_COUNTER = "tweet_impressions"
@@ -108,6 +109,28 @@ class EventConflict(ValueError):
         )
 
 
+def records_of(events: Sequence[Event]) -> list[EventRecord]:
+    """The log's records of validated events (times in microseconds, UTC)."""
+    return [
+        EventRecord(
+            e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, to_micros(e.timestamp)
+        )
+        for e in events
+    ]
+
+
+def unique_by_id(records: Sequence[EventRecord]) -> dict[str, EventRecord]:
+    """The batch once per ``event_id``; EventConflict for an id repeated with other content."""
+    unique: dict[str, EventRecord] = {}
+    conflicts: dict[str, None] = {}
+    for record in records:
+        if unique.setdefault(record.event_id, record) != record:
+            conflicts[record.event_id] = None
+    if conflicts:
+        raise EventConflict(list(conflicts))
+    return unique
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What one append did."""
@@ -166,29 +189,12 @@ class EventLog:
         Raises:
             EventConflict: an id repeated with other content; nothing is logged.
         """
-        unique: dict[str, EventRecord] = {}
-        conflicts: dict[str, None] = {}
-        for event in events:
-            if unique.setdefault(event.event_id, event) != event:
-                conflicts[event.event_id] = None
-        if conflicts:
-            raise EventConflict(list(conflicts))
+        unique = unique_by_id(events)
         ids = list(unique)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                logged = [
-                    EventRecord(*row)
-                    for lo in range(0, len(ids), 500)
-                    for row in self._conn.execute(
-                        _select_in(
-                            "event_id, user_id, tweet_id, action, dwell_seconds, ts_us FROM events",
-                            "event_id",
-                            len(ids[lo : lo + 500]),
-                        ),
-                        ids[lo : lo + 500],
-                    )
-                ]
+                logged = self._logged(ids)
                 changed = [e.event_id for e in logged if unique[e.event_id] != e]
                 if changed:
                     raise EventConflict(changed)
@@ -210,6 +216,33 @@ class EventLog:
                 self._conn.execute("ROLLBACK")
                 raise
         return AppendResult(new, len(events) - len(new), counters, push_us)
+
+    def check(self, events: Sequence[EventRecord]) -> None:
+        """Raise EventConflict if an id repeats with other content, in the batch or the log.
+
+        Logs nothing: for events that are refused (quarantined) but whose ids
+        must not hide a changed resend.
+        """
+        unique = unique_by_id(events)
+        with self._lock:
+            changed = [e.event_id for e in self._logged(list(unique)) if unique[e.event_id] != e]
+        if changed:
+            raise EventConflict(changed)
+
+    def _logged(self, ids: Sequence[str]) -> list[EventRecord]:
+        """The logged events with these ids (call under the lock)."""
+        return [
+            EventRecord(*row)
+            for lo in range(0, len(ids), 500)
+            for row in self._conn.execute(
+                _select_in(
+                    "event_id, user_id, tweet_id, action, dwell_seconds, ts_us FROM events",
+                    "event_id",
+                    len(ids[lo : lo + 500]),
+                ),
+                ids[lo : lo + 500],
+            )
+        ]
 
     def _count(self, new: Sequence[EventRecord], seed: Seeder) -> dict[int, dict[str, int]]:
         deltas: dict[int, dict[str, int]] = {}

@@ -28,7 +28,7 @@ from feast.data_source import PushMode
 
 from core.actions import IMPRESSION
 from serving.candidates import CandidateSource, CandidateStoreUnavailable
-from serving.events import PUSH_SOURCE, EventLog, EventRecord, push_frame, to_micros
+from serving.events import PUSH_SOURCE, EventLog, push_frame, records_of
 from serving.features import FeatureStoreUnavailable
 from serving.schemas import Event, EventsResponse
 
@@ -41,6 +41,11 @@ class Ingestor(Protocol):
     def ingest(self, events: Sequence[Event]) -> EventsResponse:
         """Log a validated batch once per ``event_id``; raises FeatureStoreUnavailable
         when nothing was logged and the batch should be retried."""
+
+    def check(self, events: Sequence[Event]) -> None:
+        """Raise EventConflict if an ``event_id`` repeats with other content, in
+        the batch or against the log; logs nothing. For the events the service
+        quarantines, so that a changed resend is still a 409."""
 
     def close(self) -> None:
         """Release the log and any connection."""
@@ -95,12 +100,7 @@ class EventIngestor:
         read of the counters to seed is raised (FeatureStoreUnavailable): the
         transaction rolled back, so the client must retry.
         """
-        records = [
-            EventRecord(
-                e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, to_micros(e.timestamp)
-            )
-            for e in events
-        ]
+        records = records_of(events)
         pushed = 0
 
         def publish(counters: Mapping[int, Mapping[str, int]], push_us: Mapping[int, int]) -> None:
@@ -126,6 +126,10 @@ class EventIngestor:
             duplicates=result.duplicates,
             pushed_tweets=pushed,
         )
+
+    def check(self, events: Sequence[Event]) -> None:
+        """Raise EventConflict for an id resent with other content; logs nothing."""
+        self.log.check(records_of(events))
 
     def _online_counters(self, tweets: list[int]) -> dict[int, dict[str, int]]:
         """The online store's current counters of these tweets (the daily batch value)."""

@@ -525,6 +525,9 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.event_window.check(events)
         try:
             known = self._known(events) if self.config.unknown_events == "quarantine" else events
+            if len(known) < len(events):
+                # Quarantined ids are not logged: a resend that changed them is still a 409.
+                self.ingestor.check(events)
             response = self.ingestor.ingest(known)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online store unavailable; retry the batch") from exc

@@ -1,6 +1,6 @@
 """Who may call a real ``bentoml serve``: API keys, scopes, bound users, rate limits (issue 17).
 
-The rules themselves are unit-tested in tests/unit/test_auth.py; here they
+The rules themselves are unit-tested in tests/unit/test_api_keys.py; here they
 hold over HTTP, with the server's own key file re-read while it runs.
 """
 

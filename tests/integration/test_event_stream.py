@@ -68,6 +68,13 @@ def test_append_new_duplicate_and_conflict_refuses_the_whole_batch(stream_url: s
     assert not stream.client.exists(f"{stream.prefix}event:c-0")
     with pytest.raises(EventConflict):  # the same id twice in one batch, other content
         stream.append([_records("d-", 1)[0], EventRecord("d-0", 1, 1, "like", None, 1)])
+    # check(): the same verdicts, and nothing appended (for quarantined events).
+    stream.check([*first, *_records("e-", 3)])
+    with pytest.raises(EventConflict) as checked:
+        stream.check([changed])
+    assert checked.value.ids == [first[0].event_id]
+    assert stream.client.xlen(stream.key) == 13
+    assert not stream.client.exists(f"{stream.prefix}event:e-0")
 
 
 def test_a_redis_without_aof_is_refused(redis_service: None, tmp_path: Path) -> None:

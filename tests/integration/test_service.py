@@ -278,6 +278,24 @@ def test_events_for_unknown_users_or_tweets_are_counted_and_never_applied(
     assert 'outcome="unknown"' in metrics
 
 
+def test_a_changed_resend_is_a_409_even_when_it_names_an_unknown_id(
+    asgi: TestClient, world_end_iso: str
+) -> None:
+    logged = _event("changed-1", 3, 13, "like", world_end_iso)
+    assert asgi.post("/events", json=[logged]).status_code == 200
+    # The same id, now naming a tweet nobody knows: not quarantined quietly.
+    resent = asgi.post("/events", json=[{**logged, "tweet_id": 10**12 + 7}])
+    assert resent.status_code == 409, resent.text
+    # Twice in one batch, once known and once unknown.
+    pair = [
+        _event("changed-2", 3, 13, "like", world_end_iso),
+        _event("changed-2", 10**9, 13, "like", world_end_iso),
+    ]
+    refused = asgi.post("/events", json=pair)
+    assert refused.status_code == 409, refused.text
+    assert "changed-2" in refused.json()["error"]
+
+
 def test_impressions_remove_tweets_from_the_next_feed(asgi: TestClient, world_end_iso: str) -> None:
     feeds = (
         (user, asgi.post("/rank", json={"user_id": user, "request_time": world_end_iso}).json())

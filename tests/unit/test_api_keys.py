@@ -42,7 +42,7 @@ def test_created_key_is_stored_hashed_and_private(key_file: Path) -> None:
     key, entry = create_key(key_file, "mixer", ["rank", "events"])
     text = key_file.read_text()
     assert key.startswith(f"frk_{entry.id}_")
-    assert key not in text and key.split("_")[2] not in text
+    assert key not in text and key.split("_", 2)[2] not in text
     assert entry.sha256 in text
     assert os.stat(key_file).st_mode & 0o777 == 0o600
     assert read_key_file(key_file).keys == [entry]
