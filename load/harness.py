@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +143,22 @@ class Served:
         return pids
 
 
+def server_bentoml_home(environ: Mapping[str, str], home: Path) -> dict[str, str]:
+    """``BENTOML_HOME`` of one ``bentoml serve``: ``home``, sharing ``environ``'s model store.
+
+    ``bentoml serve`` empties ``BENTOML_HOME/prometheus_multiproc_dir`` when it
+    starts, so a second server on the same home deletes the first one's metric
+    files and its ``/metrics`` loses what its workers recorded. Each server
+    gets its own home; ``models`` links to the shared store, so the champion
+    is imported once.
+    """
+    shared = Path(environ.get("BENTOML_HOME") or Path.home() / "bentoml") / "models"
+    shared.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(shared, target_is_directory=True)
+    return {"BENTOML_HOME": str(home)}
+
+
 @contextmanager
 def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Served]:
     """``bentoml serve`` of ``ws`` on a free port, started and stopped with the context.
@@ -171,7 +187,12 @@ def serve(ws: Workspace, env: dict[str, str], workers: int = 2) -> Iterator[Serv
     full.update(env)
     argv = [sys.executable, "-m", "bentoml", "serve", "serving.service:FeedRanker"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--arg", f"workers={workers}"]
-    with tempfile.TemporaryFile() as log_file:
+    with (
+        tempfile.TemporaryDirectory(prefix="feedrank-bentoml-") as home,
+        tempfile.TemporaryFile() as log_file,
+    ):
+        if "BENTOML_HOME" not in env:
+            full.update(server_bentoml_home(full, Path(home)))
         proc = subprocess.Popen(  # nosec B603  # fixed argv
             argv, cwd=REPO_ROOT, env=full, stdout=log_file, stderr=subprocess.STDOUT
         )

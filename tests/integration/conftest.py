@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from core.feast_store import Workspace
-from load.harness import auth_headers, keys_file
+from load.harness import auth_headers, keys_file, server_bentoml_home
 from serving.auth import KEYS_FILE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,15 @@ _LOGS: dict[int, Path] = {}
 
 
 def start_server(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """``bentoml serve serving.service:FeedRanker`` from the repo root, as a subprocess."""
+    """``bentoml serve serving.service:FeedRanker`` from the repo root, as a subprocess.
+
+    Each server has a BentoML home of its own inside the session's (sharing its
+    model store): one that started later would otherwise empty this one's
+    Prometheus directory (load.harness.server_bentoml_home).
+    """
+    if "BENTOML_HOME" not in env:
+        home = Path(tempfile.mkdtemp(prefix="server-", dir=os.environ["BENTOML_HOME"]))
+        env = {**env, **server_bentoml_home(os.environ, home)}
     log = Path(tempfile.gettempdir()) / f"feedrank-bentoml-{port}.log"
     with log.open("wb") as output:
         proc = _popen(env, port, output, *extra)
