@@ -6,7 +6,7 @@ same hand-offs the individual commands use.
 
 from __future__ import annotations
 
-import contextlib
+import os
 
 import click
 import pyarrow.parquet as pq
@@ -16,7 +16,7 @@ from core.model_registry import CHAMPION, load_ranker
 from core.workspace import Workspace
 from feedrank.pipeline import Bar, Stage, build_foundation
 from metrics.replay import replay
-from serving.auth import SCOPES, KeyFileError, create_key, keys_file_path, revoke_key
+from serving.auth import SCOPES, create_key, keys_file_path, read_key_file, revoke_key
 from simulation.config import Preset, world_config
 from training.pipeline import run_training_pipeline
 
@@ -88,21 +88,25 @@ def run_demo(
         "ci_high",
     ]
     click.echo(replayed.table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    _demo_key(workspace)
+    issue_demo_key(workspace)
     summary.update(trained)
     summary.update(replayed.result())
     return summary
 
 
-def _demo_key(workspace: Workspace) -> None:
-    """A fresh all-scope API key named ``demo`` (the last one revoked), and how to use it."""
+def issue_demo_key(workspace: Workspace) -> None:
+    """A fresh all-scope API key named ``demo`` (earlier ones revoked), and how to use it."""
     keys = keys_file_path(workspace.root)
-    with contextlib.suppress(KeyFileError):  # no key file yet, or no demo key in it
-        revoke_key(keys, DEMO_KEY_NAME)
+    if keys.exists():
+        for old in read_key_file(keys).keys:
+            if old.name == DEMO_KEY_NAME:
+                revoke_key(keys, old.id)
     key, entry = create_key(keys, DEMO_KEY_NAME, SCOPES)
     saved = workspace.data / "serving" / DEMO_KEY_FILE
-    saved.write_text(key + "\n")
-    saved.chmod(0o600)
+    saved.unlink(missing_ok=True)
+    # Created owner-only, never readable by others even for a moment.
+    with os.fdopen(os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(key + "\n")
     click.echo(
         f"\nAPI key {entry.id} ({', '.join(entry.scopes)}) in {keys}, the key itself in {saved}"
     )

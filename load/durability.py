@@ -58,8 +58,6 @@ from load.harness import (
 from serving.event_stream import RedisEventStream, read_archive
 from serving.events import EventRecord, counter_of
 
-AOF_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always")
-
 
 @contextmanager
 def stream_redis(fsync: str = "always") -> Iterator[str]:
@@ -250,6 +248,8 @@ def replica_kill(
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(poster.post, i, b) for i, b in enumerate(batches)]
             while len(poster.acked) < kill_share * len(batches):
+                if all(f.done() for f in futures):  # every post failed: nothing to kill into
+                    raise RuntimeError(f"{poster.failed} of {len(batches)} batches failed")
                 time.sleep(0.01)
             in_flight = sum(not f.done() for f in futures)
             kill_tree(replicas[0].pid)
@@ -261,9 +261,10 @@ def replica_kill(
         client: Any = redis.Redis.from_url(url)
         try:
             acked_events = {e["event_id"]: e for b in poster.acked for e in b}
-            prefix = f"feedrank:{online.project}:"
-            applied = check_applied(client, prefix, list(acked_events.values()))
-            stream_len = int(client.xlen(f"{prefix}events"))
+            stream = RedisEventStream(client, online.project)
+            applied = check_applied(client, stream.prefix, list(acked_events.values()))
+            added = int(client.xinfo_stream(stream.key)["entries-added"])
+            left = int(client.xlen(stream.key))
         finally:
             client.close()
         archived = read_archive(ws.data / "serving" / "event_archive")
@@ -274,7 +275,8 @@ def replica_kill(
         "events_acked": len(acked_events),
         **applied,
         "events_archived": len(archived_ids),
-        "stream_entries": stream_len,
+        "stream_entries": added,
+        "stream_left_after_consume": left,
         "batches_in_flight_at_kill": in_flight,
         "client_retries": poster.retries,
         "failed_batches": poster.failed,

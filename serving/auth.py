@@ -26,9 +26,10 @@ and SlowAPI): a sliding-window counter per key, default
 ``FEEDRANK_RATE_LIMIT`` (``100/second``), in ``FEEDRANK_RATE_LIMIT_STORAGE``
 (``memory://``: per worker process, so a pod allows workers x the limit; a
 ``redis://`` URI shares one count across every replica). Over the limit: 429
-with ``Retry-After`` in whole seconds. If the shared storage fails, the
-request is let through and counted (a limiter outage must not become an API
-outage).
+with ``Retry-After`` in whole seconds. If the shared storage fails (its
+client times out after 50 ms and does not retry), the request is let through
+uncounted and the failure logged: a limiter outage must not become an API
+outage.
 
 The key file is re-read when its modification time changes (checked at most
 once a second), so ``feedrank keys revoke`` and a rotated Kubernetes secret
@@ -62,6 +63,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import InputError
+from core.workspace import REPO_ROOT
+from serving.redis_clients import client_options
 
 Scope = Literal["rank", "events", "admin"]
 SCOPES: tuple[Scope, ...] = ("rank", "events", "admin")
@@ -256,7 +259,7 @@ class AuthConfig(BaseModel):
             parse(rate_limit)
         except ValueError:
             raise ValueError(f"{RATE_LIMIT_ENV}: not a rate limit: {rate_limit!r}") from None
-        workspace = Path(env.get("FEEDRANK_WORKSPACE") or Path(__file__).resolve().parents[1])
+        workspace = Path(env.get("FEEDRANK_WORKSPACE") or REPO_ROOT)
         return cls(
             required=mode == "required",
             keys_file=keys_file_path(workspace, env),
@@ -355,9 +358,11 @@ class ApiKeyAuth:
         self.keys = (
             KeyRing(self.config.keys_file, self.config.rate_limit) if self.config.required else None
         )
-        self.limiter = SlidingWindowCounterRateLimiter(
-            storage_from_string(self.config.rate_limit_storage)
-        )
+        storage = self.config.rate_limit_storage
+        # A shared Redis under the service's policy (serving/redis_clients.py):
+        # fast timeouts, no retries, so an outage lets requests through at once.
+        options = client_options() if storage.startswith("redis") else {}
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(storage, **options))
         if not self.config.required:
             log.warning("%s=off: every caller is trusted, no rate limits", AUTH_ENV)
 

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 from core.actions import ActionSet
 from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, USERS, VISITS, read_table
 from serving.events import EventLog
+from serving.redis_clients import reply_text
 from serving.row_cache import RowCache
 
 DEFAULT_LIMIT = 500
@@ -447,11 +448,7 @@ class RedisCandidates:
         marker = self._call(lambda: self.client.hgetall(self._key(LOADED_KEY)))
         if not marker:
             return None
-        return {_text(k): _text(v) for k, v in marker.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return {reply_text(k): reply_text(v) for k, v in marker.items()}
 
 
 def load_redis_candidates(

@@ -9,10 +9,19 @@ and archiving that the SQLite path does inside the request.
 
 The log is behind a narrow protocol, :class:`EventStream`: append a batch
 (idempotent per ``event_id``, all or nothing), read for a consumer group,
-claim what dead consumers left pending, acknowledge. That is what a Kafka
-topic (Amazon MSK) with a consumer group and an idempotent producer offers
-too, so another implementation can stand behind it; :class:`RedisEventStream`
-is the one available here.
+claim what dead consumers left pending, acknowledge. A Kafka topic (Amazon
+MSK) with a consumer group and an idempotent producer offers the same, but
+the protocol alone is not the whole seam: :class:`StreamIngestor` also asks
+the stream for conflicts (:meth:`RedisEventStream.check`) and
+:class:`StreamConsumer` keeps its exactly-once markers and counters in the
+stream's Redis, so a Kafka log would need those two parts written for it too.
+:class:`RedisEventStream` is the one implementation.
+
+Retention: after each acknowledged batch the consumer trims the stream
+(:meth:`RedisEventStream.trim`, ``XTRIM MINID``) to the oldest entry some
+group still needs, so a Redis with ``noeviction`` does not fill up; the
+parquet archive keeps every event. A consumer group created later starts at
+the oldest entry left.
 
 Durability: :meth:`RedisEventStream.append` runs one Lua script per batch
 (atomic in Redis): per event it looks up ``<prefix>event:<event_id>``, which
@@ -67,11 +76,11 @@ from serving.events import (
     unique_by_id,
 )
 from serving.features import FeatureStoreUnavailable
+from serving.redis_clients import reply_text
 from serving.schemas import Event, EventsResponse
 
 log = logging.getLogger("feedrank.serving")
 
-STREAM_URL_ENV = "FEEDRANK_EVENT_STREAM_URL"
 KEY_TTL_SECONDS = 30 * 86_400
 """How long idempotency keys and applied-markers live: longer than the accepted event age."""
 
@@ -233,7 +242,7 @@ class EventStream(Protocol):
 
 
 class RedisEventStream:
-    """:class:`EventStream` on a Redis stream; keys start with ``feedrank:<project>:``.
+    """:class:`EventStream` on a Redis stream; keys start with ``feedrank-stream:<project>:``.
 
     Args:
         client: a client from :func:`stream_client`.
@@ -243,7 +252,7 @@ class RedisEventStream:
 
     def __init__(self, client: Any, project: str, ttl_seconds: int = KEY_TTL_SECONDS) -> None:
         self.client: Any = client  # redis.Redis (typed Any: its stubs mix in async returns)
-        self.prefix = f"feedrank:{project}:"
+        self.prefix = f"feedrank-stream:{project}:"
         self.key = f"{self.prefix}events"
         self.ttl = ttl_seconds
         self._append = client.register_script(_APPEND)
@@ -281,7 +290,7 @@ class RedisEventStream:
         changed = [
             r.event_id
             for r, digest in zip(batch, stored, strict=True)
-            if digest is not None and _text(digest) != _digest(_payload(r))
+            if digest is not None and reply_text(digest) != _digest(_payload(r))
         ]
         if changed:
             raise EventConflict(changed)
@@ -300,7 +309,7 @@ class RedisEventStream:
             group, consumer, {self.key: ">"}, count=count, block=block_ms or None
         )
         return [
-            StreamEntry(_text(entry_id), _record(fields[b"e"]))
+            StreamEntry(reply_text(entry_id), _record(fields[b"e"]))
             for _, entries in found or []
             for entry_id, fields in entries
             if fields
@@ -314,7 +323,7 @@ class RedisEventStream:
             self.key, group, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
         )
         return [
-            StreamEntry(_text(entry_id), _record(fields[b"e"]))
+            StreamEntry(reply_text(entry_id), _record(fields[b"e"]))
             for entry_id, fields in reply[1]
             if fields  # an entry trimmed meanwhile comes back empty
         ]
@@ -328,20 +337,43 @@ class RedisEventStream:
         """XPENDING's count."""
         return int(self.client.xpending(self.key, group)["pending"])
 
+    def trim(self) -> int:
+        """Delete the entries every group has acknowledged (``XTRIM MINID``); returns how many.
+
+        Each group still needs its oldest pending entry, or else everything
+        after its last delivered one. Reading the groups before their pending
+        lists is safe against consumers running meanwhile: delivery only moves
+        forward and acknowledged entries never return to pending.
+        """
+        floors = []
+        for info in self.client.xinfo_groups(self.key):
+            summary = self.client.xpending(self.key, info["name"])
+            if int(summary["pending"]):
+                floors.append(_entry_id(summary["min"]))
+            else:
+                ms, seq = _entry_id(info["last-delivered-id"])
+                floors.append((ms, seq + 1))
+        if not floors:
+            return 0
+        ms, seq = min(floors)
+        return int(self.client.xtrim(self.key, minid=f"{ms}-{seq}", approximate=False))
+
     def undelivered(self, group: str) -> int:
         """Entries the group has not been given yet (its lag)."""
         for info in self.client.xinfo_groups(self.key):
-            if _text(info["name"]) == group:
+            if reply_text(info["name"]) == group:
                 lag = info.get("lag")
                 if lag is not None:
                     return int(lag)
-                last = _text(info["last-delivered-id"])
+                last = reply_text(info["last-delivered-id"])
                 return len(self.client.xrange(self.key, f"({last}", "+", count=1))
         return int(self.client.xlen(self.key))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id ``<ms>-<seq>`` as a pair that sorts like Redis does."""
+    ms, seq = reply_text(value).split("-")
+    return int(ms), int(seq)
 
 
 class StreamIngestor:
@@ -401,6 +433,7 @@ class ConsumeReport:
     claimed: int = 0
     pushed_tweets: int = 0
     batches: int = 0
+    trimmed: int = 0
     archived_files: list[str] = field(default_factory=list)
 
 
@@ -514,6 +547,7 @@ class StreamConsumer:  # pylint: disable=too-many-instance-attributes  # its col
         )
         report.archived_files += [str(p) for p in self._archive(entries)]
         self.stream.ack(self.group, [e.entry_id for e in entries])
+        report.trimmed += self.stream.trim()
         report.entries += len(entries)
         report.batches += 1
 
@@ -528,7 +562,7 @@ class StreamConsumer:  # pylint: disable=too-many-instance-attributes  # its col
                 pipe.hgetall(self.counter_key(tweet))
             stored = pipe.execute()
         counters = {
-            t: {_text(k): int(v) for k, v in values.items()}
+            t: {reply_text(k): int(v) for k, v in values.items()}
             for t, values in zip(tweets, stored, strict=True)
         }
         pushed_key = f"{self.stream.prefix}pushed_us"

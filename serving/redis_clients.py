@@ -63,3 +63,8 @@ def online_store_client(store: FeatureStore, timeout: float = REDIS_TIMEOUT) -> 
     nodes, kwargs = redis_address(config)
     options = {**kwargs, **client_options(timeout)}
     return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **options)
+
+
+def reply_text(value: bytes | str) -> str:
+    """A Redis reply (bytes unless the client decodes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

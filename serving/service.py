@@ -530,7 +530,9 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
                 self.ingestor.check(events)
             response = self.ingestor.ingest(known)
         except FeatureStoreUnavailable as exc:
-            raise ServiceUnavailable("online store unavailable; retry the batch") from exc
+            log.warning("/events refused with 503: %s", exc)
+            # The part before the driver's own words: which store, never its address.
+            raise ServiceUnavailable(f"{str(exc).split(':', 1)[0]}; retry the batch") from exc
         except EventConflict as exc:
             self._metrics.events.labels(outcome="conflict").inc(len(events))
             raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from None

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess  # nosec B404  # runs the consumer CLI with fixed argv
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
@@ -75,6 +76,26 @@ def test_append_new_duplicate_and_conflict_refuses_the_whole_batch(stream_url: s
     assert checked.value.ids == [first[0].event_id]
     assert stream.client.xlen(stream.key) == 13
     assert not stream.client.exists(f"{stream.prefix}event:e-0")
+
+
+def test_trim_keeps_what_any_group_still_needs(stream_url: str) -> None:
+    stream = RedisEventStream.from_url(stream_url, f"trim{uuid.uuid4().hex[:8]}")
+    stream.append(_records("t-", 10))
+    stream.ensure_group("fast")
+    stream.ensure_group("slow")
+    fast = stream.read("fast", "c", count=10, block_ms=0)
+    stream.ack("fast", [e.entry_id for e in fast])
+    slow = stream.read("slow", "c", count=6, block_ms=0)
+    stream.ack("slow", [e.entry_id for e in slow[:2]])  # 3rd to 6th pending, 7th on not delivered
+    assert stream.trim() == 2
+    assert [e.entry_id for e in stream.claim_stale("slow", "d", 0, 10)] == [
+        e.entry_id for e in slow[2:]
+    ]
+    stream.ack("slow", [e.entry_id for e in slow[2:]])
+    assert stream.trim() == 4  # the four undelivered to "slow" stay
+    assert stream.client.xlen(stream.key) == 4
+    assert stream.trim() == 0
+    stream.client.close()
 
 
 def test_a_redis_without_aof_is_refused(redis_service: None, tmp_path: Path) -> None:
@@ -166,6 +187,7 @@ def test_two_consumers_one_killed_apply_every_event_exactly_once(
         assert stream.pending(group) == 0
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["claimed"] >= left  # the survivor took over what the victim held
+        assert stream.client.xlen(stream.key) == 0 and summary["trimmed"] > 0
 
         archived = read_archive(archive)
         assert sorted(archived["event_id"].to_pylist()) == sorted(r.event_id for r in records)
@@ -192,6 +214,7 @@ def test_replica_killed_mid_batch_loses_and_doubles_nothing(
     assert found["tweets_mismatched"] == 0
     assert found["events_archived"] == found["events_acked"]
     assert found["stream_entries"] == found["events_sent"]  # retried batches were not re-added
+    assert found["stream_left_after_consume"] == 0  # acknowledged entries are trimmed
 
 
 def test_consumer_refuses_a_stream_without_aof(

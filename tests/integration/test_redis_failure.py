@@ -42,7 +42,7 @@ from serving.candidates import (
     RedisCandidates,
     load_redis_candidates,
 )
-from serving.event_stream import events_table
+from serving.event_stream import RedisEventStream, events_table
 from serving.events import EventRecord, counter_names
 from serving.features import FeatureStoreUnavailable, OnlineFeatureReader
 from serving.ingest import online_counters
@@ -260,9 +260,12 @@ def test_rebuild_refills_an_emptied_redis_and_replays_served_events(
     client.flushall()  # the private Redis only: an empty restart
     with pytest.raises(CandidateStoreNotLoaded):
         source.feed(user, end_us)
+    stream = RedisEventStream(client, project)  # the event stream may share the Redis
+    assert len(stream.append([liked]).new) == 1
 
     again = runner.invoke(main, args, env=env)
     assert again.exit_code == 0, again.output
+    assert client.xlen(stream.key) == 1  # the rebuild cleared the candidates, not the stream
     result = _result(again.output)
     assert result["events"] == 2 and result["impressions"] == 1 and result["engagements"] == 1
     assert result["online_rows"] > 0 and result["candidates_follows"] > 0
