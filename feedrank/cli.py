@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from feedrank.commands import (
+    bento,
     data,
     dataset,
     demo,
@@ -36,6 +37,7 @@ COMMANDS: tuple[click.Command, ...] = (
     metrics.metrics,
     monitor.monitor,
     serve.serve,
+    bento.bento,
     events.events,
     serve_state.serve_state,
     keys.keys,

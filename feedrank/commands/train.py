@@ -151,26 +151,18 @@ def approver_identity(explicit: str | None = None) -> str:
 
 def output_lines(outcome: dict[str, object]) -> str:
     """``key=value`` lines of the contract's keys, one line each (newlines become spaces)."""
-    lines = []
-    for key in (*PROMOTE_OUTPUTS, "exit_code"):
-        value = outcome.get(key)
-        text = "" if value is None else " ".join(str(value).splitlines())
-        lines.append(f"{key}={text}\n")
-    return "".join(lines)
+    from feedrank.outputs import output_lines as lines
+
+    return lines(outcome, (*PROMOTE_OUTPUTS, "exit_code"))
 
 
 def _publish(outcome: dict[str, object], outputs: Path | None) -> None:
     """Write the outputs to ``outputs`` and append them to ``$GITHUB_OUTPUT`` (and the summary)."""
     import os
 
-    text = output_lines(outcome)
-    if outputs is not None:
-        outputs.parent.mkdir(parents=True, exist_ok=True)
-        outputs.write_text(text, encoding="utf-8")
-    github_output = os.environ.get("GITHUB_OUTPUT")
-    if github_output:
-        with open(github_output, "a", encoding="utf-8") as out:
-            out.write(text)
+    from feedrank.outputs import publish_outputs
+
+    publish_outputs(output_lines(outcome), outputs)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as out:

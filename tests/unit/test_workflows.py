@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from feedrank.commands.bento import BENTO_OUTPUTS
 from feedrank.commands.train import PROMOTE_EXIT_CODES, PROMOTE_OUTPUTS
 
 pytestmark = pytest.mark.unit
@@ -208,7 +209,11 @@ def test_cd_triggers_on_main_tags_and_from_continuous_training() -> None:
 def test_cd_builds_the_bento_from_the_serving_bentofile_and_pushes_by_git_sha() -> None:
     build = jobs("cd.yml")["build"]
     commands = "\n".join(runs(build))
-    assert "bentoml build --bentofile serving/bentofile.yaml" in commands
+    bento = next(step for step in steps(build) if step.get("id") == "bento")
+    assert bento["run"].strip().startswith(".venv/bin/feedrank bento build ")
+    assert "\n" not in bento["run"].strip()  # one line: tests/integration/test_cd_build.py runs it
+    consumed = set(re.findall(r"steps\.bento\.outputs\.(\w+)", str(build)))
+    assert consumed and consumed <= set(BENTO_OUTPUTS)
     assert "bentoml containerize" in commands
     assert '--image-tag "$repository:$GITHUB_SHA"' in commands
     assert 'docker push "$repository:$GITHUB_SHA"' in commands
