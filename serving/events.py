@@ -280,22 +280,22 @@ class EventLog:
     def _push_times(self, new: Sequence[EventRecord]) -> dict[int, int]:
         """Event time per tweet for the push: Redis keeps a value only if it is newer.
 
-        The latest event of the batch, the wall clock, or one microsecond after
-        the tweet's previous push, whichever is latest.
+        The latest event of the batch, or one microsecond after the tweet's
+        previous push if that is later (events may arrive out of order). Never
+        the wall clock: the row says when its counters were true.
         """
         latest: dict[int, int] = {}
         for e in new:
             latest[e.tweet_id] = max(latest.get(e.tweet_id, 0), e.ts_us)
         if not latest:
             return {}
-        now = to_micros(datetime.now(UTC))
         previous = dict(
             self._conn.execute(
                 _select_in("tweet_id, pushed_us FROM tweet_pushes", "tweet_id", len(latest)),
                 list(latest),
             ).fetchall()
         )
-        out = {t: max(ts, now, previous.get(t, 0) + 1) for t, ts in latest.items()}
+        out = {t: max(ts, previous.get(t, 0) + 1) for t, ts in latest.items()}
         self._conn.executemany(
             "INSERT INTO tweet_pushes VALUES (?, ?) "
             "ON CONFLICT(tweet_id) DO UPDATE SET pushed_us = excluded.pushed_us",

@@ -44,11 +44,16 @@ def test_a_retried_batch_is_counted_once(tmp_path: Path) -> None:
     assert log.to_table().num_rows == 3
 
 
-def test_push_times_strictly_increase_per_tweet(tmp_path: Path) -> None:
+def test_push_times_are_event_times_strictly_increasing_per_tweet(tmp_path: Path) -> None:
     log = _log(tmp_path)
     first = log.append([EventRecord("a", 1, 5, "like", None, 10)], _seed).push_us[5]
+    assert first == 10  # the event's time, not the wall clock
     second = log.append([EventRecord("b", 1, 5, "like", None, 10)], _seed).push_us[5]
-    assert second > first
+    assert second == 11  # same event time: just after the previous push, or Redis drops it
+    late = log.append([EventRecord("c", 1, 5, "like", None, 3)], _seed).push_us[5]
+    assert late == 12
+    later = log.append([EventRecord("d", 1, 5, "like", None, 50)], _seed).push_us[5]
+    assert later == 50
 
 
 def test_live_visit_and_seen_come_from_impressions(tmp_path: Path) -> None:
