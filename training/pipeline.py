@@ -6,6 +6,7 @@ under ``torchrun`` every rank trains and rank 0 alone evaluates and logs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -42,25 +43,30 @@ def run_training_pipeline(
     if not dataset.exists():
         raise MissingArtifactError(f"{dataset}: no training set (run the dataset stage first)")
     actions = load_actions()
-    result = train(dataset, config, actions, progress=progress)
-    summary: dict[str, Any] = {
-        "train_seconds": round(result.seconds, 1),
-        "best_epoch": result.best_epoch,
-        "epochs": len(result.history),
-        "train_rows": len(result.splits.train),
-        "weights_sha256": result.weights_sha256,
-    }
-    if int(rank()) != 0:
-        return summary
-    with tempfile.TemporaryDirectory() as plots:  # the plots live on as run artifacts
-        evaluation = evaluate(result.ranker, result.splits.test, ws, actions, Path(plots))
-        summary = {**evaluation.result(actions), **summary}
-        if register:
-            logged = registry.log_training(ws, config, result, evaluation, REPO_ROOT)
-            summary.update(run_id=logged.run_id, version=logged.version)
-        if promote:
-            decision = registry.promote(ws, require_approval=require_approval)
-            summary.update(promotion=decision["decision"], promotion_reason=decision["reason"])
+    logs = register and int(rank()) == 0  # under torchrun, rank 0 alone logs
+    # The run opens before the first epoch, so the UI shows the epochs live.
+    with registry.training_run(ws, config) if logs else contextlib.nullcontext():
+        result = train(
+            dataset, config, actions, progress, on_epoch=registry.log_epoch if logs else None
+        )
+        summary: dict[str, Any] = {
+            "train_seconds": round(result.seconds, 1),
+            "best_epoch": result.best_epoch,
+            "epochs": len(result.history),
+            "train_rows": len(result.splits.train),
+            "weights_sha256": result.weights_sha256,
+        }
+        if int(rank()) != 0:
+            return summary
+        with tempfile.TemporaryDirectory() as plots:  # the plots live on as run artifacts
+            evaluation = evaluate(result.ranker, result.splits.test, ws, actions, Path(plots))
+            summary = {**evaluation.result(actions), **summary}
+            if logs:
+                logged = registry.log_training(ws, dataset, result, evaluation, REPO_ROOT)
+                summary.update(run_id=logged.run_id, version=logged.version)
+    if promote:
+        decision = registry.promote(ws, require_approval=require_approval)
+        summary.update(promotion=decision["decision"], promotion_reason=decision["reason"])
     return summary
 
 

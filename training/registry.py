@@ -15,7 +15,8 @@ from __future__ import annotations
 import subprocess  # nosec B404  # fixed git command, no shell
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -40,6 +43,9 @@ from training.gate import GATE_METRIC, gate
 from training.train import TrainConfig, TrainResult
 
 EXPERIMENT = "feed-ranker"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""MLflow 3's experiment kinds: this one opens the UI on the runs table."""
 _MODEL_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pydantic", "scikit-learn")
 
 
@@ -48,14 +54,65 @@ class PromotionError(InputError):
 
 
 def experiment_id(client: MlflowClient, workspace: Workspace) -> str:
-    """The experiment's id; created with the workspace artifact folder for a local store."""
+    """The experiment's id; created with the workspace artifact folder for a local store.
+
+    Tagged as MLflow 3's model-training kind, so the UI opens on its runs
+    rather than on the GenAI overview (traces, "No data available").
+    """
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return str(found.experiment_id)
     location = None
     if model_registry.tracking_uri(workspace).startswith("sqlite:///"):
         location = (workspace.data / "mlflow" / "artifacts").resolve().as_uri()
-    return str(client.create_experiment(EXPERIMENT, artifact_location=location))
+    return str(
+        client.create_experiment(
+            EXPERIMENT, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        )
+    )
+
+
+@contextmanager
+def training_run(workspace: Workspace, config: TrainConfig) -> Iterator[str]:
+    """The MLflow run of one training, open before the first epoch; yields its id.
+
+    Params are logged at once, epochs as they finish (:func:`log_epoch`), and
+    system metrics (CPU, memory, disk, network) are sampled while it runs. A
+    training that raises leaves the run FAILED.
+    """
+    client = model_registry.connect(workspace)
+    exp = experiment_id(client, workspace)
+    with mlflow.start_run(experiment_id=exp, log_system_metrics=True) as run:
+        mlflow.log_params(_flat("", config.model_dump(mode="json")))
+        yield run.info.run_id
+
+
+def _log_training_set(dataset: Path, result: TrainResult) -> None:
+    """The Feast training set as the run's dataset input: its file, digest and time range."""
+    days = [d for split in result.splits.days.values() for d in split]
+    source = LocalArtifactDatasetSource(str(dataset.resolve()))
+    mlflow.log_input(
+        MetaDataset(source, name="training_set", digest=result.data_sha256[:16]),
+        context="training",
+        tags={
+            "feature_service": result.ranker.feature_service,
+            "sha256": result.data_sha256,
+            "first_day": min(days),
+            "last_day": max(days),
+            "rows": str(
+                len(result.splits.train) + len(result.splits.val) + len(result.splits.test)
+            ),
+        },
+    )
+
+
+def log_epoch(row: Mapping[str, float]) -> None:
+    """One epoch's losses and speed on the active run, at step ``epoch``."""
+    mlflow.log_metrics(
+        _clean({k: v for k, v in row.items() if k != "epoch"}), step=int(row["epoch"])
+    )
 
 
 def git_commit(repo: Path) -> str | None:
@@ -106,64 +163,63 @@ class LoggedModel:
 
 def log_training(
     workspace: Workspace,
-    config: TrainConfig,
+    dataset: Path,
     result: TrainResult,
     evaluation: Evaluation,
     repo: Path | None = None,
 ) -> LoggedModel:
-    """Log params, metrics, plots and the model; register it with alias ``challenger``."""
+    """On the active :func:`training_run`: the training set, test metrics, plots and the
+    model; register it with alias ``challenger``."""
     client = model_registry.connect(workspace)
-    exp = experiment_id(client, workspace)
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_training needs the active run of training_run()")
     ranker = result.ranker
-    with mlflow.start_run(experiment_id=exp) as run:
-        mlflow.log_params(_flat("", config.model_dump(mode="json")))
-        mlflow.log_param("resolved_precision", result.precision)
-        for row in result.history:
-            step = int(row["epoch"])
-            mlflow.log_metrics(_clean({k: v for k, v in row.items() if k != "epoch"}), step=step)
-        mlflow.log_metrics(_clean(evaluation.metrics))
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
-        for plot in evaluation.plots:
-            mlflow.log_artifact(str(plot), artifact_path="plots")
-        mlflow.log_dict(
-            {
-                "feature_service": ranker.feature_service,
-                "features": list(ranker.preprocessor.feature_names),
-                "actions": list(ranker.actions),
-                "days": result.splits.days,
-            },
-            "features.json",
-        )
-        tags = {
+    mlflow.log_param("resolved_precision", result.precision)
+    _log_training_set(dataset, result)
+    mlflow.log_metrics(_clean(evaluation.metrics))
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+    for plot in evaluation.plots:
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+    mlflow.log_dict(
+        {
             "feature_service": ranker.feature_service,
-            "data_sha256": result.data_sha256,
-            "weights_sha256": result.weights_sha256[0],
-        }
-        commit = git_commit(repo) if repo else None
-        if commit:
-            tags["git_commit"] = commit
-        mlflow.set_tags(tags)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / model_registry.RANKER_ARTIFACT
-            ranker.save(folder)
-            code = Path(tmp) / "feed_ranker_model.py"
-            code.write_text(model_registry.MODEL_CODE, encoding="utf-8")
-            example = pd.DataFrame(
-                {n: result.splits.test.columns[n][:5] for n in ranker.preprocessor.feature_names}
-            )
-            output = pd.DataFrame(
-                ranker.predict_proba(example.to_dict("series")),
-                columns=[f"p_{a}" for a in ranker.actions],
-            )
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(code),
-                artifacts={model_registry.RANKER_ARTIFACT: str(folder)},
-                signature=infer_signature(example, output),
-                input_example=example,
-                registered_model_name=model_registry.MODEL_NAME,
-                pip_requirements=_requirements(),
-            )
+            "features": list(ranker.preprocessor.feature_names),
+            "actions": list(ranker.actions),
+            "days": result.splits.days,
+        },
+        "features.json",
+    )
+    tags = {
+        "feature_service": ranker.feature_service,
+        "data_sha256": result.data_sha256,
+        "weights_sha256": result.weights_sha256[0],
+    }
+    commit = git_commit(repo) if repo else None
+    if commit:
+        tags["git_commit"] = commit
+    mlflow.set_tags(tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / model_registry.RANKER_ARTIFACT
+        ranker.save(folder)
+        code = Path(tmp) / "feed_ranker_model.py"
+        code.write_text(model_registry.MODEL_CODE, encoding="utf-8")
+        example = pd.DataFrame(
+            {n: result.splits.test.columns[n][:5] for n in ranker.preprocessor.feature_names}
+        )
+        output = pd.DataFrame(
+            ranker.predict_proba(example.to_dict("series")),
+            columns=[f"p_{a}" for a in ranker.actions],
+        )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={model_registry.RANKER_ARTIFACT: str(folder)},
+            signature=infer_signature(example, output),
+            input_example=example,
+            registered_model_name=model_registry.MODEL_NAME,
+            pip_requirements=_requirements(),
+        )
     version = str(info.registered_model_version)
     name = model_registry.MODEL_NAME
     client.set_registered_model_alias(name, model_registry.CHALLENGER, version)

@@ -238,6 +238,7 @@ def train(
     actions: ActionSet | None = None,
     progress: bool = True,
     feature_service: str = FEATURE_SERVICE,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Fit preprocessing and the network on the training days, early-stopped on validation.
 
@@ -247,6 +248,8 @@ def train(
         actions: the heads (default ``core/actions.yaml``).
         progress: show a tqdm bar with the live loss (rank 0 only).
         feature_service: recorded with the model so serving reads the same features.
+        on_epoch: called with each epoch's row of the history as it finishes
+            (the MLflow run logs it live).
     """
     config = config or TrainConfig()
     actions = actions or load_actions()
@@ -319,6 +322,8 @@ def train(
                 "train_rows_per_s": len(train_y) / seconds,
             }
         )
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if history[-1]["val_loss"] < best_loss - 1e-5:
             best_loss, best_epoch = history[-1]["val_loss"], epoch
             best_state = copy.deepcopy(net.state_dict())

@@ -59,7 +59,9 @@ def fixture_trained(
     """A workspace copy with one run registered and promoted (no champion before)."""
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     ws = _copy(tiny_workspace, tmp_path_factory.mktemp("mlflow") / "ws")
-    summary = run_training_pipeline(ws.root, QUICK, progress=False)
+    with pytest.MonkeyPatch.context() as env:  # a short run still gets system samples
+        env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+        summary = run_training_pipeline(ws.root, QUICK, progress=False)
     yield ws, summary
     if saved is not None:
         os.environ["MLFLOW_TRACKING_URI"] = saved
@@ -85,6 +87,29 @@ def test_run_logs_params_metrics_plots_and_lineage(trained: tuple[Workspace, dic
     assert "tweet_created_s" not in features["features"]
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.artifact_location.startswith((ws.data / "mlflow" / "artifacts").as_uri())
+
+
+def test_the_run_is_what_mlflow_users_expect(trained: tuple[Workspace, dict]) -> None:
+    """A model-training experiment, epochs logged live, system metrics, the training set."""
+    ws, summary = trained
+    client = MlflowClient(model_registry.tracking_uri(ws))
+    run = client.get_run(summary["run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[registry.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # Open for the whole training, epochs logged as they finished (not back-filled at the end).
+    assert run.info.end_time - run.info.start_time >= summary["train_seconds"] * 1000 * 0.9
+    epochs = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in epochs] == list(range(1, summary["epochs"] + 1))
+    assert run.info.start_time <= epochs[0].timestamp < epochs[-1].timestamp
+    assert any(key.startswith("system/cpu") for key in run.data.metrics), sorted(run.data.metrics)
+    (logged,) = run.inputs.dataset_inputs
+    tags = {t.key: t.value for t in logged.tags}
+    assert tags["mlflow.data.context"] == "training"
+    assert tags["feature_service"] == FEATURE_SERVICE
+    assert tags["sha256"] == run.data.tags["data_sha256"]
+    assert tags["first_day"] < tags["last_day"] and int(tags["rows"]) > 0
+    assert logged.dataset.name == "training_set"
+    assert training_set_path(ws).name in logged.dataset.source
 
 
 def test_registered_with_aliases_and_first_promotion(trained: tuple[Workspace, dict]) -> None:
