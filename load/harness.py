@@ -152,10 +152,12 @@ def server_bentoml_home(environ: Mapping[str, str], home: Path) -> dict[str, str
     gets its own home; ``models`` links to the shared store, so the champion
     is imported once.
     """
-    shared = Path(environ.get("BENTOML_HOME") or Path.home() / "bentoml") / "models"
-    shared.mkdir(parents=True, exist_ok=True)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(shared, target_is_directory=True)
+    shared_home = Path(environ.get("BENTOML_HOME") or Path.home() / "bentoml").resolve()
+    home = home.resolve()
+    if home != shared_home:
+        (shared_home / "models").mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "models").symlink_to(shared_home / "models", target_is_directory=True)
     return {"BENTOML_HOME": str(home)}
 
 

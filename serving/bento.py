@@ -22,7 +22,7 @@ import yaml
 
 from core import model_registry
 from core.workspace import REPO_ROOT, Workspace
-from serving.model_store import import_champion
+from serving.model_store import ModelUnavailable, import_champion, mlflow_reachable
 
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
 
@@ -33,6 +33,7 @@ class BuiltBento:
 
     tag: str
     model: str
+    model_version: str
     path: Path
 
 
@@ -45,8 +46,13 @@ def build_bento(
     """Import registry version ``model`` (alias or number) and build the Bento around it.
 
     Raises:
-        serving.model_store.ModelUnavailable: no such version, or it does not load.
+        serving.model_store.ModelUnavailable: no MLflow store to read (say, no
+            ``MLFLOW_TRACKING_URI`` on a fresh CI runner), no such version, or
+            it does not load.
     """
+    reachable, why = mlflow_reachable(workspace)
+    if not reachable:
+        raise ModelUnavailable(f"{why}; set MLFLOW_TRACKING_URI to the tracking server")
     model_tag = import_champion(workspace, model)
     config: dict[str, Any] = yaml.safe_load(bentofile.read_text())
     config["models"] = [model_tag]  # this model, not whatever the store holds as latest
@@ -56,4 +62,5 @@ def build_bento(
         bento = bentoml.bentos.build_bentofile(
             str(pinned), version=version, build_ctx=str(REPO_ROOT)
         )
-    return BuiltBento(str(bento.tag), model_tag, Path(bento.path))
+    version_label = bentoml.models.get(model_tag).info.labels["mlflow_version"]
+    return BuiltBento(str(bento.tag), model_tag, version_label, Path(bento.path))

@@ -56,7 +56,7 @@ def bento_version(mlflow_version: str, run_id: str) -> str:
     return re.sub(r"[^a-z0-9]", "", f"v{mlflow_version}-{run_id[:12]}".lower()) or "v0"
 
 
-def _mlflow_reachable(workspace: Workspace) -> tuple[bool, str]:
+def mlflow_reachable(workspace: Workspace) -> tuple[bool, str]:
     """Whether the tracking store answers; a local store that was never created does not."""
     uri = model_registry.tracking_uri(workspace)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -123,7 +123,7 @@ def resolve(workspace: Workspace, source: ModelSource = "mlflow", tag: str | Non
         ModelUnavailable: nothing servable.
     """
     if source == "mlflow":
-        reachable, why = _mlflow_reachable(workspace)
+        reachable, why = mlflow_reachable(workspace)
         if reachable:
             return import_champion(workspace)
         log.warning("%s; serving the newest model in the BentoML store", why)

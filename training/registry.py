@@ -12,6 +12,7 @@ version.
 
 from __future__ import annotations
 
+import logging
 import subprocess  # nosec B404  # fixed git command, no shell
 import tempfile
 import time
@@ -41,6 +42,8 @@ from training.dataset import Split, load_splits
 from training.evaluate import Evaluation, evaluate
 from training.gate import GATE_METRIC, gate
 from training.train import TrainConfig, TrainResult
+
+log = logging.getLogger("feedrank.training")
 
 EXPERIMENT = "feed-ranker"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -109,10 +112,17 @@ def _log_training_set(dataset: Path, result: TrainResult) -> None:
 
 
 def log_epoch(row: Mapping[str, float]) -> None:
-    """One epoch's losses and speed on the active run, at step ``epoch``."""
-    mlflow.log_metrics(
-        _clean({k: v for k, v in row.items() if k != "epoch"}), step=int(row["epoch"])
-    )
+    """One epoch's losses and speed on the active run, at step ``epoch``.
+
+    A tracking server that fails here costs a point of the live curve, not
+    the training (under torchrun the other ranks would hang on rank 0): the
+    failure is logged as a warning and training goes on.
+    """
+    metrics = _clean({k: v for k, v in row.items() if k != "epoch"})
+    try:
+        mlflow.log_metrics(metrics, step=int(row["epoch"]))
+    except (MlflowException, OSError) as exc:
+        log.warning("epoch %s not logged to MLflow: %s", row["epoch"], exc)
 
 
 def git_commit(repo: Path) -> str | None:

@@ -3,8 +3,9 @@
 It imports a registry version (``--model``: ``champion`` or a number) from
 MLflow (``MLFLOW_TRACKING_URI``, else the workspace's store) into the BentoML
 store, builds ``serving/bentofile.yaml`` pinned to that model, and writes
-``tag``, ``model`` and ``path`` as ``key=value`` lines to ``--outputs`` and
-``$GITHUB_OUTPUT``. The build reaches nothing but MLflow (no package lock,
+``tag``, ``model`` (the BentoML model tag), ``model_version`` (the registry
+version it came from) and ``path`` as ``key=value`` lines to ``--outputs``
+and ``$GITHUB_OUTPUT``. The build reaches nothing but MLflow (no package lock,
 uv comes from the venv). Exit status: 0 built, 1 no such model or a bad
 option.
 """
@@ -23,7 +24,7 @@ from feedrank.options import Group
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel
 
-BENTO_OUTPUTS = ("tag", "model", "path")
+BENTO_OUTPUTS = ("tag", "model", "model_version", "path")
 """The keys ``feedrank bento build`` writes to ``--outputs FILE`` and ``$GITHUB_OUTPUT``."""
 
 
@@ -45,7 +46,7 @@ def bento() -> None:
     "--outputs",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write tag, model and path here as key=value lines "
+    help="Write tag, model, model_version and path here as key=value lines "
     "(also appended to $GITHUB_OUTPUT when it is set).",
 )
 def build(workspace: Path, model: str, version: str | None, outputs: Path | None) -> None:
@@ -59,6 +60,11 @@ def build(workspace: Path, model: str, version: str | None, outputs: Path | None
         built = build_bento(Workspace(workspace.resolve()), model, version)
     except ModelUnavailable as exc:
         raise UserError(f"--model {model}: {exc}") from None
-    values = {"tag": built.tag, "model": built.model, "path": str(built.path)}
+    values = {
+        "tag": built.tag,
+        "model": built.model,
+        "model_version": built.model_version,
+        "path": str(built.path),
+    }
     publish_outputs(output_lines(values, BENTO_OUTPUTS), outputs)
     click.echo(f"RESULT {json.dumps(values)}")

@@ -46,14 +46,19 @@ def _bento_step() -> dict[str, Any]:
 
 
 def _run_step(
-    served_workspace: Workspace, tmp_path: Path, model_version: str
+    served_workspace: Workspace,
+    tmp_path: Path,
+    model_version: str,
+    tracking_uri: str | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     step = _bento_step()
     assert "${{" not in step["run"], "the step's command must read its inputs from env"
     home, output = tmp_path / "bentoml", tmp_path / "github_output"
     output.touch()
     step_env = {
-        "MLFLOW_TRACKING_URI": model_registry.tracking_uri(served_workspace),
+        "MLFLOW_TRACKING_URI": (
+            model_registry.tracking_uri(served_workspace) if tracking_uri is None else tracking_uri
+        ),
         "MLFLOW_TRACKING_TOKEN": "",  # a local store: no proxy to authenticate to
         "MODEL_VERSION": model_version,
     }
@@ -63,6 +68,7 @@ def _run_step(
         **step_env,
         **OFFLINE,
         "BENTOML_HOME": str(home),
+        "FEEDRANK_WORKSPACE": str(tmp_path / "checkout"),  # a runner's checkout: no local store
         "GITHUB_SHA": "0123abc",
         "GITHUB_OUTPUT": str(output),
     }
@@ -91,6 +97,7 @@ def test_the_build_step_imports_the_champion_and_builds_offline(
     champion = model_registry.model_version(client, model_registry.CHAMPION)
     model_tag = f"feed-ranker:{bento_version(str(champion.version), str(champion.run_id))}"
     assert outputs["model"] == model_tag
+    assert outputs["model_version"] == str(champion.version)  # what the deploy jobs label
     assert (home / "models" / "feed-ranker" / model_tag.split(":")[1]).is_dir()
 
     bento = Path(outputs["path"])
@@ -110,3 +117,15 @@ def test_a_model_version_that_does_not_exist_fails_and_builds_nothing(
     assert "--model 999" in done.stderr and "Traceback" not in done.stderr
     assert output.read_text() == ""
     assert not (home / "bentos").exists() or not any((home / "bentos").iterdir())
+
+
+def test_no_tracking_server_configured_is_one_clear_line(
+    served_workspace: Workspace, tmp_path: Path
+) -> None:
+    """The repository variable left empty: the runner has no store to import from."""
+    step = _bento_step()
+    assert step["env"]["MLFLOW_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}"
+    done, _, output = _run_step(served_workspace, tmp_path, "champion", tracking_uri="")
+    assert done.returncode == 1
+    assert "set MLFLOW_TRACKING_URI" in done.stderr and "Traceback" not in done.stderr
+    assert output.read_text() == ""
