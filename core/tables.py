@@ -185,10 +185,12 @@ def validate(table: pa.Table, spec: TableSpec, path: Path | str) -> pa.Table:
 
 def _check_values(table: pa.Table, spec: TableSpec, path: Path | str) -> None:
     """Nulls, ranges and time order, each a one-line error naming the column."""
-    for name, _, _ in spec.columns:
+    for name, dtype, _ in spec.columns:
         nulls = table[name].null_count
+        if pa.types.is_floating(dtype):  # NaN is a missing value too, not a number to bound
+            nulls += pc.sum(pc.is_nan(table[name])).as_py() or 0
         if nulls and name not in spec.nullable:
-            raise TableError(f"{path}: column '{name}' has {nulls:,} null values")
+            raise TableError(f"{path}: column '{name}' has {nulls:,} null or NaN values")
     for name, low, high in spec.ranges:
         if table[name].null_count == table.num_rows:  # empty, or nothing to bound
             continue

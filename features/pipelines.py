@@ -25,6 +25,7 @@ from scipy import sparse
 
 from core import tables
 from core.actions import ActionSet, load_actions
+from core.validation import validate_feature_table
 
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
@@ -162,6 +163,9 @@ def build_features(
             actions, labels, imp_user, imp_author, day, start_us
         ),
     }
+    last_event_us = int(imp_time.max())
+    for name, table in written.items():  # every table valid before any is written
+        validate_feature_table(table, name, out_dir / f"{name}.parquet", last_event_us, actions)
     rows = {}
     for name, table in written.items():
         tables.write_parquet_atomic(table, out_dir / f"{name}.parquet")

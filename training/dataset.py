@@ -33,6 +33,12 @@ from core import tables
 from core.actions import ActionSet, load_actions
 from core.errors import InputError
 from core.feast_store import FEATURE_SERVICE, training_set_path
+from core.validation import (
+    rate_ranges,
+    validate_feature_files,
+    validate_training_set,
+    world_last_event_us,
+)
 from core.workspace import Workspace
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
@@ -85,20 +91,6 @@ class TrainingSet:
     features: tuple[str, ...]
 
 
-def _check_feature_tables(workspace: Workspace) -> None:
-    """Fail with the file's name before Feast meets a missing or damaged feature table."""
-    for name in tables.FEATURE_TABLES:
-        path = workspace.features / f"{name}.parquet"
-        try:
-            pq.read_metadata(path)
-        except FileNotFoundError:
-            raise tables.TableError(
-                f"{path}: no such file (run `feedrank features build`)"
-            ) from None
-        except (pa.ArrowException, OSError) as exc:
-            raise tables.TableError(f"{path}: not a readable parquet file: {exc}") from exc
-
-
 def feature_names(store: FeatureStore, service: str = FEATURE_SERVICE) -> list[str]:
     """The service's features in its own order, as ``view__feature`` -> ``feature`` names."""
     fs = store.get_feature_service(service)
@@ -124,7 +116,8 @@ def build_training_set(
         progress: called with (rows done, rows total).
     """
     actions = actions or load_actions()
-    _check_feature_tables(workspace)
+    # The feature tables meet their schemas before Feast joins them (nothing written otherwise).
+    validate_feature_files(workspace.features, world_last_event_us(workspace.world), actions)
     impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
     if max_rows is not None and impressions.num_rows > max_rows:
         impressions = impressions.slice(impressions.num_rows - max_rows)
@@ -197,6 +190,10 @@ def load_splits(path: Path, config: SplitDays, actions: ActionSet | None = None)
     table = pq.read_table(
         path, columns=[*KEY_COLUMNS, "event_timestamp", *features, *actions.names]
     )
+    # Types, label nulls, missing shares and rate ranges, before any epoch (core/validation.py).
+    frame = table.select([*features, *actions.names]).to_pandas()
+    validate_training_set(frame, path, features, actions.names, rate_ranges(actions))
+    del frame
     day = pc.divide(table["event_timestamp"].cast(pa.int64()), DAY_US).to_numpy()
     days = np.unique(day)
     if len(days) < config.val_days + config.test_days + 1:

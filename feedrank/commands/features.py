@@ -33,6 +33,24 @@ def build(workspace: Path) -> None:
     click.echo(f"features: {result.snapshots} daily snapshots; rows: {rows}")
 
 
+@features.command("validate")
+@workspace_option
+def validate(workspace: Path) -> None:
+    """Check every feature table against its schema (types, nulls, ranges, freshness).
+
+    Exit 1 with one line naming the file, the column and the rule on the
+    first violation; ends with RESULT {json} (rows per table) when all pass.
+    """
+    from core.results import result_line
+    from core.validation import validate_feature_files, world_last_event_us
+
+    ws = Workspace(workspace)
+    rows = validate_feature_files(ws.features, world_last_event_us(ws.world))
+    click.echo(
+        result_line({"valid_tables": len(rows), **{f"rows_{k}": v for k, v in rows.items()}})
+    )
+
+
 @features.command("apply")
 @workspace_option
 @profile_option()

@@ -38,7 +38,17 @@ WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 SETUP = "./scripts/bootstrap.sh"
 """The runner's venv step: this checkout's .venv stands in for it."""
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-CHAIN = ["data", "features", "dataset", "train", "evaluate", "register", "approval", "promote"]
+CHAIN = [
+    "data",
+    "features",
+    "validate",
+    "dataset",
+    "train",
+    "evaluate",
+    "register",
+    "approval",
+    "promote",
+]
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -130,13 +140,16 @@ class Runner:
         return "failure" if name in self.failures else "success"
 
 
-def test_the_train_workflow_runs_its_chain_to_the_bento(tmp_path: Path) -> None:
+def test_the_train_workflow_runs_its_chain_to_the_bento(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     workflow = _load("train.yml")
     jobs = workflow["jobs"]
     for before, after in itertools.pairwise(CHAIN):
         assert before in jobs[after]["needs"], f"{after} must need {before}"
     assert jobs["deploy"]["needs"] == "promote"
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test's store
     ws = new_workspace(tmp_path / "ws")
     summary = tmp_path / "summary.md"
     env = {

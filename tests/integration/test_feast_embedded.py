@@ -74,7 +74,10 @@ def test_tweet_counters_hold_every_impression_of_earlier_hours_and_none_later(
 def test_no_value_stamped_after_an_impression_reaches_it(
     tiny_workspace: Workspace, tmp_path: Path
 ) -> None:
-    """Plant values 1 s after some impressions (must never show) and 1 s before others (must)."""
+    """Plant values 1 s after some impressions (must never show) and 1 s before others (must).
+
+    The planted counts are valid (the tables pass validation) but no real user has them.
+    """
     ws = new_workspace(tmp_path)
     for folder in ("world", "features"):
         shutil.copytree(tiny_workspace.data / folder, ws.data / folder)
@@ -84,7 +87,7 @@ def test_no_value_stamped_after_an_impression_reaches_it(
     path = ws.features / "user_stats.parquet"
     stats = pq.read_table(path).to_pandas()
     planted = []
-    for rows, shift, value in ((after, 1, -999), (before, -1, -777)):
+    for rows, shift, value in ((after, 1, 999_999), (before, -1, 777_777)):
         template = stats.drop_duplicates("user_id").set_index("user_id").loc[rows.user_id]
         template = template.reset_index()
         template["event_timestamp"] = rows.impression_time.to_numpy() + pd.Timedelta(seconds=shift)
@@ -97,10 +100,10 @@ def test_no_value_stamped_after_an_impression_reaches_it(
     apply_repo(store, ws)
     build_training_set(store, ws)
     training = _training(ws).set_index("impression_id")
-    assert not (training.loc[after.impression_id, "user_impressions_7d"] == -999).any()
-    assert (training.loc[before.impression_id, "user_impressions_7d"] == -777).all()
+    assert not (training.loc[after.impression_id, "user_impressions_7d"] == 999_999).any()
+    assert (training.loc[before.impression_id, "user_impressions_7d"] == 777_777).all()
     # The planted value is real: the same users' impressions after it do read it.
-    assert (training.user_impressions_7d == -999).any()
+    assert (training.user_impressions_7d == 999_999).any()
 
 
 def test_fast_fill_reads_back_exactly_like_feast_materialize(

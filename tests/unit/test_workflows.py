@@ -28,6 +28,7 @@ WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))
 TRAINING_STAGES = [
     "data",
     "features",
+    "validate",
     "dataset",
     "train",
     "evaluate",
@@ -284,6 +285,7 @@ def test_train_stages_run_the_pipeline_commands_in_order() -> None:
             "feedrank features apply",
             "feedrank features materialize",
         ],
+        "validate": ["feedrank features validate"],
         "dataset": ["feedrank dataset build"],
         "train": ["feedrank train"],
         "evaluate": ["feedrank evaluate"],
@@ -312,7 +314,13 @@ def test_train_every_stage_sets_up_with_bootstrap_before_running_feedrank() -> N
 
 def test_train_stages_hand_over_artifacts() -> None:
     train = jobs("train.yml")
-    with_artifacts = TRAINING_STAGES[: TRAINING_STAGES.index("register") + 1]
+    # validate reads the features' artifact and writes none; dataset reads the same one.
+    features = one_step(train["features"], "actions/upload-artifact")["with"]["name"]
+    assert one_step(train["validate"], "actions/download-artifact")["with"]["name"] == features
+    assert not [s for s in steps(train["validate"]) if "upload-artifact" in s.get("uses", "")]
+    with_artifacts = [
+        s for s in TRAINING_STAGES[: TRAINING_STAGES.index("register") + 1] if s != "validate"
+    ]
     for previous, stage in zip(with_artifacts, [*with_artifacts[1:], "promote"], strict=True):
         uploaded = one_step(train[previous], "actions/upload-artifact")["with"]["name"]
         downloaded = one_step(train[stage], "actions/download-artifact")["with"]["name"]

@@ -1,0 +1,252 @@
+"""Data validation with pandera: feature tables and the training set, before anything reads them.
+
+pandera (a DataFrame-schema library: typed columns, null rules and checks,
+all failures collected at once) rather than more hand-written checks: the
+schemas below say, per column, its type, whether it may be null (NaN counts
+as null) and its range; per table, that it is not empty, that no daily
+snapshot is missing and that its newest row is fresh. A violation raises
+:class:`ValidationError` naming the file, the column and the rule, and the
+stage that asked writes nothing.
+
+Where it runs: ``feedrank features build`` validates every table before
+writing any, ``feedrank features validate`` (a step of its own in train.yml)
+and ``feedrank dataset build`` validate the tables on disk, and training
+validates the training set before the first epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.actions import ActionSet, load_actions
+from core.tables import FEATURE_TABLES, TableError
+
+US_PER_DAY = 86_400_000_000
+FRESH_DAYS = 1
+"""A table's newest row may be at most this many days older than the world's last event."""
+MAX_NULL_SHARE = 0.6
+"""Share of training rows a joined feature may miss (a pair never seen before, a new user)."""
+
+
+class ValidationError(TableError):
+    """A table breaks a rule of its schema; the message names the file, column and rule."""
+
+
+def _id() -> pa.Column:
+    return pa.Column("int64", pa.Check.ge(0), nullable=False)
+
+
+def _time() -> pa.Column:
+    return pa.Column("datetime64[us, UTC]", nullable=False)
+
+
+def _count() -> pa.Column:
+    return pa.Column("int64", pa.Check.ge(0), nullable=False)
+
+
+def _rate() -> pa.Column:
+    return pa.Column("float32", pa.Check.in_range(0.0, 1.0), nullable=False)
+
+
+def _values() -> pa.Column:
+    """A list of non-negative, finite values (topic rates and mixes), none missing."""
+    return pa.Column(
+        object,
+        pa.Check(
+            lambda s: s.map(lambda v: v is not None and bool(np.all(np.isfinite(v) & (v >= 0)))),
+            name="values_finite_and_non_negative",
+        ),
+        nullable=False,
+    )
+
+
+def feature_columns(actions: ActionSet | None = None) -> dict[str, dict[str, pa.Column]]:
+    """Every feature table's columns and their rules (the action rates from actions.yaml)."""
+    names = (actions or load_actions()).names
+    return {
+        "user_stats": {
+            "user_id": _id(),
+            "event_timestamp": _time(),
+            "user_impressions_7d": _count(),
+            **{f"user_{a}_rate_7d": _rate() for a in names},
+            "user_mean_dwell_7d": pa.Column("float32", pa.Check.ge(0.0), nullable=False),
+            "user_topic_rates": _values(),
+            "user_follow_topics": _values(),
+        },
+        "author_stats": {
+            "author_id": _id(),
+            "event_timestamp": _time(),
+            "author_followers": _count(),
+            "author_tweets_7d": _count(),
+            "author_impressions_7d": _count(),
+            **{f"author_{a}_rate_7d": _rate() for a in names},
+            "author_topic_mix": _values(),
+        },
+        "tweet_content": {
+            "tweet_id": _id(),
+            "event_timestamp": _time(),
+            "tweet_topic": _count(),
+            "tweet_media_type": _count(),
+            "tweet_length": pa.Column("int64", pa.Check.in_range(1, 10_000), nullable=False),
+            "tweet_created_s": _count(),
+        },
+        "tweet_engagement": {
+            "tweet_id": _id(),
+            "event_timestamp": _time(),
+            "tweet_impressions": _count(),
+            **{f"tweet_{a}_count": _count() for a in names},
+        },
+        "user_author_affinity": {
+            "user_id": _id(),
+            "author_id": _id(),
+            "event_timestamp": _time(),
+            "ua_impressions": _count(),
+            "ua_positive_rate": _rate(),
+            "ua_negative_count": _count(),
+        },
+    }
+
+
+DAILY_SNAPSHOTS = frozenset({"user_stats", "author_stats", "user_author_affinity"})
+"""Tables written once per day boundary: every day between the first and last has rows."""
+
+
+def _table_checks(name: str, last_event_us: int) -> list[pa.Check]:
+    fresh_from = pd.Timestamp(last_event_us - FRESH_DAYS * US_PER_DAY, unit="us", tz="UTC")
+    checks = [
+        pa.Check(lambda df: len(df) > 0, name="not_empty"),
+        pa.Check(
+            lambda df: len(df) == 0 or df["event_timestamp"].max() >= fresh_from,
+            name=f"fresh (newest row on or after {fresh_from:%Y-%m-%d %H:%M})",
+        ),
+    ]
+    if name in DAILY_SNAPSHOTS:
+
+        def every_day(df: pd.DataFrame) -> bool:
+            days = df["event_timestamp"].dt.floor("D").unique()
+            return len(df) == 0 or len(days) == (days.max() - days.min()).days + 1
+
+        checks.append(pa.Check(every_day, name="no_missing_daily_snapshot"))
+    return checks
+
+
+def feature_schema(
+    name: str, last_event_us: int, actions: ActionSet | None = None
+) -> pa.DataFrameSchema:
+    """The schema of feature table ``name``; freshness is measured from ``last_event_us``."""
+    return pa.DataFrameSchema(
+        feature_columns(actions)[name],
+        checks=_table_checks(name, last_event_us),
+        strict=True,
+        name=name,
+    )
+
+
+def _raise(path: Path | str, errors: pa.errors.SchemaErrors) -> None:
+    """One line: the first failing column (or table rule), how often, an example value."""
+    cases = errors.failure_cases
+    first = cases.iloc[0]
+    more = ""
+    if first["schema_context"] == "DataFrameSchema":  # a rule of the whole table
+        others = len(cases) - 1
+        more = f"; {others} other failure(s)" if others else ""
+        raise ValidationError(f"{path}: table rule {first['check']} failed{more}") from None
+    same = cases[(cases["column"] == first["column"]) & (cases["check"] == first["check"])]
+    if len(cases) > len(same):
+        more = f"; {len(cases) - len(same)} other failure(s)"
+    raise ValidationError(
+        f"{path}: column '{first['column']}': rule {first['check']} failed in {len(same)} row(s)"
+        f" (e.g. {str(first['failure_case'])[:60]}){more}"
+    ) from None
+
+
+def validate_feature_table(
+    frame: pd.DataFrame | pa_arrow.Table,
+    name: str,
+    path: Path | str,
+    last_event_us: int,
+    actions: ActionSet | None = None,
+) -> None:
+    """Raise :class:`ValidationError` unless ``frame`` meets feature table ``name``'s schema."""
+    if isinstance(frame, pa_arrow.Table):
+        frame = frame.to_pandas()
+    try:
+        feature_schema(name, last_event_us, actions).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        _raise(path, errors)
+
+
+def world_last_event_us(world: Path) -> int:
+    """The world's last impression time (freshness is measured from it)."""
+    path = world / "impressions.parquet"
+    try:
+        times = pq.read_table(path, columns=["impression_time"])["impression_time"]
+    except (FileNotFoundError, pa_arrow.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: cannot read impression_time: {exc}") from None
+    latest = pc.max(times.cast(pa_arrow.int64())).as_py()
+    if latest is None:
+        raise TableError(f"{path}: no impressions")
+    return int(latest)
+
+
+def validate_feature_files(
+    folder: Path, last_event_us: int, actions: ActionSet | None = None
+) -> dict[str, int]:
+    """Validate every feature table in ``folder``; returns the rows of each."""
+    rows = {}
+    for name in FEATURE_TABLES:
+        path = folder / f"{name}.parquet"
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise TableError(f"{path}: no such file (run `feedrank features build`)") from None
+        except (pa_arrow.ArrowException, OSError) as exc:
+            raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
+        validate_feature_table(table, name, path, last_event_us, actions)
+        rows[name] = table.num_rows
+    return rows
+
+
+def validate_training_set(
+    frame: pd.DataFrame,
+    path: Path | str,
+    features: Sequence[str],
+    labels: Sequence[str],
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> None:
+    """Labels present and boolean, features numeric and not missing too often, rates in range."""
+    null_share = pa.Check(
+        lambda s: s.isna().mean() <= MAX_NULL_SHARE, name=f"null_share<={MAX_NULL_SHARE}"
+    )
+    columns: dict[str, pa.Column] = {label: pa.Column(bool, nullable=False) for label in labels}
+    for name in features:
+        checks = [null_share, pa.Check(pd.api.types.is_numeric_dtype, name="numeric")]
+        if ranges and name in ranges:
+            low, high = ranges[name]
+            checks.append(pa.Check.in_range(low, high, ignore_na=True))
+        columns[name] = pa.Column(checks=checks, nullable=True)
+    schema = pa.DataFrameSchema(
+        columns, checks=[pa.Check(lambda df: len(df) > 0, name="not_empty")], name="training_set"
+    )
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        _raise(path, errors)
+
+
+def rate_ranges(actions: ActionSet | None = None) -> dict[str, tuple[float, float]]:
+    """The [0, 1] rate columns of the feature tables (they keep their range in the training set)."""
+    return {
+        column: (0.0, 1.0)
+        for table in feature_columns(actions).values()
+        for column in table
+        if column.endswith("_rate_7d") or column == "ua_positive_rate"
+    }
