@@ -16,6 +16,8 @@ validates the training set before the first epoch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -197,10 +199,54 @@ def world_last_event_us(world: Path) -> int:
     return int(latest)
 
 
+ROW_COUNTS_FILE = "_rows.json"
+"""Written by ``features build`` beside the tables: their rows, and the world they came from."""
+MAX_ROW_DROP = 0.5
+"""A table may hold at most this share fewer rows than the last build on the same world."""
+
+
+def world_key(world: Path) -> str:
+    """Which world the tables come from: the digest of its ``world.json`` (its config)."""
+    path = world / "world.json"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read the world's config: {exc}") from None
+
+
+def check_row_counts(folder: Path, key: str, rows: Mapping[str, int]) -> None:
+    """Raise :class:`ValidationError` if a table lost more than MAX_ROW_DROP of the rows the
+    last build on the same world wrote (a dropped partition, a truncated file)."""
+    path = folder / ROW_COUNTS_FILE
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # a first build, or a workspace from before row counts were kept
+    if previous.get("world") != key:
+        return  # another world: its sizes say nothing about this one
+    for name, count in rows.items():
+        before = int(previous.get("rows", {}).get(name, 0))
+        if count < before * (1 - MAX_ROW_DROP):
+            raise ValidationError(
+                f"{folder / f'{name}.parquet'}: table rule row_count failed: {count:,} rows, "
+                f"{before:,} in the last build on this world (more than "
+                f"{MAX_ROW_DROP:.0%} fewer)"
+            )
+
+
+def record_row_counts(folder: Path, key: str, rows: Mapping[str, int]) -> None:
+    """Keep what this build wrote, for :func:`check_row_counts` next time."""
+    (folder / ROW_COUNTS_FILE).write_text(json.dumps({"world": key, "rows": dict(rows)}))
+
+
 def validate_feature_files(
-    folder: Path, last_event_us: int, actions: ActionSet | None = None
+    folder: Path, last_event_us: int, actions: ActionSet | None = None, key: str | None = None
 ) -> dict[str, int]:
-    """Validate every feature table in ``folder``; returns the rows of each."""
+    """Validate every feature table in ``folder``; returns the rows of each.
+
+    With ``key`` (:func:`world_key`), the row counts are also checked against
+    what the last build on that world wrote.
+    """
     rows = {}
     for name in FEATURE_TABLES:
         path = folder / f"{name}.parquet"
@@ -212,6 +258,8 @@ def validate_feature_files(
             raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
         validate_feature_table(table, name, path, last_event_us, actions)
         rows[name] = table.num_rows
+        if key is not None:
+            check_row_counts(folder, key, {name: table.num_rows})
     return rows
 
 

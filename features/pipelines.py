@@ -25,7 +25,12 @@ from scipy import sparse
 
 from core import tables
 from core.actions import ActionSet, load_actions
-from core.validation import validate_feature_table
+from core.validation import (
+    check_row_counts,
+    record_row_counts,
+    validate_feature_table,
+    world_key,
+)
 
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
@@ -166,10 +171,12 @@ def build_features(
     last_event_us = int(imp_time.max())
     for name, table in written.items():  # every table valid before any is written
         validate_feature_table(table, name, out_dir / f"{name}.parquet", last_event_us, actions)
-    rows = {}
+    rows = {name: table.num_rows for name, table in written.items()}
+    key = world_key(world_dir)
+    check_row_counts(out_dir, key, rows)
     for name, table in written.items():
         tables.write_parquet_atomic(table, out_dir / f"{name}.parquet")
-        rows[name] = table.num_rows
+    record_row_counts(out_dir, key, rows)
     return FeatureBuild(rows=rows, snapshots=len(snap_days))
 
 

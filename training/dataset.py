@@ -37,6 +37,7 @@ from core.validation import (
     rate_ranges,
     validate_feature_files,
     validate_training_set,
+    world_key,
     world_last_event_us,
 )
 from core.workspace import Workspace
@@ -117,7 +118,12 @@ def build_training_set(
     """
     actions = actions or load_actions()
     # The feature tables meet their schemas before Feast joins them (nothing written otherwise).
-    validate_feature_files(workspace.features, world_last_event_us(workspace.world), actions)
+    validate_feature_files(
+        workspace.features,
+        world_last_event_us(workspace.world),
+        actions,
+        key=world_key(workspace.world),
+    )
     impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
     if max_rows is not None and impressions.num_rows > max_rows:
         impressions = impressions.slice(impressions.num_rows - max_rows)

@@ -42,10 +42,12 @@ def validate(workspace: Path) -> None:
     first violation; ends with RESULT {json} (rows per table) when all pass.
     """
     from core.results import result_line
-    from core.validation import validate_feature_files, world_last_event_us
+    from core.validation import validate_feature_files, world_key, world_last_event_us
 
     ws = Workspace(workspace)
-    rows = validate_feature_files(ws.features, world_last_event_us(ws.world))
+    rows = validate_feature_files(
+        ws.features, world_last_event_us(ws.world), key=world_key(ws.world)
+    )
     click.echo(
         result_line({"valid_tables": len(rows), **{f"rows_{k}": v for k, v in rows.items()}})
     )

@@ -31,6 +31,7 @@ import yaml
 from core import model_registry
 from core.workspace import REPO_ROOT
 from tests.conftest import new_workspace
+from tests.unit.test_workflows import TRAINING_STAGES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,17 +39,8 @@ WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 SETUP = "./scripts/bootstrap.sh"
 """The runner's venv step: this checkout's .venv stands in for it."""
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-CHAIN = [
-    "data",
-    "features",
-    "validate",
-    "dataset",
-    "train",
-    "evaluate",
-    "register",
-    "approval",
-    "promote",
-]
+CHAIN = TRAINING_STAGES[: TRAINING_STAGES.index("deploy")]
+"""The jobs before deploy (which calls cd.yml), in order."""
 
 
 def _load(name: str) -> dict[str, Any]:

@@ -68,6 +68,12 @@ def _empty(t: pa.Table) -> pa.Table:
     return t.slice(0, 0)
 
 
+def _fewer_rows(t: pa.Table) -> pa.Table:
+    """Three users in five gone: every day still there, fresh, not empty, but 60% fewer rows."""
+    keep = t["user_id"].to_numpy() % 5 < 2
+    return t.filter(pa.array(keep))
+
+
 FEATURE_CORRUPTIONS = [
     ("wrong type", "user_stats", _string, "user_like_rate_7d", "dtype('float32')"),
     ("NaNs", "user_stats", _nans, "user_like_rate_7d", "not_nullable"),
@@ -75,6 +81,7 @@ FEATURE_CORRUPTIONS = [
     ("a missing daily partition", "user_author_affinity", _missing_day, None, "daily"),
     ("a stale table", "tweet_engagement", _stale, None, "fresh"),
     ("an empty table", "tweet_content", _empty, None, "not_empty"),
+    ("fewer rows than the last build", "user_stats", _fewer_rows, None, "row_count"),
 ]
 
 
