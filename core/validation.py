@@ -70,7 +70,7 @@ def _values() -> pa.Column:
     )
 
 
-def feature_columns(actions: ActionSet | None = None) -> dict[str, dict[str, pa.Column]]:
+def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[str, pa.Column]]:
     """Every feature table's columns and their rules (the action rates from actions.yaml)."""
     names = (actions or load_actions()).names
     return {
@@ -145,7 +145,7 @@ def feature_schema(
 ) -> pa.DataFrameSchema:
     """The schema of feature table ``name``; freshness is measured from ``last_event_us``."""
     return pa.DataFrameSchema(
-        feature_columns(actions)[name],
+        feature_table_columns(actions)[name],
         checks=_table_checks(name, last_event_us),
         strict=True,
         name=name,
@@ -258,8 +258,8 @@ def validate_feature_files(
             raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
         validate_feature_table(table, name, path, last_event_us, actions)
         rows[name] = table.num_rows
-        if key is not None:
-            check_row_counts(folder, key, {name: table.num_rows})
+    if key is not None:
+        check_row_counts(folder, key, rows)
     return rows
 
 
@@ -294,7 +294,7 @@ def rate_ranges(actions: ActionSet | None = None) -> dict[str, tuple[float, floa
     """The [0, 1] rate columns of the feature tables (they keep their range in the training set)."""
     return {
         column: (0.0, 1.0)
-        for table in feature_columns(actions).values()
+        for table in feature_table_columns(actions).values()
         for column in table
         if column.endswith("_rate_7d") or column == "ua_positive_rate"
     }

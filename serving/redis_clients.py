@@ -16,15 +16,14 @@ here) keeps Feast's settings; :func:`online_store_client` says so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from feast import FeatureStore
-from feast.infra.online_stores.redis import RedisType
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.feast_layout import feast_redis_client, redis_address
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 REDIS_TIMEOUT = 0.05
 """Seconds a connect or a reply may take: under the feature deadline (default 300 ms)."""
@@ -57,6 +56,16 @@ def online_store_client(store: FeatureStore, timeout: float = REDIS_TIMEOUT) -> 
     password and TLS options kept); a cluster or sentinel gets Feast's own
     client, as Feast configures it.
     """
+    # Feast only here: the policy above serves clients that never touch Feast
+    # (the rate limiter's, loaded by `feedrank keys` too), and Feast takes seconds to import.
+    # pylint: disable-next=import-outside-toplevel
+    from feast.infra.online_stores.redis import RedisType
+
+    from core.feast_layout import (  # pylint: disable=import-outside-toplevel
+        feast_redis_client,
+        redis_address,
+    )
+
     config = store.config.online_store
     if config.redis_type != RedisType.redis:
         return feast_redis_client(store)

@@ -141,8 +141,10 @@ def test_the_train_workflow_runs_its_chain_to_the_bento(
         assert before in jobs[after]["needs"], f"{after} must need {before}"
     assert jobs["deploy"]["needs"] == "promote"
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test's store
     ws = new_workspace(tmp_path / "ws")
+    # The in-process checks read this workspace's store; setenv, so that what MLflow
+    # exports is undone afterwards (the steps' env drops the variable).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ws.data / 'mlflow' / 'mlflow.db'}")
     summary = tmp_path / "summary.md"
     env = {
         **{

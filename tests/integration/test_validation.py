@@ -141,8 +141,9 @@ def test_nan_dwell_in_the_world_stops_features_build_before_any_table(
 def test_a_corrupted_training_set_stops_training_before_an_epoch(
     tiny_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # this workspace's own store
     ws = _copy(tiny_workspace, tmp_path / "ws")
+    # This workspace's own store; setenv, so that what MLflow exports is undone afterwards.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ws.data / 'mlflow' / 'mlflow.db'}")
     path = training_set_path(ws)
     _rewrite(path, lambda t: _set(t, "tweet_length", pc.cast(t["tweet_length"], pa.string())))
     result = CliRunner().invoke(main, ["train", "--workspace", str(ws.root)])
