@@ -104,6 +104,17 @@ def rank_requests(ws: Workspace, n: int, seed: int = 3) -> list[dict[str, Any]]:
     ]
 
 
+def feed_requests(ws: Workspace, n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """``n`` feed ``/rank`` bodies: random users at the world's end, no candidates given.
+
+    The service builds each user's feed (followees' tweets since the last
+    visit, or cold start): the population a drift monitor sees in production.
+    """
+    end = world_end(load_world_config(ws.world)).isoformat()
+    users = np.random.default_rng(seed).integers(load_world_config(ws.world).n_users, size=n)
+    return [{"user_id": int(user), "limit": 50, "request_time": end} for user in users]
+
+
 def ensure_champion(ws: Workspace) -> None:
     """Train a quick champion (1 epoch) if the workspace has none."""
     # pylint: disable=import-outside-toplevel

@@ -81,6 +81,9 @@ class RankedItem(BaseModel):
 class RankResponse(BaseModel):
     """``POST /rank`` answer; ``degraded`` says the ranking fell back to newest-first."""
 
+    request_id: str = Field(
+        description="This answer's id: in the log lines and feature samples it caused."
+    )
     items: list[RankedItem]
     model_version: str
     candidate_count: int

@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -338,7 +339,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.event_window = self.config.event_window()
         install_client_error_log_filter()
         self.sampler = FeatureSampler(
-            self.config.serving_dir / "feature_samples", self.config.sample_rate
+            self.config.serving_dir / "feature_samples", self.config.sample_rate, self.model.tag
         )
         # /rank runs in the event loop, one request at a time per worker; the
         # lock keeps the reader's connections single-user should a thread use it.
@@ -373,6 +374,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         """
         require_user(request_scope(ctx), (request.user_id,))
         started = time.perf_counter()
+        request_id = uuid.uuid4().hex
         timings: dict[str, float] = {}
         request_us = to_micros(request.request_time) if request.request_time else _now_us()
         reason: str | None = None
@@ -411,14 +413,20 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         timings["total"] = self._lap(started, "total")
         if reason is not None:
             log.warning(
-                json.dumps({"event": "degraded", "reason": reason, "user_id": request.user_id})
+                json.dumps(
+                    {
+                        "event": "degraded",
+                        "reason": reason,
+                        "user_id": request.user_id,
+                        "request_id": request_id,
+                    }
+                )
             )
         if features is not None:
-            self.sampler.offer(
-                request.user_id, request_us, self.model.tag, cands.tweet_ids, features
-            )
+            self.sampler.offer(request_id, request.user_id, request_us, cands, features)
         return RankResponse.model_validate(
             {
+                "request_id": request_id,
                 "items": items,
                 "model_version": self.model.tag,
                 "candidate_count": len(cands),

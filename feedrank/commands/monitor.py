@@ -42,6 +42,10 @@ def add_model_scores(workspace: Workspace, ref: str, *frames: pd.DataFrame) -> N
         frame[SCORE_COLUMN] = weighted_scores(ranker.predict_proba(named))
 
 
+DRIFT_EXIT_CODES = {"quiet": 0, "drift": 3, "too_few_samples": 4}
+"""``feedrank monitor drift``'s exit statuses; 1 is bad input (a file, a window, a setting)."""
+
+
 @monitor.command()
 @click.option(
     "--current",
@@ -52,17 +56,41 @@ def add_model_scores(workspace: Workspace, ref: str, *frames: pd.DataFrame) -> N
 )
 @click.option(
     "--reference",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="The training distribution (default: the training set of WORKSPACE).",
+    help="What CURRENT is compared with: served samples or a parquet training set "
+    "(default: CURRENT itself, in the reference window; for a parquet CURRENT, the "
+    "training set of WORKSPACE).",
+)
+@click.option(
+    "--current-window",
+    default=None,
+    metavar="START/END",
+    help="ISO 8601 interval of CURRENT's rows to judge (default: the last day of CURRENT).",
+)
+@click.option(
+    "--reference-window",
+    default=None,
+    metavar="START/END",
+    help="ISO 8601 interval of the reference's rows (default: the reference_days of "
+    "metrics/drift.yaml before the current window when both are the same samples; "
+    "else all rows).",
 )
 @workspace_option
 @click.option(
-    "--threshold",
-    type=click.FloatRange(min=0, min_open=True),
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="PSI above which a feature counts as drifted (exit code 1; default: "
-    "metrics.drift.DEFAULT_THRESHOLD, 0.2 as credit-risk teams use it).",
+    help="Drift settings: threshold, per-feature thresholds, minimum users, bins "
+    "(default: metrics/drift.yaml).",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write outcome, exit_code, drifted, worst_psi, reference_users and "
+    "current_users here as key=value lines (also appended to $GITHUB_OUTPUT when set).",
 )
 @click.option(
     "--model",
@@ -71,31 +99,76 @@ def add_model_scores(workspace: Workspace, ref: str, *frames: pd.DataFrame) -> N
     help="Also compare the weighted-score distribution of this registered model "
     "(alias or version, e.g. champion).",
 )
-def drift(
+def drift(  # pylint: disable=too-many-arguments  # one click option each
     current: Path,
     reference: Path | None,
+    current_window: str | None,
+    reference_window: str | None,
     workspace: Path,
-    threshold: float | None,
+    config_file: Path | None,
+    outputs: Path | None,
     ref: str | None,
 ) -> None:
-    """PSI of every model feature between the training set and CURRENT; exit 1 on drift.
+    """PSI of every model feature between a reference and CURRENT.
 
-    A drift alarm is meant to trigger the continuous-training workflow
-    (repository_dispatch `drift-detected`, see docs/deploy.md).
+    Exit status: 0 no drift, 3 drift (the continuous-training trigger:
+    repository_dispatch `drift-detected`, see docs/deploy.md), 4 too few
+    users on either side to judge, 1 bad input.
     """
     from core.feast_store import training_set_path
-    from metrics.drift import DEFAULT_THRESHOLD, drift_columns, drift_report, read_sample
+    from feedrank.outputs import output_lines, publish_outputs
+    from metrics.drift import (
+        Window,
+        default_windows,
+        drift_columns,
+        drift_report,
+        load_drift_config,
+        read_sample,
+    )
 
     ws = Workspace(workspace)
-    threshold = threshold or DEFAULT_THRESHOLD
-    ref_rows = read_sample(reference or training_set_path(ws))
-    cur_rows = read_sample(current)
-    columns = drift_columns(ref_rows, cur_rows)
+    config = load_drift_config(config_file)
+    served = current.is_dir() or current.suffix == ".jsonl"
+    reference = reference or (current if served else training_set_path(ws))
+    cur_all = read_sample(current)
+    same = served and reference == current  # one samples folder: two time windows of it
+    ref_all = cur_all if reference == current else read_sample(reference)
+    default_now, default_before = default_windows(cur_all, same, config)
+    now = Window.parse(current_window) if current_window else default_now
+    before = Window.parse(reference_window) if reference_window else default_before
+    cur_rows = cur_all if now is None else cur_all.window(now)
+    ref_rows = ref_all if before is None else ref_all.window(before)
+    columns = drift_columns(ref_rows.rows, cur_rows.rows)
     if ref is not None:
-        add_model_scores(ws, ref, ref_rows, cur_rows)
+        add_model_scores(ws, ref, ref_rows.rows, cur_rows.rows)
         columns.append(SCORE_COLUMN)
-    psi_report = drift_report(ref_rows, cur_rows, columns, threshold)
-    click.echo(psi_report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if psi_report.drifted:
-        raise click.ClickException(f"drift above PSI {threshold}: {', '.join(psi_report.drifted)}")
-    click.echo(f"no drift above PSI {threshold} ({len(psi_report.table)} columns)")
+    report = drift_report(ref_rows, cur_rows, columns, config)
+    click.echo(
+        f"reference: {ref_rows.users} users in {before or 'all rows'}; "
+        f"current: {cur_rows.users} users in {now or 'all rows'}"
+    )
+    click.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if not report.judged:
+        outcome = "too_few_samples"
+        click.echo(
+            f"too few samples to judge: each side needs {config.min_users} users "
+            "(min_users in the drift settings)",
+            err=True,
+        )
+    elif report.drifted:
+        outcome = "drift"
+        click.echo(f"drift: {', '.join(report.drifted)}", err=True)
+    else:
+        outcome = "quiet"
+        click.echo(f"no drift ({len(report.table)} columns within their thresholds)")
+    values = {
+        "outcome": outcome,
+        "exit_code": DRIFT_EXIT_CODES[outcome],
+        "drifted": ",".join(report.drifted),
+        "worst_psi": f"{report.table.psi.max():.4f}" if len(report.table) else "",
+        "reference_users": report.reference_users,
+        "current_users": report.current_users,
+    }
+    publish_outputs(output_lines(values, list(values)), outputs)
+    if outcome != "quiet":
+        raise SystemExit(DRIFT_EXIT_CODES[outcome])

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from core.feast_store import training_set_path
 from core.workspace import Workspace
-from feedrank.commands.monitor import monitor
+from feedrank.commands.monitor import DRIFT_EXIT_CODES, monitor
 from feedrank.pipeline import build_foundation
 from metrics.drift import psi
 from simulation.config import world_config
@@ -23,7 +23,7 @@ def _world(root: Path, **overrides: object) -> Workspace:
     return ws
 
 
-def _drift(reference: Workspace, current: Workspace) -> tuple[int, str]:
+def _drift(reference: Workspace, current: Workspace, settings: Path) -> tuple[int, str]:
     done = CliRunner().invoke(
         monitor,
         [
@@ -32,6 +32,8 @@ def _drift(reference: Workspace, current: Workspace) -> tuple[int, str]:
             str(reference.root),
             "--current",
             str(training_set_path(current)),
+            "--config",
+            str(settings),
         ],
     )
     return done.exit_code, done.output
@@ -42,13 +44,15 @@ def test_shifted_interests_drift_and_the_unshifted_world_does_not(
 ) -> None:
     same = _world(tmp_path / "same")
     shifted = _world(tmp_path / "shifted", interest_shift=0.8)
-    code, output = _drift(tiny_workspace, same)
-    assert code == 0, output
-    assert "no drift above PSI 0.2" in output
-    code, output = _drift(tiny_workspace, shifted)
-    assert code == 1, output
+    settings = tmp_path / "drift.yaml"
+    settings.write_text("min_users: 250\n")  # the tiny world has 300 users
+    code, output = _drift(tiny_workspace, same, settings)
+    assert code == DRIFT_EXIT_CODES["quiet"], output
+    assert "no drift (" in output
+    code, output = _drift(tiny_workspace, shifted, settings)
+    assert code == DRIFT_EXIT_CODES["drift"], output
     alarm = output.strip().splitlines()[-1]
-    assert alarm.startswith("Error: drift above PSI 0.2:")
+    assert alarm.startswith("drift: ")
     assert "user_like_rate_7d" in alarm  # users who lost interest engage less
 
 
@@ -57,14 +61,16 @@ def test_served_samples_are_read_and_bad_ones_named(
 ) -> None:
     samples = tmp_path / "feature_samples"
     samples.mkdir()
-    (samples / "2026-01-11-1.jsonl").write_text(
-        '{"rows": [{"user_like_rate_7d": 0.1}]}\nnot json\n'
-    )
+    good = '{"request_us": 1, "user_id": 1, "rows": [{"user_like_rate_7d": 0.1}]}'
+    (samples / "2026-01-11-1.jsonl").write_text(f"{good}\nnot json\n")
     done = CliRunner().invoke(
         monitor, ["drift", "--workspace", str(tiny_workspace.root), "--current", str(samples)]
     )
     assert done.exit_code == 1
     assert "2026-01-11-1.jsonl:2: not a feature-sample record" in done.output
+    (samples / "2026-01-11-1.jsonl").write_text('{"rows": []}\n')
+    done = CliRunner().invoke(monitor, ["drift", "--current", str(samples)])
+    assert "2026-01-11-1.jsonl:1: feature-sample record without 'request_us'" in done.output
 
 
 @pytest.mark.unit
