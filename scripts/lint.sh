@@ -80,6 +80,8 @@ ensure_tools
 mapfile -t WORKFLOWS < <(find .github/workflows -maxdepth 1 -type f \( -name '*.yml' -o -name '*.yaml' \) | sort)
 echo "== actionlint (with shellcheck and pyflakes)"
 "$BIN/actionlint" -no-color -shellcheck "$TOOLS/bin/shellcheck" -pyflakes "$TOOLS/bin/pyflakes" "${WORKFLOWS[@]}"
+echo "== shellcheck (the scripts workflow steps and the README call)"
+"$TOOLS/bin/shellcheck" scripts/*.sh scripts/cd/*.sh
 echo "== check-jsonschema (GitHub workflow schema)"
 "$BIN/check-jsonschema" --builtin-schema vendor.github-workflows "${WORKFLOWS[@]}"
 echo "== checkov (terraform/)"; run_checkov

@@ -129,3 +129,97 @@ def test_no_tracking_server_configured_is_one_clear_line(
     assert done.returncode == 1
     assert "set MLFLOW_TRACKING_URI" in done.stderr and "Traceback" not in done.stderr
     assert output.read_text() == ""
+
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+# Stands in for the Docker CLI and daemon, which this machine lacks: it records
+# each call, keeps the build context's Dockerfile and answers inspect with a digest.
+printf '%s\\n' "$*" >> "$DOCKER_CALLS"
+case "$1" in
+  version) echo '"28.2.2"' ;;
+  build | buildx) cp env/docker/Dockerfile "$DOCKER_CALLS.Dockerfile" ;;
+  inspect) echo "${DOCKER_DIGEST_ANSWER}" ;;
+esac
+"""
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _push_step() -> dict[str, Any]:
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "cd.yml").read_text())
+    found: dict[str, Any] = next(
+        s for s in workflow["jobs"]["build"]["steps"] if s.get("id") == "push"
+    )
+    return found
+
+
+def _run_push(
+    home: Path, tmp_path: Path, bento_tag: str, digest_answer: str, **extra: str
+) -> tuple[subprocess.CompletedProcess[str], list[str], dict[str, str]]:
+    step = _push_step()
+    assert set(step["env"]) == {"BENTO_TAG"}, "the step's env changed: update this test"
+    fake = tmp_path / "fake-docker"
+    fake.mkdir(exist_ok=True)
+    (fake / "docker").write_text(FAKE_DOCKER)
+    (fake / "docker").chmod(0o755)
+    calls, output = tmp_path / "docker-calls", tmp_path / "push_output"
+    calls.write_text("")
+    output.write_text("")
+    env = {
+        **os.environ,
+        **OFFLINE,
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "BENTOML_HOME": str(home),
+        "BENTO_TAG": bento_tag,
+        "DOCKER_CALLS": str(calls),
+        "DOCKER_DIGEST_ANSWER": digest_answer,
+        "GITHUB_REPOSITORY_OWNER": "AcMe",
+        "GITHUB_SHA": "0123abc",
+        "GITHUB_OUTPUT": str(output),
+        **extra,
+    }
+    done = subprocess.run(  # nosec B603 B607  # bash runs the workflow's own step
+        ["bash", "-eo", "pipefail", "-c", step["run"]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    values = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return done, calls.read_text().splitlines(), values
+
+
+def test_the_push_step_containerizes_the_bento_and_outputs_its_digest(
+    served_workspace: Workspace, tmp_path: Path
+) -> None:
+    built, home, output = _run_step(served_workspace, tmp_path, "champion")
+    assert built.returncode == 0, built.stderr[-3000:]
+    tag = dict(line.split("=", 1) for line in output.read_text().splitlines())["tag"]
+
+    done, calls, values = _run_push(
+        home,
+        tmp_path,
+        tag,
+        f"ghcr.io/acme/feedrank@{DIGEST}",
+        GITHUB_REF_TYPE="tag",
+        GITHUB_REF_NAME="v1.2.0",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert values == {"repository": "ghcr.io/acme/feedrank", "digest": DIGEST}
+    build = next(c for c in calls if c.startswith(("build", "buildx")))
+    assert "ghcr.io/acme/feedrank:0123abc" in build  # the owner in lower case, the SHA
+    assert calls[-4:] == [
+        "push ghcr.io/acme/feedrank:0123abc",
+        "tag ghcr.io/acme/feedrank:0123abc ghcr.io/acme/feedrank:v1.2.0",
+        "push ghcr.io/acme/feedrank:v1.2.0",
+        "inspect --format {{index .RepoDigests 0}} ghcr.io/acme/feedrank:0123abc",
+    ]
+    # The image spec bentoml containerize builds: the Bento's own Dockerfile.
+    dockerfile = (tmp_path / "docker-calls.Dockerfile").read_text()
+    assert "FROM python:3.11" in dockerfile and "EXPOSE 3000" in dockerfile
+    assert 'ENTRYPOINT [ "/home/bentoml/bento/env/docker/entrypoint.sh" ]' in dockerfile
+
+    done, _, values = _run_push(home, tmp_path, tag, "no digest here")
+    assert done.returncode == 1 and values == {}
+    assert "::error::no digest for ghcr.io/acme/feedrank:0123abc" in done.stderr
