@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from mlflow.models import infer_signature
 from core import model_registry
 from core.actions import ActionSet, load_actions
 from core.errors import InputError
-from core.feast_store import training_set_path
+from core.feast_store import FEATURE_SERVICE, training_set_path
 from core.workspace import Workspace
 from training.dataset import Split, load_splits
 from training.evaluate import Evaluation, evaluate
@@ -87,7 +88,9 @@ def training_run(workspace: Workspace, config: TrainConfig) -> Iterator[str]:
     """
     client = model_registry.connect(workspace)
     exp = experiment_id(client, workspace)
-    with mlflow.start_run(experiment_id=exp, log_system_metrics=True) as run:
+    # A name that says what and when, not MLflow's random "wistful-dog-614".
+    name = f"{FEATURE_SERVICE}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    with mlflow.start_run(experiment_id=exp, run_name=name, log_system_metrics=True) as run:
         mlflow.log_params(_flat("", config.model_dump(mode="json")))
         yield run.info.run_id
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
@@ -141,6 +142,21 @@ def normalized_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     base = np.clip(labels.mean(axis=0), 1e-7, 1 - 1e-7)
     entropy = -(base * np.log(base) + (1 - base) * np.log1p(-base))
     return loss / entropy
+
+
+def head_curves(probs: np.ndarray, labels: np.ndarray, actions: ActionSet) -> dict[str, float]:
+    """Validation AUC and log loss per head: the epoch curves of the MLflow run."""
+    out: dict[str, float] = {}
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    for j, name in enumerate(actions.names):
+        y = labels[:, j]
+        out[f"val_auc_{name}"] = (
+            float(roc_auc_score(y, p[:, j])) if 0 < y.sum() < len(y) else float("nan")
+        )
+        out[f"val_log_loss_{name}"] = float(
+            -np.mean(y * np.log(p[:, j]) + (1 - y) * np.log1p(-p[:, j]))
+        )
+    return out
 
 
 def _distributed() -> tuple[int, int]:
@@ -312,13 +328,15 @@ def train(
         )
         seconds = time.perf_counter() - epoch_start
         progress_bar.close()
-        val_nce = normalized_entropy(ranker.predict_batch(val_x), splits.val.labels)
+        val_probs = ranker.predict_batch(val_x)
+        val_nce = normalized_entropy(val_probs, splits.val.labels)
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "val_loss": float(val_nce.mean()),
                 **{f"val_nce_{a}": float(v) for a, v in zip(actions.names, val_nce, strict=True)},
+                **head_curves(val_probs, splits.val.labels, actions),
                 "train_rows_per_s": len(train_y) / seconds,
             }
         )

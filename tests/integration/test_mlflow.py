@@ -321,14 +321,16 @@ def test_replay_compares_policies_and_logs_to_the_model_run(
     assert "replay_model_minus_chrono" in client.get_run(run_id).data.metrics
 
 
-def test_drift_monitor_compares_model_scores(trained: tuple[Workspace, dict]) -> None:
+def test_drift_monitor_compares_model_scores(
+    trained: tuple[Workspace, dict], tmp_path: Path
+) -> None:
     from feedrank.commands.monitor import monitor  # pylint: disable=import-outside-toplevel
 
     ws, _ = trained
     dataset = training_set_path(ws)
-    done = CliRunner().invoke(
-        monitor,
-        ["drift", "--workspace", str(ws.root), "--current", str(dataset), "--model", "champion"],
-    )
+    settings = tmp_path / "drift.yaml"
+    settings.write_text("min_users: 250\n")  # the tiny world has 300 users
+    args = ["drift", "--workspace", str(ws.root), "--current", str(dataset)]
+    done = CliRunner().invoke(monitor, [*args, "--model", "champion", "--config", str(settings)])
     assert done.exit_code == 0, done.output
     assert "model_score 0.0000" in " ".join(done.output.split())
