@@ -18,6 +18,6 @@ echo "bootstrap: setting up $VENV with $("$PYTHON" --version)" >&2
 PIP=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
 "${PIP[@]}" install --upgrade "pip>=24"
 "${PIP[@]}" install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0"
-"${PIP[@]}" install -e "$ROOT[dev]"
+"${PIP[@]}" install -e "${ROOT}[dev]"
 "$VENV/bin/python" -m pip check
 echo "$WANT" > "$STAMP"
