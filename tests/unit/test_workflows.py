@@ -215,9 +215,13 @@ def test_cd_builds_the_bento_from_the_serving_bentofile_and_pushes_by_git_sha() 
     assert "\n" not in bento["run"].strip()  # one line: tests/integration/test_cd_build.py runs it
     consumed = set(re.findall(r"steps\.bento\.outputs\.(\w+)", str(build)))
     assert consumed and consumed <= set(BENTO_OUTPUTS)
-    assert "bentoml containerize" in commands
-    assert '--image-tag "$repository:$GITHUB_SHA"' in commands
-    assert 'docker push "$repository:$GITHUB_SHA"' in commands
+    push = next(step for step in steps(build) if step.get("id") == "push")
+    assert push["run"].strip().startswith("./scripts/cd/publish_image.sh ")
+    assert "\n" not in push["run"].strip()  # one line: tests/integration/test_cd_build.py runs it
+    script = (ROOT / "scripts" / "cd" / "publish_image.sh").read_text()
+    assert '"$BIN/bentoml" containerize "$bento_tag" --image-tag "$image"' in script
+    assert 'image="$repository:$GITHUB_SHA"' in script and 'docker push "$image"' in script
+    assert "publish_image.sh" in commands
     assert build["permissions"]["packages"] == "write"
     login = one_step(build, "docker/login-action")
     assert login["with"]["registry"] == "ghcr.io"
@@ -243,10 +247,10 @@ def test_cd_deploys_with_oidc_terraform_and_a_smoke_test(job_name: str) -> None:
     assert '-var "image_digest=$IMAGE_DIGEST"' in commands
     assert "apply -input=false tfplan" in commands
     assert job["env"]["IMAGE_DIGEST"] == "${{ needs.build.outputs.image_digest }}"
-    smoke = next(run for run in runs(job) if "/rank" in run)
-    assert "curl --fail" in smoke
-    assert "-d '{\"user_id\": 1}'" in smoke
-    assert "http://127.0.0.1:8080/rank" in smoke
+    assert "./scripts/cd/deploy_smoke.sh" in runs(job)  # tests/integration/test_smoke_rank.py
+    smoke = (ROOT / "scripts" / "cd" / "deploy_smoke.sh").read_text()
+    assert '"$ROOT/scripts/cd/smoke_rank.sh" http://127.0.0.1:8080' in smoke
+    assert all("\n" not in run.strip() for run in runs(job))
     assert job["concurrency"]["cancel-in-progress"] is False
 
 
