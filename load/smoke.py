@@ -11,7 +11,6 @@ the simulated "now". Prints locust's summary and ends with
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess  # nosec B404: runs locust with a fixed argv
@@ -19,13 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from core.workspace import REPO_ROOT
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str, float]:
-    """Run locust headless; return the totals of its stats (all endpoints)."""
+    """Run locust headless; return the totals of its stats (all endpoints).
+
+    The figures come from ``--json-file``, which locust writes once at
+    shutdown from its final stats. Its ``--csv`` files are rewritten every
+    second but flushed every 10 s, so a short run can leave them empty.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         prefix = Path(tmp) / "locust"
         command = [
@@ -41,7 +47,7 @@ def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str,
             str(users),
             "-t",
             f"{seconds}s",
-            "--csv",
+            "--json-file",
             str(prefix),
             "--only-summary",
             "--exit-code-on-error",
@@ -49,15 +55,34 @@ def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str,
         ]
         env = {**os.environ, "FEEDRANK_WORKSPACE": str(workspace)}
         subprocess.run(command, env=env, check=True, timeout=seconds + 120)  # nosec B603
-        with (Path(f"{prefix}_stats.csv")).open(encoding="utf-8") as stats:
-            total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
+        entries = json.loads(Path(f"{prefix}.json").read_text(encoding="utf-8"))
+    return totals(entries)
+
+
+def totals(entries: list[dict]) -> dict[str, float]:
+    """Sum locust's per-endpoint stats (its ``--json-file`` entries) into one row.
+
+    Percentiles are taken over the merged ``response_times`` histograms (ms,
+    rounded as locust rounds them). Not with locust's own helper: importing
+    ``locust`` gevent-patches the whole process.
+    """
+    times = np.array([int(ms) for entry in entries for ms in entry["response_times"]], dtype=float)
+    counts = np.array([n for entry in entries for n in entry["response_times"].values()], dtype=int)
+    samples = np.repeat(times, counts)
+    ends = [entry["last_request_timestamp"] for entry in entries if entry["last_request_timestamp"]]
+    span = max(ends, default=0.0) - min((entry["start_time"] for entry in entries), default=0.0)
+    requests = sum(entry["num_requests"] for entry in entries)
+
+    def percentile(share: float) -> float:
+        return float(np.percentile(samples, 100 * share, method="higher")) if samples.size else 0.0
+
     return {
-        "locust_requests": int(total["Request Count"]),
-        "locust_failures": int(total["Failure Count"]),
-        "locust_rps": round(float(total["Requests/s"]), 1),
-        "locust_p50_ms": float(total["50%"]),
-        "locust_p95_ms": float(total["95%"]),
-        "locust_p99_ms": float(total["99%"]),
+        "locust_requests": requests,
+        "locust_failures": sum(entry["num_failures"] for entry in entries),
+        "locust_rps": round(requests / span, 1) if span > 0 else 0.0,
+        "locust_p50_ms": percentile(0.50),
+        "locust_p95_ms": percentile(0.95),
+        "locust_p99_ms": percentile(0.99),
     }
 
 
