@@ -263,20 +263,17 @@ def _train_against(url: str, tiny: Workspace, root: Path, monkeypatch: pytest.Mo
     assert model_registry.load_ranker(ws, "challenger").actions
 
 
-def test_mlflow_server_sqlite_rest_api(
-    tiny_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for url in _mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"):
-        _train_against(url, tiny_workspace, tmp_path / "ws", monkeypatch)
-
-
 def test_mlflow_server_postgres_rest_api(
     postgres_service: None,
     tiny_workspace: Workspace,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The production backend: an MLflow server on the local PostgreSQL ``test`` database."""
+    """The production backend: an MLflow server on the local PostgreSQL ``test`` database.
+
+    Training over the REST API is tested on this backend only; ``mlflow server`` on
+    SQLite is what tests/e2e/test_mlflow_ui.py opens in the browser.
+    """
     del postgres_service
     backend = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     monkeypatch.setattr(model_registry, "MODEL_NAME", f"feed-ranker-{uuid.uuid4().hex[:8]}")

@@ -26,7 +26,7 @@ from serving.events import counter_names
 
 pytestmark = [pytest.mark.integration]
 
-FUZZ_EXAMPLES_PER_ROUTE = 150
+FUZZ_EXAMPLES_PER_ROUTE = 80
 EVENTS = 400
 
 

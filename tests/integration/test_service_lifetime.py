@@ -138,14 +138,7 @@ def test_killing_the_serve_parent_stops_its_workers_and_frees_the_port(
         assert not [w.pid for w in workers if _alive(w)], "workers outlived their parent"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/readyz", timeout=2)
-        assert _port_free(port)
-
-        again = start_server(env, port, "--arg", "workers=2")
-        try:
-            wait_ready(again, url)
-            assert not {w.pid for w in _workers(again.pid)} & {w.pid for w in workers}
-        finally:
-            stop_server(again)
+        assert _port_free(port)  # a new server can bind it
     finally:
         stop_server(proc)
         for worker in workers:  # whatever outlived a failed assertion
