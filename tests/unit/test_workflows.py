@@ -9,6 +9,7 @@ first failure, and production waits for a human.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -419,3 +420,16 @@ def test_train_reads_only_outputs_that_jobs_declare() -> None:
     text = (WORKFLOWS / "train.yml").read_text(encoding="utf-8")
     for job, key in re.findall(r"needs\.([\w-]+)\.outputs\.([\w-]+)", text):
         assert key in train[job].get("outputs", {}), f"{job} has no output {key}"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_run_step_is_one_line_calling_what_the_repo_has(path: Path) -> None:
+    """A step is one call; the scripts it names exist and are executable."""
+    for name, job in load(path.name)["jobs"].items():
+        for step in job.get("steps", []):
+            if "run" not in step:
+                continue
+            command = step["run"].strip()
+            assert "\n" not in command, f"{path.name} {name}: {step.get('name')} is not one line"
+            for script in re.findall(r"\./scripts/[\w/.-]+", command):
+                assert os.access(ROOT / script, os.X_OK), f"{path.name} {name}: {script} missing"
