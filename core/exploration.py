@@ -1,4 +1,18 @@
-"""Thompson-sampling exploration: give fresh tweets a few feed slots while they are unknown.
+"""Exploration: feeds that are not always the model's greedy order, so the logs teach something.
+
+Two kinds live here.
+
+**Plackett-Luce sampling (served by /rank).** On a configured share of
+requests the feed is drawn from the Plackett-Luce model over the request's
+scores instead of sorted by them: slot by slot, a remaining candidate is
+picked with probability proportional to ``exp(score / temperature)``. Every
+shown item then has an exact **propensity**, the probability that the policy
+put it in that slot given the slots above, which off-policy evaluation
+(:mod:`metrics.offpolicy`) needs to weigh what was logged. The probability
+that an item appears anywhere in the top ``limit`` has no closed form; it is
+estimated by :func:`top_k_shares` from repeated draws, with its error.
+
+**Thompson sampling (offline replay's ``model+explore``).**
 
 A fresh tweet has no engagement history, so the model cannot rank it with
 confidence and, ranked greedily, it may never be shown long enough to learn
@@ -20,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from core.policy import diversity_adjusted
 
 
 @dataclass(frozen=True)
@@ -206,3 +222,126 @@ def explore(
 def _check_share(share: float) -> None:
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"exploration share must be in [0, 1], got {share}")
+
+
+def plackett_luce_logits(scores: npt.ArrayLike, temperature: float) -> npt.NDArray[np.float64]:
+    """The Plackett-Luce logits of a request's scores: ``(score - max) / (temperature * std)``.
+
+    The temperature is in standard deviations of the request's scores, so one
+    setting means the same softness whatever the score scale (the action
+    weights make weighted scores span orders of magnitude). Equal scores
+    (std 0) give equal logits: a uniform draw.
+
+    Raises:
+        ValueError: ``temperature`` not > 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"exploration temperature must be > 0, got {temperature}")
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s
+    spread = float(s.std())
+    return (s - s.max()) / (temperature * spread) if spread > 0 else np.zeros_like(s)
+
+
+def plackett_luce(
+    logits: npt.ArrayLike, limit: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """A ranking drawn from the Plackett-Luce model, and each slot's exact propensity.
+
+    Slot by slot, each remaining candidate is picked with probability
+    ``exp(l_i) / sum(exp(l_j) for j remaining)``. The draw is one argsort of
+    ``logits + Gumbel noise`` (the Gumbel-top-k trick), which has exactly
+    that distribution.
+
+    Args:
+        logits: (n,) see :func:`plackett_luce_logits`.
+        limit: slots to fill (at most n are).
+        rng: the source of randomness (a request's seeded generator).
+
+    Returns:
+        The candidates' indices slot by slot, and per slot the probability that
+        the sampler put that candidate there given the slots above it (their
+        product is the probability of the whole ranking).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    order = np.argsort(-(z + rng.gumbel(size=z.shape)), kind="stable")[:limit]
+    # Log of the weight still unplaced at slot k: the candidates never placed,
+    # plus slots k.. (a reverse running logaddexp; no exp of a large logit).
+    unplaced = np.delete(z, order)
+    tail = np.logaddexp.accumulate(z[order][::-1])[::-1]
+    rest = np.logaddexp(tail, np.logaddexp.reduce(unplaced)) if len(unplaced) else tail
+    return order.astype(np.int64), np.exp(z[order] - rest)
+
+
+def top_k_shares(
+    logits: npt.ArrayLike, limit: int, draws: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """P(candidate in the top ``limit``) under Plackett-Luce, by Monte Carlo, with its error.
+
+    Exact only for ``limit`` 1 (the softmax) or ``limit >= n`` (1 for all);
+    otherwise the share of ``draws`` Gumbel-top-k rankings that show the
+    candidate. The share is floored at ``1 / (2 * draws)``: a candidate that
+    was shown has a positive probability even if no draw showed it again.
+
+    Returns:
+        (shares, standard errors), each (n,).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    n = len(z)
+    if limit >= n:
+        return np.ones(n), np.zeros(n)
+    if limit == 1:
+        p = np.exp(z - np.logaddexp.reduce(z))
+        return p, np.zeros(n)
+    keys = z[None, :] + rng.gumbel(size=(draws, n))
+    top = np.argpartition(-keys, limit - 1, axis=1)[:, :limit]
+    counts = np.bincount(top.ravel(), minlength=n).astype(np.float64)
+    shares = np.maximum(counts / draws, 0.5 / draws)
+    return shares, np.sqrt(shares * (1.0 - shares) / draws)
+
+
+@dataclass(frozen=True)
+class ServedFeed:
+    """A feed as /rank serves it: the slots, their propensities, and what exploring cost."""
+
+    order: npt.NDArray[np.int64]
+    """Indices into the candidates, slot by slot."""
+    propensity: npt.NDArray[np.float64]
+    """Per slot: the probability the policy put that candidate there, given the slots above."""
+    explored: bool
+    cost: float
+    """Discounted weighted engagement given up against the greedy feed (0 when greedy):
+    ``sum_k d(k) * (greedy_k - shown_k)`` over the diversity-adjusted scores, with
+    ``d(k) = 1 / log2(k + 2)`` standing in for the unknown position bias."""
+
+
+def served_feed(  # pylint: disable=too-many-arguments
+    scores: npt.ArrayLike,
+    tweet_ids: npt.ArrayLike,
+    author_ids: npt.ArrayLike,
+    limit: int,
+    *,
+    diversity: float,
+    share: float,
+    temperature: float,
+    rng: np.random.Generator,
+) -> ServedFeed:
+    """The greedy feed, or on a ``share`` of requests a Plackett-Luce draw over the same scores.
+
+    Both rank what :func:`core.policy.diversity_adjusted` keeps, by its adjusted
+    scores: the greedy feed sorts them (every propensity 1), the explored one
+    samples from them (:func:`plackett_luce`). The first number ``rng`` draws
+    decides which, so a seeded generator gives the same feed again.
+    """
+    _check_share(share)
+    kept, adjusted = diversity_adjusted(
+        np.asarray(scores), np.asarray(tweet_ids), np.asarray(author_ids), diversity
+    )
+    greedy = np.argsort(-adjusted, kind="stable")[:limit]
+    if not rng.random() < share:
+        return ServedFeed(kept[greedy], np.ones(len(greedy)), False, 0.0)
+    picks, propensity = plackett_luce(plackett_luce_logits(adjusted, temperature), limit, rng)
+    discount = 1.0 / np.log2(np.arange(len(greedy)) + 2.0)
+    cost = float(discount @ adjusted[greedy] - discount @ adjusted[picks])
+    return ServedFeed(kept[picks], propensity, True, cost)

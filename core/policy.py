@@ -62,10 +62,7 @@ def rank(
 ) -> np.ndarray:
     """Indices of the candidates to show, best first.
 
-    Duplicate tweet ids keep only their best-scored copy. Each author's k-th
-    tweet (k = 0, 1, ... in raw score order) has its score multiplied by
-    ``diversity ** k`` for positive scores and divided by it for negative ones,
-    then candidates are sorted by the adjusted score.
+    Sorts the candidates :func:`diversity_adjusted` keeps by their adjusted score.
 
     Args:
         scores: (n,) weighted scores (see :func:`weighted_scores`).
@@ -77,6 +74,27 @@ def rank(
     Returns:
         int64 indices into the inputs.
     """
+    kept, adjusted = diversity_adjusted(scores, tweet_ids, author_ids, diversity)
+    order = kept[np.argsort(-adjusted, kind="stable")]
+    return order if limit is None else order[:limit]
+
+
+def diversity_adjusted(
+    scores: np.ndarray,
+    tweet_ids: np.ndarray,
+    author_ids: np.ndarray,
+    diversity: float = 0.8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates worth ranking and the scores the feed sorts them by.
+
+    Duplicate tweet ids keep only their best-scored copy. Each author's k-th
+    tweet (k = 0, 1, ... in raw score order) has its score multiplied by
+    ``diversity ** k`` for positive scores and divided by it for negative ones.
+
+    Returns:
+        (kept, adjusted): int64 indices into the inputs (in input order) and
+        their adjusted scores. :func:`rank` sorts them; exploration samples from them.
+    """
     if not 0.0 < diversity <= 1.0:
         raise ValueError(f"diversity must be in (0, 1], got {diversity}")
     scores = np.asarray(scores, dtype=np.float64)
@@ -86,8 +104,7 @@ def rank(
     repeat = _occurrence(np.asarray(author_ids)[kept], np.argsort(-scores[kept], kind="stable"))
     factor = diversity ** repeat.astype(np.float64)
     adjusted = np.where(scores[kept] >= 0, scores[kept] * factor, scores[kept] / factor)
-    order = kept[np.argsort(-adjusted, kind="stable")]
-    return order if limit is None else order[:limit]
+    return kept, adjusted
 
 
 def reverse_chronological(created_at: np.ndarray, limit: int | None = None) -> np.ndarray:

@@ -159,6 +159,22 @@ EVENTS = TableSpec(
     nullable=frozenset({"dwell_seconds"}),
     ranges=(("user_id", 0, None), ("tweet_id", 0, None), ("dwell_seconds", 0, None)),
 )
+SERVED_EVENTS = TableSpec(
+    "served_events",
+    (
+        *EVENTS.columns,
+        ("request_id", pa.string(), "The /rank answer that showed the tweet; null if not sent."),
+        (
+            "propensity",
+            pa.float64(),
+            "Probability that the serving policy put the tweet in its slot (from /rank); "
+            "null if not sent.",
+        ),
+    ),
+    nullable=frozenset({"dwell_seconds", "request_id", "propensity"}),
+    ranges=(*EVENTS.ranges, ("propensity", 0, 1)),
+)
+"""Events as /events logs them: the EVENTS columns plus what ties an impression to its feed."""
 
 
 def validate(table: pa.Table, spec: TableSpec, path: Path | str) -> pa.Table:

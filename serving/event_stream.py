@@ -65,7 +65,7 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 
 from core.actions import IMPRESSION
-from core.tables import EVENTS
+from core.tables import SERVED_EVENTS
 from serving.events import (
     PUSH_SOURCE,
     EventConflict,
@@ -148,18 +148,22 @@ return applied
 
 
 def _payload(record: EventRecord) -> str:
-    """The event as stored in the stream (compact JSON, fixed field order)."""
-    return json.dumps(
-        [
-            record.event_id,
-            record.user_id,
-            record.tweet_id,
-            record.action,
-            record.dwell_seconds,
-            record.ts_us,
-        ],
-        separators=(",", ":"),
-    )
+    """The event as stored in the stream (compact JSON, fixed field order).
+
+    The request id and propensity follow only when sent: an event without them
+    keeps the payload, and so the idempotency digest, it had before they existed.
+    """
+    fields = [
+        record.event_id,
+        record.user_id,
+        record.tweet_id,
+        record.action,
+        record.dwell_seconds,
+        record.ts_us,
+    ]
+    if record.request_id is not None or record.propensity is not None:
+        fields += [record.request_id, record.propensity]
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def _digest(payload: str) -> str:
@@ -167,8 +171,12 @@ def _digest(payload: str) -> str:
 
 
 def _record(payload: bytes | str) -> EventRecord:
-    event_id, user, tweet, action, dwell, ts_us = json.loads(payload)
-    return EventRecord(str(event_id), int(user), int(tweet), str(action), dwell, int(ts_us))
+    """An event read from the stream; entries written before request ids existed have 6 fields."""
+    event_id, user, tweet, action, dwell, ts_us, *served = json.loads(payload)
+    request_id, propensity = served or (None, None)
+    return EventRecord(
+        str(event_id), int(user), int(tweet), str(action), dwell, int(ts_us), request_id, propensity
+    )
 
 
 def stream_client(url: str) -> redis.Redis:
@@ -620,8 +628,8 @@ def feast_publisher(store: FeatureStore, names: Sequence[str]) -> Publisher:
 
 
 def events_table(events: Sequence[EventRecord]) -> pa.Table:
-    """Events in the schema of ``core.tables.EVENTS``."""
-    schema = EVENTS.schema
+    """Events in the schema of ``core.tables.SERVED_EVENTS``."""
+    schema = SERVED_EVENTS.schema
     columns = {
         "event_id": [e.event_id for e in events],
         "user_id": [e.user_id for e in events],
@@ -629,6 +637,8 @@ def events_table(events: Sequence[EventRecord]) -> pa.Table:
         "action": [e.action for e in events],
         "dwell_seconds": [e.dwell_seconds for e in events],
         "timestamp": [e.ts_us for e in events],
+        "request_id": [e.request_id for e in events],
+        "propensity": [e.propensity for e in events],
     }
     arrays = []
     for name in schema.names:
@@ -640,12 +650,23 @@ def events_table(events: Sequence[EventRecord]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _served_columns(table: pa.Table) -> pa.Table:
+    """An archive file in the SERVED_EVENTS schema (files archived before its last two
+    columns existed get them as nulls)."""
+    schema = SERVED_EVENTS.schema
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def read_archive(folder: Path) -> pa.Table:
     """The archive's events, once per ``event_id`` (a replayed batch may be archived twice)."""
     files = sorted(folder.glob("date=*/*.parquet"))
     if not files:
         return events_table([])
-    table = pa.concat_tables(pq.read_table(f, schema=EVENTS.schema) for f in files)
+    table = pa.concat_tables(_served_columns(pq.read_table(f)) for f in files)
     ids = table["event_id"].to_pylist()
     first: dict[str, int] = {}
     for i, event_id in enumerate(ids):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.actions import IMPRESSION, ActionSet
-from core.tables import EVENTS, validate
+from core.tables import SERVED_EVENTS, validate
 from serving.schemas import Event
 
 PUSH_SOURCE = "tweet_engagement_push"
@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS events (
     tweet_id INTEGER NOT NULL,
     action TEXT NOT NULL,
     dwell_seconds REAL,
-    ts_us INTEGER NOT NULL
+    ts_us INTEGER NOT NULL,
+    request_id TEXT,
+    propensity REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, action, ts_us);
 CREATE TABLE IF NOT EXISTS tweet_counters (
@@ -61,6 +63,18 @@ CREATE TABLE IF NOT EXISTS tweet_pushes (
     pushed_us INTEGER NOT NULL
 );
 """
+_ADDED_COLUMNS = (("request_id", "TEXT"), ("propensity", "REAL"))
+"""Columns added to ``events`` after its first version (ALTER TABLE on an older log)."""
+_COLUMNS = "event_id, user_id, tweet_id, action, dwell_seconds, ts_us, request_id, propensity"
+"""The ``events`` columns in :class:`EventRecord`'s field order."""
+_INSERT = (
+    "INSERT INTO events (event_id, user_id, tweet_id, action, dwell_seconds, ts_us, "
+    "request_id, propensity) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_ALL = (
+    "SELECT event_id, user_id, tweet_id, action, dwell_seconds, ts_us, request_id, "
+    "propensity FROM events"
+)
 
 
 def _select_in(what: str, column: str, n: int) -> str:
@@ -95,6 +109,8 @@ class EventRecord:
     action: str
     dwell_seconds: float | None
     ts_us: int
+    request_id: str | None = None
+    propensity: float | None = None
 
 
 class EventConflict(ValueError):
@@ -113,7 +129,14 @@ def records_of(events: Sequence[Event]) -> list[EventRecord]:
     """The log's records of validated events (times in microseconds, UTC)."""
     return [
         EventRecord(
-            e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, to_micros(e.timestamp)
+            e.event_id,
+            e.user_id,
+            e.tweet_id,
+            e.action,
+            e.dwell_seconds,
+            to_micros(e.timestamp),
+            e.request_id,
+            e.propensity,
         )
         for e in events
     ]
@@ -169,6 +192,10 @@ class EventLog:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(events)")}
+        for column, kind in _ADDED_COLUMNS:  # a log written before the column existed
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
 
     def append(
         self, events: Sequence[EventRecord], seed: Seeder, publish: Publisher | None = None
@@ -201,11 +228,8 @@ class EventLog:
                 known = {e.event_id for e in logged}
                 new = [e for i, e in unique.items() if i not in known]
                 self._conn.executemany(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (e.event_id, e.user_id, e.tweet_id, e.action, e.dwell_seconds, e.ts_us)
-                        for e in new
-                    ],
+                    _INSERT,
+                    [astuple(e) for e in new],
                 )
                 counters = self._count(new, seed)
                 push_us = self._push_times(new)
@@ -236,7 +260,7 @@ class EventLog:
             for lo in range(0, len(ids), 500)
             for row in self._conn.execute(
                 _select_in(
-                    "event_id, user_id, tweet_id, action, dwell_seconds, ts_us FROM events",
+                    _COLUMNS + " FROM events",
                     "event_id",
                     len(ids[lo : lo + 500]),
                 ),
@@ -329,10 +353,7 @@ class EventLog:
     def to_table(self) -> pa.Table:
         """The log in the ``events`` table schema (for metrics and replay)."""
         with self._lock:
-            frame = pd.read_sql_query(
-                "SELECT event_id, user_id, tweet_id, action, dwell_seconds, ts_us FROM events",
-                self._conn,
-            )
+            frame = pd.read_sql_query(_SELECT_ALL, self._conn)
         table = pa.table(
             {
                 "event_id": pa.array(frame["event_id"], pa.string()),
@@ -341,11 +362,13 @@ class EventLog:
                 "action": pa.array(frame["action"], pa.string()),
                 "dwell_seconds": pa.array(frame["dwell_seconds"], pa.float32()),
                 "timestamp": pa.array(frame["ts_us"], pa.int64()).cast(
-                    EVENTS.schema.field("timestamp").type
+                    SERVED_EVENTS.schema.field("timestamp").type
                 ),
+                "request_id": pa.array(frame["request_id"], pa.string(), from_pandas=True),
+                "propensity": pa.array(frame["propensity"], pa.float64(), from_pandas=True),
             }
         )
-        return validate(table, EVENTS, self.path)
+        return validate(table, SERVED_EVENTS, self.path)
 
     def close(self) -> None:
         """Close the connection."""

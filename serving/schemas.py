@@ -66,6 +66,14 @@ class RankRequest(BaseModel):
         None,
         description="ISO time the feed is for (default: now; the demo passes the world's end).",
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        strict=True,
+        description="Seed of this request's exploration draw (default: a random one, "
+        "returned in the answer): the same seed, scores and settings give the same feed.",
+    )
 
 
 class RankedItem(BaseModel):
@@ -76,6 +84,11 @@ class RankedItem(BaseModel):
     rank: int = Field(description="0-based position in the feed.")
     score: float = Field(description="Weighted engagement (reverse-chronological feed: 0).")
     probabilities: dict[str, float] = Field(description="P(action) per action (empty if degraded).")
+    propensity: float = Field(
+        description="Probability that the serving policy put this tweet in this slot, given "
+        "the slots above: 1 in a greedy or fallback feed, the Plackett-Luce "
+        "probability in an explored one. Send it back with the impression's event."
+    )
 
 
 class RankResponse(BaseModel):
@@ -90,6 +103,10 @@ class RankResponse(BaseModel):
     candidate_source: str = Field(description="followees, cold_start or request.")
     degraded: bool
     reason: str | None
+    explored: bool = Field(
+        description="The feed was drawn by exploration (Plackett-Luce), not sorted greedily."
+    )
+    seed: int = Field(description="The exploration seed used (the request's, or a random one).")
     timings_ms: dict[str, float]
 
 
@@ -104,6 +121,19 @@ class Event(BaseModel):
     action: ActionName = Field(description="'impression' or an action of core/actions.yaml.")
     dwell_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     timestamp: AwareDatetime
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The `request_id` of the /rank answer that showed the tweet.",
+    )
+    propensity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The item's `propensity` from that answer (logged for off-policy evaluation).",
+    )
 
     @field_validator("action", mode="wrap")
     @classmethod

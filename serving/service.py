@@ -26,6 +26,7 @@ import gc
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -43,8 +44,9 @@ from feast import FeatureStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.actions import load_actions
+from core.exploration import served_feed
 from core.feast_store import Profile, Workspace, open_store
-from core.policy import action_weights, rank, reverse_chronological, weighted_scores
+from core.policy import action_weights, reverse_chronological, weighted_scores
 from core.tables import EVENTS, FOLLOWS, IMPRESSIONS, TWEETS, VISITS, read_table
 from core.workspace import REPO_ROOT
 from serving import model_store
@@ -105,6 +107,8 @@ _ENV = {
     "event_world_clock": "FEEDRANK_EVENT_WORLD_CLOCK",
     "event_stream_url": "FEEDRANK_EVENT_STREAM_URL",
     "unknown_events": "FEEDRANK_UNKNOWN_EVENTS",
+    "explore_share": "FEEDRANK_EXPLORE_SHARE",
+    "explore_temperature": "FEEDRANK_EXPLORE_TEMPERATURE",
 }
 _FALLBACK_LABELS: dict[str | None, str] = {
     "candidate store unavailable": "candidates_unavailable",
@@ -172,6 +176,20 @@ class ServingConfig(BaseModel):
         "quarantine (counted in `unknown` and logged, never applied) or accept (for "
         "synthetic load on ids outside the world).",
     )
+    explore_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of ranked requests whose feed is a Plackett-Luce draw over the "
+        "scores instead of the greedy order (0: never explore).",
+    )
+    explore_temperature: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Softness of the explored draw, in standard deviations of the request's "
+        "scores (lower: closer to the greedy feed).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingConfig:
@@ -218,6 +236,8 @@ class _Metrics(NamedTuple):
     stage: Any
     fallback: Any
     events: Any
+    explore: Any
+    explore_cost: Any
 
 
 @functools.cache
@@ -244,6 +264,16 @@ def _metrics() -> _Metrics:
             ["reason"],
         ),
         events=Counter("feedrank_events_total", "Events received by /events.", ["outcome"]),
+        explore=Counter(
+            "feedrank_rank_feeds_total",
+            "Ranked feeds by how they were ordered (explored: a Plackett-Luce draw).",
+            ["policy"],
+        ),
+        explore_cost=Histogram(
+            "feedrank_explore_cost",
+            "Discounted weighted engagement an explored feed gave up against the greedy one.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        ),
     )
 
 
@@ -375,6 +405,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         require_user(request_scope(ctx), (request.user_id,))
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
         timings: dict[str, float] = {}
         request_us = to_micros(request.request_time) if request.request_time else _now_us()
         reason: str | None = None
@@ -397,18 +428,32 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
 
         probs, features, reason = self._score(request.user_id, cands, request_us, reason, timings)
         mark = time.perf_counter()
+        limit = min(request.limit, MAX_LIMIT)
+        explored = False
         if probs is None:
-            order = reverse_chronological(cands.created_us, request.limit)
+            order = reverse_chronological(cands.created_us, limit)
+            propensity = np.ones(len(order))
             scores = np.zeros(len(cands))
             self._metrics.fallback.labels(
                 reason=_FALLBACK_LABELS.get(reason, "features_slow")
             ).inc()
         else:
             scores = weighted_scores(probs, weights=self.weights)
-            order = rank(
-                scores, cands.tweet_ids, cands.author_ids, request.limit, self.config.diversity
+            feed = served_feed(
+                scores,
+                cands.tweet_ids,
+                cands.author_ids,
+                limit,
+                diversity=self.config.diversity,
+                share=self.config.explore_share,
+                temperature=self.config.explore_temperature,
+                rng=np.random.default_rng(seed),
             )
-        items = self._items(cands, scores, probs, order[: min(request.limit, MAX_LIMIT)])
+            order, propensity, explored = feed.order, feed.propensity, feed.explored
+            self._metrics.explore.labels(policy="explored" if explored else "greedy").inc()
+            if explored:
+                self._metrics.explore_cost.observe(feed.cost)
+        items = self._items(cands, scores, probs, order, propensity)
         timings["policy"] = self._lap(mark, "policy")
         timings["total"] = self._lap(started, "total")
         if reason is not None:
@@ -433,12 +478,19 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
                 "candidate_source": cands.source,
                 "degraded": reason is not None,
                 "reason": reason,
+                "explored": explored,
+                "seed": seed,
                 "timings_ms": timings,
             }
         )
 
-    def _items(
-        self, cands: Candidates, scores: np.ndarray, probs: np.ndarray | None, top: np.ndarray
+    def _items(  # pylint: disable=too-many-arguments
+        self,
+        cands: Candidates,
+        scores: np.ndarray,
+        probs: np.ndarray | None,
+        top: np.ndarray,
+        propensity: np.ndarray,
     ) -> list[dict[str, Any]]:
         """The feed's items as plain data, validated with the response in one pydantic call
         (50 ``RankedItem`` objects built one by one cost twice as much)."""
@@ -454,13 +506,15 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
                 "rank": position,
                 "score": score,
                 "probabilities": probability,
+                "propensity": chance,
             }
-            for position, (tweet, author, score, probability) in enumerate(
+            for position, (tweet, author, score, probability, chance) in enumerate(
                 zip(
                     cands.tweet_ids[top].tolist(),
                     cands.author_ids[top].tolist(),
                     scores[top].tolist(),
                     probabilities,
+                    propensity.tolist(),
                     strict=True,
                 )
             )

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from core.actions import load_actions
 from core.feast_store import Workspace, open_store
+from core.tables import TWEETS, read_table
 from load.harness import auth_headers
 from serving.schemas import RankRequest
 from tests.integration.conftest import (
@@ -318,6 +319,7 @@ def test_health_and_metrics_endpoints(asgi: TestClient, world_end_iso: str) -> N
     asgi.post("/rank", json={"user_id": 5, "request_time": world_end_iso})
     metrics = asgi.get("/metrics").text
     assert "feedrank_rank_stage_seconds" in metrics
+    assert 'feedrank_rank_feeds_total{policy="greedy"}' in metrics
 
 
 def test_bentoml_serve_with_sync_client_and_httpx(
@@ -509,3 +511,46 @@ def test_refused_requests_log_one_warning_line_without_a_traceback(
     assert "Traceback" not in output, output[-3000:]
     warnings = [line for line in output.splitlines() if "Exception on /" in line]
     assert len(warnings) >= 3 and all("WARNING" in line for line in warnings), warnings
+
+
+def test_class_explores_its_share_with_exact_propensities_and_reproducible_seeds(
+    ranker: Any, served_workspace: Workspace, world_end_iso: str
+) -> None:
+    candidates = read_table(TWEETS, served_workspace.world)["tweet_id"].to_numpy()[:150]
+
+    def feed(seed: int) -> dict[str, Any]:
+        request = RankRequest(
+            user_id=5,
+            candidate_tweet_ids=candidates.tolist(),
+            request_time=world_end_iso,
+            limit=200,
+            seed=seed,
+        )
+        return asyncio.run(ranker.rank(request, CTX)).model_dump()
+
+    greedy = feed(11)
+    assert not greedy["explored"] and greedy["seed"] == 11
+    assert all(i["propensity"] == 1.0 for i in greedy["items"])
+    config = ranker.config
+    # Every request explores; diversity off, so the draw is over the scores shown.
+    ranker.config = config.model_copy(update={"explore_share": 1.0, "diversity": 1.0})
+    try:
+        first, again = feed(11), feed(11)
+        others = [feed(seed) for seed in range(12, 16)]
+    finally:
+        ranker.config = config
+    assert first["explored"] and not first["degraded"]
+
+    def tweets(body: dict[str, Any]) -> list[int]:
+        return [i["tweet_id"] for i in body["items"]]
+
+    assert tweets(first) == tweets(again)
+    assert any(tweets(other) != tweets(first) for other in others)
+    # The whole feed is shown (limit >= candidates): each slot's propensity is
+    # exp(l) over the sum of exp(l) of that slot and the slots below it.
+    assert sorted(tweets(first)) == sorted(candidates.tolist()) == sorted(tweets(greedy))
+    scores = np.array([i["score"] for i in first["items"]])
+    logits = (scores - scores.max()) / (config.explore_temperature * scores.std())
+    weights = np.exp(logits)
+    expected = weights / np.cumsum(weights[::-1])[::-1]
+    np.testing.assert_allclose([i["propensity"] for i in first["items"]], expected, rtol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from core.actions import load_actions
-from serving.events import EventLog, EventRecord, push_frame
+from serving.event_stream import _payload, _record
+from serving.events import EventConflict, EventLog, EventRecord, push_frame
 from serving.schemas import EventBatch, RankRequest
 
 pytestmark = pytest.mark.unit
@@ -148,3 +150,51 @@ def test_publishes_are_ordered_like_the_counts_across_connections(tmp_path: Path
         thread.join()
     assert published == sorted(published)
     assert published[-1] == 10 + 100  # the seed, then every event once
+
+
+def test_impressions_keep_their_request_id_and_propensity(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    shown = EventRecord("s", 1, 7, "impression", 2.0, 1_000, "a1b2", 0.25)
+    log.append([shown, EventRecord("l", 1, 7, "like", None, 1_000)], _seed)
+    table = log.to_table().sort_by("event_id").to_pydict()
+    assert table["request_id"] == [None, "a1b2"] and table["propensity"] == [None, 0.25]
+    with pytest.raises(EventConflict):  # the same id with another propensity is a change
+        log.append([EventRecord("s", 1, 7, "impression", 2.0, 1_000, "a1b2", 0.5)], _seed)
+
+
+def test_a_log_from_before_the_propensity_columns_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE events (event_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, "
+            "tweet_id INTEGER NOT NULL, action TEXT NOT NULL, dwell_seconds REAL, "
+            "ts_us INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        old.execute("INSERT INTO events VALUES ('old', 1, 7, 'like', NULL, 5)")
+    log = EventLog(path, ACTIONS)
+    log.append([EventRecord("new", 1, 7, "impression", 1.0, 6, "r", 1.0)], _seed)
+    table = log.to_table().sort_by("event_id").to_pydict()
+    assert table["event_id"] == ["new", "old"] and table["propensity"] == [1.0, None]
+
+
+@pytest.mark.parametrize("served", [("r-1", 0.125), (None, None)])
+def test_stream_payloads_round_trip_and_old_ones_still_read(served: tuple) -> None:
+    record = EventRecord("e", 1, 7, "impression", 2.5, 1_000, *served)
+    assert _record(_payload(record)) == record
+    if served == (None, None):  # unchanged payload, so unchanged idempotency digests
+        assert _payload(record) == '["e",1,7,"impression",2.5,1000]'
+
+
+@pytest.mark.parametrize("propensity", [0.0, 1.5, float("nan")])
+def test_a_propensity_outside_0_1_is_refused(propensity: float) -> None:
+    event = {
+        "event_id": "x",
+        "user_id": 1,
+        "tweet_id": 2,
+        "action": "impression",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "request_id": "r",
+        "propensity": propensity,
+    }
+    with pytest.raises(ValidationError, match="propensity"):
+        TypeAdapter(EventBatch).validate_python([event])
