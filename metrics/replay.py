@@ -61,7 +61,7 @@ class ReplayResult:
         }
 
 
-def _test_day(workspace: Workspace) -> pd.DataFrame:
+def held_out_day(workspace: Workspace) -> pd.DataFrame:
     """Rows of the training set on its last day: the held-out visits."""
     frame = pq.read_table(training_set_path(workspace)).to_pandas()
     day = frame["event_timestamp"].dt.floor("D")
@@ -184,7 +184,7 @@ def replay(
         seed: seeds exploration and the simulated users.
     """
     actions = actions or load_actions()
-    frame = _test_day(workspace)
+    frame = held_out_day(workspace)
     probs = ranker.predict_proba({c: frame[c].to_numpy() for c in frame.columns})
     oracle = read_oracle(workspace.truth, frame["impression_id"].to_numpy(), actions)
     created = tables.tweet_created(workspace.world, frame["tweet_id"].to_numpy()).astype(np.float64)

@@ -8,6 +8,11 @@ The challenger passes only if it captures a larger share of the oracle's lift
 than the champion and no head's AUC is worse by more than a tolerance (or
 there is no champion yet). The AUC check comes first: a model that wins on
 the weighted feed value by giving up a head is refused for that head.
+
+Optionally (``feedrank promote --offpolicy``) an off-policy estimate of both
+models' weighted engagement per user, from the champion's explored logs, is a
+further check: a challenger whose whole interval lies below the champion's
+estimate is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +22,25 @@ from dataclasses import dataclass
 
 GATE_METRIC = "oracle_lift_share_at_50"
 """The feed-value metric a challenger must improve."""
+
+
+@dataclass(frozen=True)
+class OffPolicyEvidence:
+    """Both models' off-policy estimates of weighted engagement per user, same logs."""
+
+    estimator: str
+    challenger: float
+    challenger_ci_low: float
+    challenger_ci_high: float
+    champion: float
+
+    def summary(self) -> str:
+        """One line for the decision's reason and tags."""
+        return (
+            f"off-policy {self.estimator}: challenger {self.challenger:.4f} "
+            f"[{self.challenger_ci_low:.4f}, {self.challenger_ci_high:.4f}], "
+            f"champion {self.champion:.4f}"
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ def gate(
     heads: Iterable[str],
     auc_tolerance: float = 0.005,
     min_gain: float = 0.0,
+    offpolicy: OffPolicyEvidence | None = None,
 ) -> GateDecision:
     """Whether a challenger beats the champion on the same test days.
 
@@ -42,6 +67,7 @@ def gate(
         heads: the action names whose AUC is checked.
         auc_tolerance: how much lower a head's AUC may be.
         min_gain: how much the gate metric must exceed the champion's (strictly).
+        offpolicy: both models' off-policy estimates, or None to skip that check.
     """
     if champion is None:
         return GateDecision(True, "no champion yet")
@@ -53,8 +79,11 @@ def gate(
     ]
     if worse:
         return GateDecision(False, f"AUC worse by more than {auc_tolerance}: {'; '.join(worse)}")
+    if offpolicy is not None and offpolicy.challenger_ci_high < offpolicy.champion:
+        return GateDecision(False, f"{offpolicy.summary()}: interval below the champion")
     if not share_c > share_p + min_gain:
         return GateDecision(
             False, f"{GATE_METRIC} {share_c:.4f} does not beat champion's {share_p:.4f}"
         )
-    return GateDecision(True, f"{GATE_METRIC} {share_c:.4f} > champion's {share_p:.4f}")
+    passed = f"{GATE_METRIC} {share_c:.4f} > champion's {share_p:.4f}"
+    return GateDecision(True, passed if offpolicy is None else f"{passed}; {offpolicy.summary()}")

@@ -16,7 +16,7 @@ import logging
 import subprocess  # nosec B404  # fixed git command, no shell
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from core.feast_store import FEATURE_SERVICE, training_set_path
 from core.workspace import Workspace
 from training.dataset import Split, load_splits
 from training.evaluate import Evaluation, evaluate
-from training.gate import GATE_METRIC, gate
+from training.gate import GATE_METRIC, OffPolicyEvidence, gate
 from training.train import TrainConfig, TrainResult
 
 log = logging.getLogger("feedrank.training")
@@ -268,11 +268,17 @@ def promote(
     require_approval: bool = False,
     auc_tolerance: float = 0.005,
     min_gain: float = 0.0,
+    offpolicy: Callable[[str, str], OffPolicyEvidence] | None = None,
 ) -> dict[str, Any]:
     """Run the gate on the challenger and move ``champion`` (or leave it pending).
 
     Both models are re-evaluated on the workspace's current test days, so a
     champion trained on older data is judged on the same rows.
+
+    Args:
+        offpolicy: called with (challenger version, champion version) when there
+            is a champion; its evidence is one more gate criterion (the CLI builds
+            it from :mod:`metrics.offpolicy`, a stage this one does not import).
 
     Returns:
         version, decision (promoted / refused / pending), reason, and both gate metrics.
@@ -299,7 +305,12 @@ def promote(
         if champion is not None
         else None
     )
-    decision = gate(new, old, actions.names, auc_tolerance, min_gain)
+    evidence = (
+        offpolicy(str(challenger.version), str(champion.version))
+        if offpolicy is not None and champion is not None
+        else None
+    )
+    decision = gate(new, old, actions.names, auc_tolerance, min_gain, evidence)
     status = "refused"
     if decision.passed:
         status = "pending" if require_approval else "promoted"
@@ -310,6 +321,8 @@ def promote(
         f"promotion.{GATE_METRIC}": f"{new[GATE_METRIC]:.5f}",
         "promotion.champion_version": str(champion.version) if champion is not None else "",
     }
+    if evidence is not None:
+        tags["promotion.offpolicy"] = evidence.summary()
     if status == "pending":
         tags["promotion.requested_at"] = str(int(time.time()))
     _tag(client, challenger.version, tags)
@@ -427,13 +440,14 @@ def refuse(
     }
 
 
-def log_replay(
-    workspace: Workspace, ref: str, metrics: Mapping[str, float], files: list[Path]
+def log_analysis(
+    workspace: Workspace, ref: str, kind: str, metrics: Mapping[str, float], files: list[Path]
 ) -> None:
-    """Attach a replay's figures and files to the MLflow run that produced model ``ref``."""
+    """Attach an analysis of model ``ref`` (``replay``, ``offpolicy``) to the MLflow run
+    that produced it: metrics named ``<kind>_<name>``, files under the artifact folder ``kind``."""
     client = model_registry.connect(workspace)
     run_id = model_registry.model_version(client, ref).run_id
     for name, value in _clean(metrics).items():
-        client.log_metric(run_id, f"replay_{name}", value)
+        client.log_metric(run_id, f"{kind}_{name}", value)
     for path in files:
-        client.log_artifact(run_id, str(path), artifact_path="replay")
+        client.log_artifact(run_id, str(path), artifact_path=kind)

@@ -1,4 +1,4 @@
-"""``feedrank train | evaluate [replay] | promote``: the model's life in the MLflow registry.
+"""``feedrank train | evaluate [replay | offpolicy] | promote``: a model in the MLflow registry.
 
 ``feedrank train`` is the training stage's own command
 (:mod:`training.command`, which ``python -m training`` runs under torchrun),
@@ -8,7 +8,9 @@ line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +19,9 @@ from core.results import result_line
 from core.workspace import Workspace
 from feedrank.options import Command, ConfigCommand, Group
 from training.command import train_command
+
+if TYPE_CHECKING:
+    from training.gate import OffPolicyEvidence
 
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel
@@ -114,10 +119,156 @@ def replay(
     csv = out / "replay.csv"
     result.table.to_csv(csv, index=False)
     png = replaying.plot(result, out / "replay.png")
-    registry.log_replay(ws, ref, result.result(), [csv, png])
+    registry.log_analysis(ws, ref, "replay", result.result(), [csv, png])
     click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"plot: {png}")
     click.echo(result_line(result.result()))
+
+
+@evaluate.command("offpolicy")
+@workspace_option
+@click.option(
+    "--model",
+    "ref",
+    default=None,
+    help="Version or alias of the logging policy's model (default: the champion).",
+)
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    help="A policy to evaluate, repeatable: champion, a version number or alias, "
+    "no-diversity, chrono, or an actions-format YAML of other weights "
+    "(default: champion, no-diversity, chrono).",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=10, show_default=True, help="Feed slots."
+)
+@click.option(
+    "--explore-share",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="Share of the logged requests that explored (FEEDRANK_EXPLORE_SHARE).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Exploration temperature of the logging policy (FEEDRANK_EXPLORE_TEMPERATURE).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Logged days: each held-out visit is logged this many times (narrower intervals).",
+)
+@click.option(
+    "--mc-draws",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Plackett-Luce draws per visit to estimate each tweet's chance of being shown.",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(["ips", "snips", "dr"]),
+    default="dr",
+    show_default=True,
+    help="The estimator of the RESULT line (the table shows all three).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of logs and bootstrap.")
+def offpolicy(  # pylint: disable=too-many-arguments,too-many-locals
+    workspace: Path,
+    ref: str | None,
+    candidates: tuple[str, ...],
+    limit: int,
+    explore_share: float,
+    temperature: float,
+    days: int,
+    mc_draws: int,
+    estimator: str,
+    seed: int,
+) -> None:
+    """Off-policy evaluation: each candidate's weighted engagement per user, from explored logs.
+
+    The logs are the served policy's (greedy, or a Plackett-Luce draw on the
+    explored share) on the held-out day, acted on by the simulator. IPS,
+    SNIPS and doubly robust estimates with bootstrap intervals are printed
+    next to each candidate's true value, written to data/offpolicy/, and
+    logged to the MLflow run of the logging model.
+    """
+    from core import model_registry
+    from core.actions import load_actions
+    from metrics import offpolicy as ope
+    from training import registry
+
+    ws = Workspace(workspace)
+    ref = ref or model_registry.CHAMPION
+    actions = load_actions()
+    data = ope.held_out(ws, model_registry.load_ranker(ws, ref), actions)
+    logging = ope.LoggingPolicy(share=explore_share, temperature=temperature, limit=limit)
+    policies = dict(
+        ope.candidate(
+            spec,
+            data,
+            lambda r: model_registry.load_ranker(ws, r),
+            actions,
+            limit,
+            logging.diversity,
+        )
+        for spec in candidates or ("champion", "no-diversity", "chrono")
+    )
+    result = ope.evaluate(data, policies, logging, actions, mc_draws=mc_draws, days=days, seed=seed)
+    out = ws.data / "offpolicy"
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "offpolicy.csv"
+    table = result.table()
+    table.to_csv(csv, index=False)
+    png = ope.plot(result, out / "offpolicy.png", estimator)
+    figures = result.result(estimator)
+    registry.log_analysis(
+        ws,
+        ref,
+        "offpolicy",
+        {k: float(v) for k, v in figures.items() if isinstance(v, int | float)},
+        [csv, png],
+    )
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(f"plot: {png}")
+    click.echo(result_line(figures))
+
+
+def _offpolicy_evidence(ws: Workspace) -> Callable[[str, str], OffPolicyEvidence]:
+    """The gate's off-policy check: both versions estimated from the champion's explored logs."""
+
+    def evidence(challenger: str, champion: str) -> OffPolicyEvidence:
+        from core import model_registry
+        from core.actions import load_actions
+        from metrics import offpolicy as ope
+        from training.gate import OffPolicyEvidence as Evidence
+
+        actions = load_actions()
+        data = ope.held_out(ws, model_registry.load_ranker(ws, champion), actions)
+        logging = ope.LoggingPolicy()
+        candidates = dict(
+            ope.candidate(
+                ref,
+                data,
+                lambda r: model_registry.load_ranker(ws, r),
+                actions,
+                logging.limit,
+                logging.diversity,
+            )
+            for ref in (challenger, champion)
+        )
+        new, old = ope.evaluate(data, candidates, logging, actions, mc_draws=500).policies
+        dr = new.estimates["dr"]
+        return Evidence("dr", dr.value, dr.ci_low, dr.ci_high, old.estimates["dr"].value)
+
+    return evidence
 
 
 PROMOTE_EXIT_CODES = {"promoted": 0, "unchanged": 0, "refused": 3, "pending": 4, "rejected": 5}
@@ -226,6 +377,14 @@ def _publish(outcome: dict[str, object], outputs: Path | None) -> None:
     help="Required gain in share of oracle lift at 50 over the champion.",
 )
 @click.option(
+    "--offpolicy/--no-offpolicy",
+    "offpolicy_check",
+    default=False,
+    show_default=True,
+    help="Also refuse a challenger whose off-policy interval (DR, from the champion's "
+    "explored logs of the held-out day) lies below the champion's estimate.",
+)
+@click.option(
     "--approval-ttl-hours",
     type=click.FloatRange(min=0, min_open=True),
     default=72.0,
@@ -244,6 +403,7 @@ def promote(  # pylint: disable=too-many-arguments
     outputs: Path | None,
     auc_tolerance: float,
     min_gain: float,
+    offpolicy_check: bool,
     approval_ttl_hours: float,
 ) -> None:
     """Give the champion alias to the challenger if it passes the gate.
@@ -264,7 +424,13 @@ def promote(  # pylint: disable=too-many-arguments
     elif refuse_version is not None:
         outcome = registry.refuse(ws, refuse_version, approver_identity(approver), reason)
     else:
-        outcome = registry.promote(ws, require_approval, auc_tolerance, min_gain)
+        outcome = registry.promote(
+            ws,
+            require_approval,
+            auc_tolerance,
+            min_gain,
+            offpolicy=_offpolicy_evidence(ws) if offpolicy_check else None,
+        )
     code = PROMOTE_EXIT_CODES[outcome["decision"]]
     outcome = {**outcome, "exit_code": code}
     _publish(outcome, outputs)

@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from core import model_registry
 from core.feast_store import FEATURE_SERVICE, training_set_path
-from core.workspace import Workspace
+from core.workspace import REPO_ROOT, Workspace
 from feedrank.commands.train import evaluate as evaluate_command
 from feedrank.commands.train import promote as promote_command
 from training import registry
@@ -63,6 +64,8 @@ def fixture_trained(
         env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
         summary = run_training_pipeline(ws.root, QUICK, progress=False)
     yield ws, summary
+    # model_registry.connect exports the store it points MLflow at: undo that too.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     if saved is not None:
         os.environ["MLFLOW_TRACKING_URI"] = saved
 
@@ -163,8 +166,13 @@ def test_gate_refuses_an_equal_challenger_then_approval_flow(
     tags = client.get_model_version(model_registry.MODEL_NAME, second["version"]).tags
     assert tags["promotion.decision"] == "refused" and "does not beat" in tags["promotion.reason"]
     assert _champion(client) == first["version"]
-    pending = registry.promote(ws, require_approval=True, min_gain=-1.0)
-    assert pending["decision"] == "pending"
+    # With the off-policy check too: the same model's interval holds the champion's estimate.
+    args = ["--workspace", str(ws.root), "--require-approval", "--min-gain", "-1", "--offpolicy"]
+    pending = CliRunner().invoke(promote_command, args)
+    assert pending.exit_code == 4, pending.output
+    tags = client.get_model_version(model_registry.MODEL_NAME, second["version"]).tags
+    assert tags["promotion.offpolicy"].startswith("off-policy dr: challenger ")
+    assert tags["promotion.offpolicy"] in tags["promotion.reason"]
     assert _champion(client) == first["version"]
     result = CliRunner().invoke(
         promote_command, ["--workspace", str(ws.root), "--approve", second["version"]]
@@ -316,6 +324,40 @@ def test_replay_compares_policies_and_logs_to_the_model_run(
     logged = {a.path for a in client.list_artifacts(run_id, "replay")}
     assert logged == {"replay/replay.csv", "replay/replay.png"}
     assert "replay_model_minus_chrono" in client.get_run(run_id).data.metrics
+
+
+def test_offpolicy_estimates_candidates_and_logs_to_the_model_run(
+    trained: tuple[Workspace, dict], tmp_path: Path
+) -> None:
+    ws, _ = trained
+    weights = tmp_path / "replies_first.yaml"
+    spec = yaml.safe_load((REPO_ROOT / "core" / "actions.yaml").read_text())
+    spec["actions"]["reply"]["weight"] = 50.0
+    weights.write_text(yaml.safe_dump(spec))
+    args = ["offpolicy", "--workspace", str(ws.root), "--limit", "2", "--days", "2"]
+    args += ["--mc-draws", "100", "--candidate", "champion", "--candidate", "chrono"]
+    done = CliRunner().invoke(evaluate_command, [*args, "--candidate", str(weights)])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(ws.data / "offpolicy" / "offpolicy.csv")
+    assert sorted(set(table.policy)) == ["champion", "chrono", "weights:replies_first"]
+    assert set(table.estimator) == {"ips", "snips", "dr"}
+    assert ((table.ci_low <= table.estimate) & (table.estimate <= table.ci_high)).all()
+    result = json.loads(done.output.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert result["ope_policies"] == 3 and 0 <= result["ope_ci_covers_truth"] <= 3
+    assert set(result["chrono"]) == {"ope_estimate", "ope_ci_low", "ope_ci_high", "true_value"}
+    client = model_registry.connect(ws)
+    run_id = client.get_model_version_by_alias(
+        model_registry.MODEL_NAME, model_registry.CHAMPION
+    ).run_id
+    logged = {a.path for a in client.list_artifacts(run_id, "offpolicy")}
+    assert logged == {"offpolicy/offpolicy.csv", "offpolicy/offpolicy.png"}
+    assert "offpolicy_ope_ci_covers_truth" in client.get_run(run_id).data.metrics
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("long_dwell_seconds: 10\nactions:\n  like: {weight: 1, description: x}\n")
+    refused = CliRunner().invoke(evaluate_command, [*args, "--candidate", str(bad)])
+    assert refused.exit_code == 1 and "bad.yaml" in refused.output
+    assert "Traceback" not in refused.output
 
 
 def test_drift_monitor_compares_model_scores(

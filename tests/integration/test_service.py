@@ -17,6 +17,7 @@ from core.actions import load_actions
 from core.feast_store import Workspace, open_store
 from core.tables import TWEETS, read_table
 from load.harness import auth_headers
+from serving.events import EventLog
 from serving.schemas import RankRequest
 from tests.integration.conftest import (
     free_port,
@@ -554,3 +555,39 @@ def test_class_explores_its_share_with_exact_propensities_and_reproducible_seeds
     weights = np.exp(logits)
     expected = weights / np.cumsum(weights[::-1])[::-1]
     np.testing.assert_allclose([i["propensity"] for i in first["items"]], expected, rtol=1e-6)
+
+
+def test_an_impression_event_keeps_the_propensity_its_feed_gave_it(
+    ranker: Any, asgi: TestClient, served_workspace: Workspace, world_end_iso: str
+) -> None:
+    config = ranker.config
+    ranker.config = config.model_copy(update={"explore_share": 1.0})
+    try:
+        request = RankRequest(
+            user_id=6,
+            candidate_tweet_ids=list(range(20, 60)),
+            request_time=world_end_iso,
+            limit=5,
+            seed=3,
+        )
+        feed = asyncio.run(ranker.rank(request, CTX)).model_dump()
+    finally:
+        ranker.config = config
+    assert feed["explored"] and any(i["propensity"] < 1 for i in feed["items"])
+    sent = {
+        f"prop-{i['tweet_id']}": {
+            **_event(f"prop-{i['tweet_id']}", 6, i["tweet_id"], "impression", world_end_iso),
+            "request_id": feed["request_id"],
+            "propensity": i["propensity"],
+        }
+        for i in feed["items"]
+    }
+    answer = asgi.post("/events", json=list(sent.values()))
+    assert answer.status_code == 200 and answer.json()["accepted"] == len(sent), answer.text
+    log = EventLog(served_workspace.data / "serving" / "events.db", load_actions())
+    try:
+        table = log.to_table().to_pandas().set_index("event_id").loc[list(sent)]
+    finally:
+        log.close()
+    assert (table["request_id"] == feed["request_id"]).all()
+    assert table["propensity"].tolist() == [e["propensity"] for e in sent.values()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.gate import GATE_METRIC, gate
+from training.gate import GATE_METRIC, OffPolicyEvidence, gate
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +54,16 @@ def test_the_first_model_passes_without_a_champion() -> None:
     decision = gate(_metrics(0.1, like=0.5), None, HEADS)
     assert decision.passed
     assert decision.reason == "no champion yet"
+
+
+def test_an_offpolicy_interval_below_the_champion_refuses_despite_the_share() -> None:
+    below = OffPolicyEvidence("dr", 9.0, 8.5, 9.4, champion=9.5)
+    decision = gate(_metrics(0.8), _metrics(0.7), HEADS, offpolicy=below)
+    assert not decision.passed
+    assert decision.reason == (
+        "off-policy dr: challenger 9.0000 [8.5000, 9.4000], champion 9.5000: "
+        "interval below the champion"
+    )
+    overlapping = OffPolicyEvidence("dr", 9.0, 8.5, 9.6, champion=9.5)
+    decision = gate(_metrics(0.8), _metrics(0.7), HEADS, offpolicy=overlapping)
+    assert decision.passed and decision.reason.endswith(overlapping.summary())
