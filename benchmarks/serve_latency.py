@@ -11,6 +11,9 @@ warmed with 100 other requests before anything is timed. Measured:
 - concurrency 8 on the SQLite profile: requests per second and p99;
 - the SQLite sequential phase again with ``FEEDRANK_AUTH=off``: the cost of the
   API key check and rate limit (``*_auth_off``);
+- the SQLite sequential phase again with ``FEEDRANK_EXPLORE_SHARE=1``: every
+  feed a Plackett-Luce draw with its propensities, the cost of exploring
+  (``*_explore``; the other phases explore nothing, the default);
 - the naive path on the same requests, in process: Feast
   ``get_online_features(...).to_dict()`` plus the model forward.
 
@@ -344,6 +347,10 @@ def main() -> None:
         with serve(ws, settings | {AUTH_ENV: "off"}) as served:
             _warm(served.url, warmup, {})
             open_lean, _, cpu_open = _lean_with_cpu(served, requests[50:], {})
+        # And with every feed explored: what the draw and its propensities cost.
+        with serve(ws, settings | {"FEEDRANK_EXPLORE_SHARE": "1"}) as served:
+            _warm(served.url, warmup, headers)
+            explore_lean, _, cpu_explore = _lean_with_cpu(served, requests[50:], headers)
         degraded += degraded_lean + degraded_c8_lean
         print(f"sqlite sequential {sqlite} degraded={degraded}", flush=True)
         print(f"sqlite sequential, lean {sqlite_lean} CPU/request {cpu_sqlite} ms", flush=True)
@@ -352,6 +359,12 @@ def main() -> None:
         print(
             f"sqlite sequential, lean, auth off {open_lean} CPU/request {cpu_open} ms "
             f"(auth on / off p50: {sqlite_lean['p50_ms'] / open_lean['p50_ms']:.2f}x)",
+            flush=True,
+        )
+        print(
+            f"sqlite sequential, lean, every feed explored {explore_lean} CPU/request "
+            f"{cpu_explore} ms (explored / greedy p99: "
+            f"{explore_lean['p99_ms'] / sqlite_lean['p99_ms']:.2f}x)",
             flush=True,
         )
         per_request = 1000 / len(requests[50:])
@@ -389,6 +402,9 @@ def main() -> None:
             "p50_ms_sqlite_auth_off": open_lean["p50_ms"],
             "p99_ms_sqlite_auth_off": open_lean["p99_ms"],
             "server_cpu_ms_sqlite_auth_off": cpu_open,
+            "p50_ms_sqlite_explore": explore_lean["p50_ms"],
+            "p99_ms_sqlite_explore": explore_lean["p99_ms"],
+            "server_cpu_ms_sqlite_explore": cpu_explore,
             "degraded": degraded + degraded_c8 + degraded_r,
         }
         _print_bars(result)

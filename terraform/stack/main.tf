@@ -86,6 +86,7 @@ module "ranker" {
   event_stream_password_remote_key   = module.event_stream.auth_token_secret_name
   api_keys_yaml                      = var.api_keys_yaml
   rate_limit                         = var.rate_limit
+  explore_share                      = var.explore_share
   consumer_replicas                  = var.event_consumer_replicas
   feast_registry_url                 = module.feast_registry.registry_url
   feast_registry_password_remote_key = module.feast_registry.password_secret_name

@@ -99,6 +99,17 @@ variable "rate_limit" {
   default     = "100/second"
 }
 
+variable "explore_share" {
+  description = "Share of the ranker's requests that explore (FEEDRANK_EXPLORE_SHARE, a decimal from 0 to 1)."
+  type        = string
+  default     = "0.05"
+
+  validation {
+    condition     = can(regex("^(0([.][0-9]+)?|1([.]0+)?)$", var.explore_share))
+    error_message = "explore_share must be a decimal from 0 to 1, e.g. 0.05."
+  }
+}
+
 variable "event_consumer_replicas" {
   description = "Pods of the event consumer (feedrank events consume)."
   type        = number

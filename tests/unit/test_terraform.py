@@ -839,3 +839,13 @@ def test_in_cluster_event_stream_writes_an_aof_on_a_persistent_volume() -> None:
 def test_rate_limit_validation_takes_the_limits_notation(limit: str, valid: bool) -> None:
     """var.rate_limit refuses at plan time what serving/auth.py would refuse at start."""
     assert accepts(RANKER, "rate_limit", limit) is valid
+
+
+@pytest.mark.parametrize(
+    ("share", "valid"),
+    [("0", True), ("0.05", True), ("1", True), ("1.0", True), ("1.5", False), ("-0.1", False)],
+)
+def test_explore_share_validation_takes_a_share(share: str, valid: bool) -> None:
+    """var.explore_share refuses at plan time what ServingConfig would refuse at start."""
+    assert accepts(RANKER, "explore_share", share) is valid
+    assert accepts(ROOT_MODULE, "explore_share", share) is valid

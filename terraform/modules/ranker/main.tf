@@ -62,6 +62,8 @@ locals {
     FEEDRANK_AUTH          = "required"
     FEEDRANK_API_KEYS_FILE = "${local.api_keys_dir}/${local.api_keys_file}"
     FEEDRANK_RATE_LIMIT    = var.rate_limit
+    # Explored feeds carry propensities, so other policies can be evaluated off-policy.
+    FEEDRANK_EXPLORE_SHARE = var.explore_share
     # One count per key across every replica, in the online store's Redis.
     FEEDRANK_RATE_LIMIT_STORAGE = "${local.redis_scheme}://:$(FEEDRANK_REDIS_PASSWORD)@${var.redis.host}:${var.redis.port}/0"
   }

@@ -157,6 +157,17 @@ variable "rate_limit" {
   }
 }
 
+variable "explore_share" {
+  description = "Share of ranked requests whose feed is a Plackett-Luce draw with logged propensities (FEEDRANK_EXPLORE_SHARE): what off-policy evaluation of other policies needs (docs/metrics.md), at a cost in engagement shown by feedrank_explore_cost."
+  type        = string
+  default     = "0.05"
+
+  validation {
+    condition     = can(regex("^(0([.][0-9]+)?|1([.]0+)?)$", var.explore_share))
+    error_message = "explore_share must be a decimal from 0 to 1, e.g. 0.05."
+  }
+}
+
 variable "consumer_replicas" {
   description = "Pods of the event consumer (feedrank events consume); they share one consumer group, so each event is applied once whatever the count."
   type        = number
