@@ -129,16 +129,13 @@ def main() -> None:
             _weights_file(Path(tmp), "replies_x4", {"reply": 54.0}),
             _weights_file(Path(tmp), "no_negatives", {"hide": 0.0, "report": 0.0}),
         ]
-        candidates = dict(
-            ope.candidate(
-                spec,
-                data,
-                lambda r: model_registry.load_ranker(ws, r),
-                actions,
-                args.limit,
-                logging.diversity,
-            )
-            for spec in specs
+        candidates = ope.candidates(
+            specs,
+            data,
+            lambda r: model_registry.load_ranker(ws, r),
+            actions,
+            args.limit,
+            logging.diversity,
         )
         covered = {name: 0 for name in ope.ESTIMATORS}
         first: dict[str, Any] = {}

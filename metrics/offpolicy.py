@@ -38,7 +38,7 @@ for example from the explored traffic itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,6 +337,18 @@ def candidate(  # pylint: disable=too-many-arguments
     probabilities = model.predict_proba({c: data.frame[c].to_numpy() for c in data.frame.columns})
     name = spec if not spec.isdigit() else f"version {spec}"
     return name, greedy_policy(weighted_scores(probabilities, actions), diversity, limit)
+
+
+def candidates(  # pylint: disable=too-many-arguments
+    specs: Iterable[str],
+    data: HeldOut,
+    load_model: Callable[[str], Ranker],
+    actions: ActionSet,
+    limit: int,
+    diversity: float,
+) -> dict[str, CandidateRanker]:
+    """Every :func:`candidate` of ``specs``, by the name each is reported under."""
+    return dict(candidate(s, data, load_model, actions, limit, diversity) for s in specs)
 
 
 @dataclass(frozen=True)

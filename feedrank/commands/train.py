@@ -210,16 +210,13 @@ def offpolicy(  # pylint: disable=too-many-arguments,too-many-locals
     actions = load_actions()
     data = ope.held_out(ws, model_registry.load_ranker(ws, ref), actions)
     logging = ope.LoggingPolicy(share=explore_share, temperature=temperature, limit=limit)
-    policies = dict(
-        ope.candidate(
-            spec,
-            data,
-            lambda r: model_registry.load_ranker(ws, r),
-            actions,
-            limit,
-            logging.diversity,
-        )
-        for spec in candidates or ("champion", "no-diversity", "chrono")
+    policies = ope.candidates(
+        candidates or ("champion", "no-diversity", "chrono"),
+        data,
+        lambda r: model_registry.load_ranker(ws, r),
+        actions,
+        limit,
+        logging.diversity,
     )
     result = ope.evaluate(data, policies, logging, actions, mc_draws=mc_draws, days=days, seed=seed)
     out = ws.data / "offpolicy"
@@ -253,16 +250,13 @@ def _offpolicy_evidence(ws: Workspace) -> Callable[[str, str], OffPolicyEvidence
         actions = load_actions()
         data = ope.held_out(ws, model_registry.load_ranker(ws, champion), actions)
         logging = ope.LoggingPolicy()
-        candidates = dict(
-            ope.candidate(
-                ref,
-                data,
-                lambda r: model_registry.load_ranker(ws, r),
-                actions,
-                logging.limit,
-                logging.diversity,
-            )
-            for ref in (challenger, champion)
+        candidates = ope.candidates(
+            (challenger, champion),
+            data,
+            lambda r: model_registry.load_ranker(ws, r),
+            actions,
+            logging.limit,
+            logging.diversity,
         )
         new, old = ope.evaluate(data, candidates, logging, actions, mc_draws=500).policies
         dr = new.estimates["dr"]
