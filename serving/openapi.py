@@ -1,7 +1,7 @@
 """The OpenAPI document the service publishes (``GET /docs.json``), made to tell the truth.
 
 BentoML 1.4 builds the document from the API signatures
-(``_bentoml_sdk.service.openapi.generate_spec``) and gets four things wrong
+(``_bentoml_sdk.service.openapi.generate_spec``) and gets these things wrong
 for this service, which clients and schemathesis then believe:
 
 - every API declares 200, 400, 404 and 500 only, the 400 with BentoML's
@@ -12,7 +12,9 @@ for this service, which clients and schemathesis then believe:
   429 with ``Retry-After``, 503, 504) are missing;
 - a nullable field loses its ``null``: BentoML flattens pydantic's
   ``anyOf: [X, null]`` to its first member, so ``reason`` of ``/rank``
-  reads as a string that is never null; and
+  reads as a string that is never null; an exclusive bound stays in
+  JSON-schema form (``exclusiveMinimum: 0``), which OpenAPI 3.0 spells
+  ``minimum: 0, exclusiveMinimum: true`` (schemathesis refused the document); and
 - there is no security scheme (its ``OpenAPISpecification`` has no place
   for ``securitySchemes`` or ``security``).
 
@@ -218,6 +220,22 @@ def mark_nullable(schema: dict[str, Any], fields: Iterable[str]) -> None:
         prop["nullable"] = True
 
 
+def exclusive_bounds_as_3_0(node: Any) -> None:
+    """OpenAPI 3.0 exclusive bounds, in place: pydantic's JSON-schema ``exclusiveMinimum: 0``
+    (a number) becomes ``minimum: 0, exclusiveMinimum: true`` (3.0's boolean form)."""
+    if isinstance(node, dict):
+        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            value = node.get(bound)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                node[limit] = value
+                node[bound] = True
+        for child in node.values():
+            exclusive_bounds_as_3_0(child)
+    elif isinstance(node, list):
+        for child in node:
+            exclusive_bounds_as_3_0(child)
+
+
 def _referenced(spec: Mapping[str, Any]) -> set[str]:
     """Names of the component schemas some ``$ref`` points to."""
     found: set[str] = set()
@@ -275,6 +293,7 @@ def truthful_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         schema = _at(out, path)
         if schema is not None:
             mark_nullable(schema, _nullable_fields(model))
+    exclusive_bounds_as_3_0(out)
     used = _referenced(out)
     for name in BENTOML_ERROR_SCHEMAS:
         if name not in used:

@@ -108,6 +108,10 @@ def test_reason_is_nullable_and_action_an_enum(spec: dict[str, Any]) -> None:
     assert request["properties"]["request_time"]["nullable"] is True
     assert request["properties"]["candidate_tweet_ids"]["nullable"] is True
     assert not request["properties"]["user_id"].get("nullable")
+    # An exclusive bound in OpenAPI 3.0's boolean form (schemathesis refused the number form).
+    propensity = event["propensity"]
+    assert propensity == {**propensity, "minimum": 0, "exclusiveMinimum": True, "maximum": 1}
+    assert propensity["nullable"] is True and event["request_id"]["nullable"] is True
 
 
 def test_the_bearer_scheme_guards_the_api_and_metrics(spec: dict[str, Any]) -> None:
