@@ -322,8 +322,19 @@ def entity_rows(a: Assumptions) -> dict[str, float]:
     }
 
 
-def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
-    """The whole plan from the measured figures and the assumptions."""
+def plan(
+    figures: Mapping[str, Any],
+    a: Assumptions | None = None,
+    top_k_affinity_bytes: float | None = None,
+) -> Plan:
+    """The whole plan from the measured figures and the assumptions.
+
+    Args:
+        top_k_affinity_bytes: plan issue 19's redesign instead of today's pair view:
+            one key of this many bytes per user (its top-K list), read once per
+            /rank, instead of one key per (user, author) pair read per candidate
+            author (``python -m analysis.affinity_top_k`` measures the bytes).
+    """
     a = a or Assumptions()
     world, redis, pipeline = figures["world"], figures["redis"], figures["pipeline"]
     peak = average_rps(a) * a.peak_factor
@@ -331,6 +342,12 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
     replicas = replicas_needed(peak, rps, a.replica_cpu_target)
 
     rows = rows_per_rank(a)
+    keys = entity_rows(a)
+    bytes_per_key = dict(redis["bytes_per_key"])
+    if top_k_affinity_bytes is not None:
+        rows["user_author_affinity"] = 1.0
+        keys["user_author"] = a.users_with_row
+        bytes_per_key["user_author"] = top_k_affinity_bytes
     hits = cache_hit_rates(a)
     reads = {view: n * (1.0 - hits[view]) for view, n in rows.items()}
     impressions_per_day = average_rps(a) * SECONDS_PER_DAY * world["impressions_per_visit"]
@@ -339,8 +356,7 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
     write_ops_peak = events_per_day / SECONDS_PER_DAY * a.peak_factor * a.push_writes_per_event
     ops_per_shard = redis["hmget_per_server_cpu_s"] * a.redis_cpu_target
 
-    keys = entity_rows(a)
-    store = {entity: n * redis["bytes_per_key"][entity] for entity, n in keys.items()}
+    store = {entity: n * bytes_per_key[entity] for entity, n in keys.items()}
     online_gb = sum(store.values()) / GB
     shards_for_memory = math.ceil(online_gb * a.redis_fragmentation / a.redis_gb_per_shard)
     shards_for_ops = math.ceil((read_ops_peak + write_ops_peak) / ops_per_shard)

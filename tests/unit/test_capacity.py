@@ -144,3 +144,16 @@ def test_result_line_has_the_main_figures(
     }
     assert result == capacity.plan(figures).result()
     assert result["peak_rps"] == round(capacity.plan(figures).peak_rps)
+
+
+def test_the_top_k_redesign_plans_one_key_and_one_read_per_user() -> None:
+    figures = capacity.load_figures()
+    today = capacity.plan(figures)
+    redesign = capacity.plan(figures, top_k_affinity_bytes=800.0)
+    users = capacity.Assumptions().users_with_row
+    assert redesign.entity_rows["user_author"] == users
+    assert redesign.store_bytes["user_author"] == users * 800.0
+    assert redesign.reads_per_rank["user_author_affinity"] == 1.0
+    assert redesign.online_store_gb < today.online_store_gb / 5
+    assert redesign.shards_for_ops < today.shards_for_ops
+    assert redesign.redis_shards == max(redesign.shards_for_ops, redesign.shards_for_memory)
