@@ -381,7 +381,7 @@ def held_out(workspace: Workspace, ranker: Ranker, actions: ActionSet) -> HeldOu
 
 def evaluate(  # pylint: disable=too-many-arguments
     data: HeldOut,
-    candidates: dict[str, CandidateRanker],
+    policies: dict[str, CandidateRanker],
     logging: LoggingPolicy | None = None,
     actions: ActionSet | None = None,
     mc_draws: int = 1000,
@@ -394,7 +394,7 @@ def evaluate(  # pylint: disable=too-many-arguments
 
     Args:
         data: the held-out day (:func:`held_out`).
-        candidates: name -> ranking of the visits.
+        policies: name -> ranking of the visits.
         logging: the served policy that wrote the logs.
         actions: the weights of the value (default ``core/actions.yaml``).
         mc_draws: Plackett-Luce draws per visit for ``mu``.
@@ -413,7 +413,7 @@ def evaluate(  # pylint: disable=too-many-arguments
     bias = position_bias(np.arange(logging.limit))
     truth = weighted_scores(data.oracle, actions)
     results = []
-    for name, orders_of in candidates.items():
+    for name, orders_of in policies.items():
         orders = orders_of(data.frame, data.visits)
         terms = per_visit(logs, orders * days, scores, bias)
         results.append(
