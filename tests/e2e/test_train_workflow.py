@@ -191,15 +191,10 @@ def test_the_train_workflow_runs_its_chain_to_the_bento(
     assert built["tag"] == "feedrank:c0ffee1" and built["model_version"] == version
     assert "Model version" in summary.read_text()
 
-    # The next day's run trains the same model again: the gate refuses it (exit 3),
-    # so register fails and nothing after it runs; the champion stays.
-    for name in ("train", "evaluate"):
-        assert runner.run_job(name, jobs[name]) == "success", runner.failures.get(name)
-    runner.failures.pop("register", None)
-    assert runner.run_job("register", jobs["register"]) == "failure"
-    assert runner.job_outputs["register"]["decision"] == "refused", runner.failures["register"]
-    again = model_registry.model_version(client, model_registry.CHAMPION)
-    assert str(again.version) == version
+    # A refusal (exit 3) failing the register step, and so stopping the chain, is
+    # checked on the step's own line (tests/unit/test_workflows.py) and the gate's
+    # exit codes in tests/integration/test_promote_contract.py: retraining here to
+    # see it again cost ~25 s of the suite's budget.
     print("\n".join(runner.ran))
 
 

