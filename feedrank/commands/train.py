@@ -168,9 +168,10 @@ def replay(
 @click.option(
     "--mc-draws",
     type=click.IntRange(min=10),
-    default=1000,
+    default=5000,
     show_default=True,
-    help="Plackett-Luce draws per visit to estimate each tweet's chance of being shown.",
+    help="Plackett-Luce draws per visit to estimate each tweet's chance of being shown "
+    "(fewer bias the estimate of a policy far from the logs upward: 1/mu of rarely shown tweets).",
 )
 @click.option(
     "--estimator",
