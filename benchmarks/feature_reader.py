@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from core.actions import load_actions
-from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, entity_rows, open_store
 from core.tables import TWEETS, read_table
 from core.workspace import REPO_ROOT
 from feedrank.pipeline import publish_features
@@ -70,7 +70,6 @@ def _fast(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """``read`` p50/p99 after the warm-up, and the same per feature view."""
     reader = OnlineFeatureReader(store, service)
-    reader.warm()
     for entities in batches[:WARMUP]:
         reader.read(entities, request_ts)
     gc.collect()
@@ -103,12 +102,7 @@ def _feast(
     feature_service = store.get_feature_service(service)
     times = []
     for entities in batches:
-        rows = [
-            {"user_id": int(u), "author_id": int(a), "tweet_id": int(t), "request_ts": request_ts}
-            for u, a, t in zip(
-                entities["user_id"], entities["author_id"], entities["tweet_id"], strict=True
-            )
-        ]
+        rows = entity_rows(store, service, entities, request_ts)
         start = time.perf_counter()
         store.get_online_features(features=feature_service, entity_rows=rows).to_dict()
         times.append(time.perf_counter() - start)

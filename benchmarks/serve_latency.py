@@ -8,6 +8,10 @@ with 500 tweets of the last two simulated days as candidates. Both workers are
 warmed with 100 other requests before anything is timed. Measured:
 
 - sequential p50/p95/p99 for the SQLite (embedded) and Redis (production) profiles;
+- on Redis, the same phase with the champion's network recorded with the
+  previous FeatureService (``ranker_v2``: the pair features from a key per
+  user-author pair, not from the user's top-author list), and the ``HMGET``
+  commands Redis executed per request for each (``*_v2``, ``hmget_per_rank*``);
 - concurrency 8 on the SQLite profile: requests per second and p99;
 - the SQLite sequential phase again with ``FEEDRANK_AUTH=off``: the cost of the
   API key check and rate limit (``*_auth_off``);
@@ -60,7 +64,7 @@ import httpx
 import numpy as np
 
 from core.actions import load_actions
-from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, open_store
+from core.feast_store import FEATURE_SERVICE, Workspace, drop_project, entity_rows, open_store
 from core.tables import TWEETS, read_table
 from core.workspace import REPO_ROOT
 from feedrank.pipeline import publish_features
@@ -74,8 +78,12 @@ from load.harness import (
 )
 from serving.auth import AUTH_ENV
 from serving.candidates import load_redis_candidates
+from serving.model_store import BENTO_MODEL, RANKER_FOLDER
+from serving.service import MODEL_SOURCE_ENV, MODEL_TAG_ENV
 
 WARM_CONNECTIONS = 4
+PREVIOUS_SERVICE = "ranker_v2"
+"""The FeatureService before the pair features moved into the user's top-author list."""
 BARS = {"p99_ms": 20.0, "naive_ratio_p50": 15.0, "rps_c8": 150.0, "p99_ms_c8": 50.0}
 
 
@@ -248,13 +256,16 @@ def _naive(ws: Workspace, requests: list[dict[str, Any]]) -> dict[str, float]:
     for body in requests:
         start = time.perf_counter()
         ts = int(datetime.fromisoformat(body["request_time"]).timestamp())
-        rows = [
-            {"user_id": body["user_id"], "author_id": author_of[t], "tweet_id": t, "request_ts": ts}
-            for t in body["candidate_tweet_ids"]
-        ]
+        tweet_ids = body["candidate_tweet_ids"]
+        candidates = {
+            "user_id": [body["user_id"]] * len(tweet_ids),
+            "author_id": [author_of[t] for t in tweet_ids],
+            "tweet_id": tweet_ids,
+        }
+        rows = entity_rows(store, FEATURE_SERVICE, candidates, ts)
         features = store.get_online_features(features=service, entity_rows=rows).to_dict()
         ranker.predict_proba(
-            {k: np.asarray(v, dtype=float) for k, v in features.items() if k != "user_topic_rates"}
+            {k: np.asarray(features[k], dtype=float) for k in ranker.preprocessor.feature_names}
         )
         times.append((time.perf_counter() - start) * 1000)
     return _percentiles(times)
@@ -284,36 +295,72 @@ def _client_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _twin(ws: Workspace, service: str) -> str:
+    """The champion's network recorded with FeatureService ``service``, as a BentoML model.
+
+    ``ranker_v2`` and ``ranker_v3`` hand the model the same feature names
+    (v3 computes the pair features from the user's top-author list), so the
+    twin serves the same network through the older feature read: an A/B of
+    the two feature paths alone. Returns its tag.
+    """
+    import bentoml  # pylint: disable=import-outside-toplevel
+
+    from core.model_registry import load_ranker  # pylint: disable=import-outside-toplevel
+
+    ranker = load_ranker(ws, "champion")
+    ranker.feature_service = service
+    tag = f"{BENTO_MODEL}:{service.replace('_', '-')}-twin"
+    with bentoml.models.create(tag, metadata={"feature_service": service}) as model:
+        ranker.save(Path(model.path) / RANKER_FOLDER)
+    return tag
+
+
 def _redis_profile(
     ws: Workspace,
-    settings: dict[str, str],
+    variants: Mapping[str, Mapping[str, str]],
     requests: list[dict[str, Any]],
     warmup: list[dict[str, Any]],
     headers: Mapping[str, str],
-) -> tuple[dict[str, float], dict[str, float], float, int]:
+) -> dict[str, dict[str, Any]]:
     """The sequential phases on the production profile, in a Feast project of their own.
 
-    Returns the httpx and lean percentiles, the workers' CPU per request and
-    the degraded answers; the project and its candidate keys are dropped after.
+    Each variant (server settings) is served in turn on the same data. Returns
+    per variant the httpx and lean percentiles, the workers' CPU per request,
+    the degraded answers and the ``HMGET`` commands Redis executed per
+    request of the lean phase; the project and its candidate keys are dropped after.
     """
     import redis  # pylint: disable=import-outside-toplevel
 
     project = f"bench{uuid.uuid4().hex[:8]}"
     store = open_store(ws, "production", project=project)
-    candidates = redis.Redis("127.0.0.1", 6379)
+    client = redis.Redis("127.0.0.1", 6379)
     production = {"FEEDRANK_FEAST_PROFILE": "production", "FEEDRANK_FEAST_PROJECT": project}
+
+    def hmgets() -> int:
+        return int(client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+    out = {}
     try:
         publish_features(store, ws)
-        load_redis_candidates(candidates, ws.world, load_actions(), prefix=f"feedrank:{project}:")
-        with serve(ws, settings | production) as served:
-            _warm(served.url, warmup, headers)
-            sequential, degraded = _sequential(served.url, requests, 50, headers)
-            lean, degraded_lean, cpu = _lean_with_cpu(served, requests[50:], headers)
+        load_redis_candidates(client, ws.world, load_actions(), prefix=f"feedrank:{project}:")
+        for name, settings in variants.items():
+            with serve(ws, {**settings, **production}) as served:
+                _warm(served.url, warmup, headers)
+                sequential, degraded = _sequential(served.url, requests, 50, headers)
+                before = hmgets()
+                lean, degraded_lean, cpu = _lean_with_cpu(served, requests[50:], headers)
+                out[name] = {
+                    "sequential": sequential,
+                    "lean": lean,
+                    "cpu": cpu,
+                    "degraded": degraded + degraded_lean,
+                    "hmget_per_rank": round((hmgets() - before) / len(requests[50:]), 1),
+                }
     finally:
         drop_project(store)
-        for key in candidates.scan_iter(match=f"feedrank:{project}:*"):
-            candidates.unlink(key)
-    return sequential, lean, cpu, degraded + degraded_lean
+        for key in client.scan_iter(match=f"feedrank:{project}:*"):
+            client.unlink(key)
+    return out
 
 
 def main() -> None:
@@ -369,11 +416,25 @@ def main() -> None:
         )
         per_request = 1000 / len(requests[50:])
 
-        redis_seq, redis_lean, cpu_redis, degraded_r = _redis_profile(
-            ws, settings, requests, warmup, headers
+        twin = {MODEL_SOURCE_ENV: "bentoml", MODEL_TAG_ENV: _twin(ws, PREVIOUS_SERVICE)}
+        runs = _redis_profile(
+            ws, {"current": settings, "v2": settings | twin}, requests, warmup, headers
         )
-        print(f"redis sequential {redis_seq} degraded={degraded_r}", flush=True)
-        print(f"redis sequential, lean {redis_lean} CPU/request {cpu_redis} ms", flush=True)
+        for name, run in runs.items():
+            print(
+                f"redis ({name}) sequential {run['sequential']} degraded={run['degraded']}\n"
+                f"redis ({name}) sequential, lean {run['lean']} CPU/request {run['cpu']} ms, "
+                f"HMGET/request {run['hmget_per_rank']}",
+                flush=True,
+            )
+        redis_seq, redis_lean = runs["current"]["sequential"], runs["current"]["lean"]
+        previous = runs["v2"]["lean"]
+        print(
+            f"redis p50 / p99, current service over {PREVIOUS_SERVICE}: "
+            f"{redis_lean['p50_ms'] / previous['p50_ms']:.2f}x / "
+            f"{redis_lean['p99_ms'] / previous['p99_ms']:.2f}x",
+            flush=True,
+        )
 
         naive = _naive(ws, requests[: args.naive_requests])
         print(f"naive (get_online_features + model) {naive}", flush=True)
@@ -398,14 +459,19 @@ def main() -> None:
             "client_cpu_ms_c8": round(client_cpu_lean * per_request, 2),
             "client_cpu_ms_c8_httpx": round(client_cpu_httpx * per_request, 2),
             "server_cpu_ms_sqlite": cpu_sqlite,
-            "server_cpu_ms_redis": cpu_redis,
+            "server_cpu_ms_redis": runs["current"]["cpu"],
+            "hmget_per_rank_redis": runs["current"]["hmget_per_rank"],
+            "p50_ms_redis_v2": previous["p50_ms"],
+            "p99_ms_redis_v2": previous["p99_ms"],
+            "server_cpu_ms_redis_v2": runs["v2"]["cpu"],
+            "hmget_per_rank_redis_v2": runs["v2"]["hmget_per_rank"],
             "p50_ms_sqlite_auth_off": open_lean["p50_ms"],
             "p99_ms_sqlite_auth_off": open_lean["p99_ms"],
             "server_cpu_ms_sqlite_auth_off": cpu_open,
             "p50_ms_sqlite_explore": explore_lean["p50_ms"],
             "p99_ms_sqlite_explore": explore_lean["p99_ms"],
             "server_cpu_ms_sqlite_explore": cpu_explore,
-            "degraded": degraded + degraded_c8 + degraded_r,
+            "degraded": degraded + degraded_c8 + sum(r["degraded"] for r in runs.values()),
         }
         _print_bars(result)
         print("RESULT " + json.dumps(result))

@@ -45,7 +45,7 @@ from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_v
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import FloatList, Value
+from feast.protos.feast.types.Value_pb2 import FloatList, Int64List, Value
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.type_map import python_values_to_proto_values
 from feast.types import Array, FeastType, Float32, Float64, Int64
@@ -123,37 +123,6 @@ class EntityKeys:
             buf[:, off : off + 8] = values.view(np.uint8).reshape(-1, 8)
         return buf
 
-    def decode(self, rows: np.ndarray) -> list[np.ndarray] | None:
-        """The int64 join-key columns of a (rows, width) uint8 key matrix, in join-key order.
-
-        None when a key's other bytes are not the template's: keys of other
-        join keys, or of another layout.
-        """
-        if rows.ndim != 2 or rows.shape[1] != self.width:
-            return None
-        template = np.frombuffer(self.template, dtype=np.uint8)
-        starts = [0] + [off + 8 for off in sorted(self.offsets)]
-        ends = [*sorted(self.offsets), self.width]
-        for a, b in zip(starts, ends, strict=True):
-            if b > a and not (rows[:, a:b] == template[a:b]).all():
-                return None
-        return [rows[:, off : off + 8].copy().view("<i8").ravel() for off in self.offsets]
-
-    def redis_match(self, project: bytes) -> tuple[bytes, int]:
-        """A Redis ``SCAN`` glob for this layout's keys in ``project``, and their length.
-
-        All keys of one layout share the bytes before the first value, and
-        :func:`redis_keys` appends the project; the glob is literal but for
-        the values (other keys of the same length can match: filter by length).
-        """
-        pattern = _glob_escape(self.template[: min(self.offsets)]) + b"*" + _glob_escape(project)
-        return pattern, self.width + len(project)
-
-
-def _glob_escape(raw: bytes) -> bytes:
-    """``raw`` as a literal in a Redis glob pattern."""
-    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
-
 
 def encode_values(column: pa.ChunkedArray | pa.Array, dtype: FeastType) -> list[bytes]:
     """``ValueProto`` wire bytes of each value of a column, as Feast's ``materialize`` writes them.
@@ -186,6 +155,11 @@ def encode_values(column: pa.ChunkedArray | pa.Array, dtype: FeastType) -> list[
     if dtype == Array(Float32):
         return [
             b"" if v is None else Value(float_list_val=FloatList(val=v)).SerializeToString()
+            for v in column.to_pylist()
+        ]
+    if dtype == Array(Int64):
+        return [
+            b"" if v is None else Value(int64_list_val=Int64List(val=v)).SerializeToString()
             for v in column.to_pylist()
         ]
     raise TypeError(f"no fast encoding for {dtype}")
@@ -233,16 +207,24 @@ def _scalar(raw: bytes) -> float:
     return float(getattr(proto, kind))
 
 
-def decode_lists(values: Iterable[bytes | None]) -> list[list[float] | None]:
-    """``float_list_val`` bytes to Python lists (None when missing)."""
-    out: list[list[float] | None] = []
+LIST_TYPES = (Array(Float32), Array(Int64))
+"""The list types the fast writer encodes and :func:`decode_lists` reads."""
+
+
+def decode_lists(values: Iterable[bytes | None]) -> list[list[float] | list[int] | None]:
+    """``float_list_val`` or ``int64_list_val`` bytes to Python lists (None when missing)."""
+    out: list[list[float] | list[int] | None] = []
     for v in values:
         if not v:
             out.append(None)
             continue
         proto = Value.FromString(v)
-        out.append(list(proto.float_list_val.val) if proto.HasField("float_list_val") else None)
+        kind = proto.WhichOneof("val")
+        out.append(list(getattr(proto, kind).val) if kind in _LIST_KINDS else None)
     return out
+
+
+_LIST_KINDS = frozenset({"float_list_val", "int64_list_val"})
 
 
 def stored_view_name(config: RepoConfig, view: FeatureView) -> str:
@@ -366,6 +348,7 @@ def _sample() -> tuple[FeatureView, pa.Table]:
             Field(name="f64", dtype=Float64),
             Field(name="i64", dtype=Int64),
             Field(name="f32_list", dtype=Array(Float32)),
+            Field(name="i64_list", dtype=Array(Int64)),
         ],
         source=FileSource(path="layout_check.parquet", timestamp_field="event_timestamp"),
     )
@@ -378,6 +361,7 @@ def _sample() -> tuple[FeatureView, pa.Table]:
             "f64": pa.array([1e-300, None, -2.5, math.inf], pa.float64()),
             "i64": pa.array([0, -(2**63), 2**63 - 1, None], pa.int64()),
             "f32_list": pa.array([[0.5, -1.0], [], None, [2.0**-120]], pa.list_(pa.float32())),
+            "i64_list": pa.array([[2**63 - 1, -1], None, [], [0]], pa.list_(pa.int64())),
             "event_timestamp": pa.array(
                 [datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)] * 2
                 + [datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)] * 2,
@@ -539,7 +523,7 @@ def _compare_decoded(view: FeatureView, table: pa.Table) -> None:
     for f in view.features:
         cells = [v.SerializeToString() for v in _column_protos(table, f)]
         want = table[f.name].to_pylist()
-        if f.dtype == Array(Float32):
+        if f.dtype in LIST_TYPES:
             _compare(f"{f.dtype} values", decode_lists(cells), want)
             continue
         got = decode_values(np.asarray(cells, dtype=object)).tolist()

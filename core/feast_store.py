@@ -7,6 +7,7 @@ is a self-contained store.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,7 @@ PROFILE_FILES: dict[str, str] = {
 }
 REDIS_URL_ENV = "FEEDRANK_REDIS_URL"
 REGISTRY_URL_ENV = "FEEDRANK_REGISTRY_URL"
-FEATURE_SERVICE = "ranker_v2"
+FEATURE_SERVICE = "ranker_v3"
 """The FeatureService new models are trained on (each model records its own)."""
 
 
@@ -77,3 +78,40 @@ def drop_project(store: FeatureStore) -> None:
     # pylint: disable-next=protected-access
     store._get_provider().teardown_infra(store.project, views, store.list_entities())
     store.registry.delete_project(store.project, commit=True)
+
+
+def entity_rows(
+    store: FeatureStore,
+    service: str,
+    candidates: Mapping[str, Sequence[int]],
+    request_ts: int | Sequence[int],
+) -> list[dict[str, int]]:
+    """``get_online_features`` rows of a feed's candidates: join keys and request fields.
+
+    Feast wants exactly the request fields the service's on-demand views read
+    (``feature_repo/data_sources.py``): ``request_ts``, and ``candidate_author_id``
+    (the row's ``author_id``) for services that look pairs up in the user's list.
+
+    Args:
+        store: the Feast store.
+        service: the FeatureService name.
+        candidates: ``user_id``, ``author_id`` and ``tweet_id``, one value per row.
+        request_ts: the request time (Unix seconds), one for all rows or one per row.
+    """
+    fs = store.get_feature_service(service)
+    odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+    needed = {
+        field.name
+        for projection in fs.feature_view_projections
+        if projection.name in odfvs
+        for source in odfvs[projection.name].source_request_sources.values()
+        for field in source.schema
+    }
+    users, authors, tweets = (candidates[k] for k in ("user_id", "author_id", "tweet_id"))
+    stamps = [request_ts] * len(users) if isinstance(request_ts, int) else request_ts
+    rows = []
+    for u, a, t, ts in zip(users, authors, tweets, stamps, strict=True):
+        row = {"user_id": int(u), "author_id": int(a), "tweet_id": int(t)}
+        fields = {"request_ts": int(ts), "candidate_author_id": int(a)}
+        rows.append(row | {k: v for k, v in fields.items() if k in needed})
+    return rows

@@ -34,6 +34,7 @@ FEATURE_TABLES = (
     "tweet_content",
     "tweet_engagement",
     "user_author_affinity",
+    "user_top_authors",
 )
 """The feature tables (Feast's offline store), one parquet file each."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,28 @@ def _values() -> pa.Column:
     )
 
 
+def _list_of(rule: str, ok: Callable[[np.ndarray], np.ndarray]) -> pa.Column:
+    """A list per row (empty allowed, not missing) whose every element passes ``ok``."""
+    return pa.Column(
+        object,
+        pa.Check(
+            lambda s: s.map(lambda v: v is not None and bool(np.all(ok(np.asarray(v))))),
+            name=rule,
+        ),
+        nullable=False,
+    )
+
+
+def _same_lengths(*columns: str) -> pa.Check:
+    """A table rule: the list columns of a row have one length."""
+
+    def check(df: pd.DataFrame) -> pd.Series:
+        lengths = [df[c].map(lambda v: -1 if v is None else len(v)) for c in columns]
+        return pd.concat([lengths[0] == other for other in lengths[1:]], axis=1).all(axis=1)
+
+    return pa.Check(check, name=f"same_length({', '.join(columns)})")
+
+
 def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[str, pa.Column]]:
     """Every feature table's columns and their rules (the action rates from actions.yaml)."""
     names = (actions or load_actions()).names
@@ -114,10 +136,20 @@ def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[st
             "ua_positive_rate": _rate(),
             "ua_negative_count": _count(),
         },
+        "user_top_authors": {
+            "user_id": _id(),
+            "event_timestamp": _time(),
+            "top_author_ids": _list_of("ids_non_negative", lambda v: v >= 0),
+            "top_author_impressions": _list_of("counts_non_negative", lambda v: v >= 0),
+            "top_author_positive_rate": _list_of("rates_in_0_1", lambda v: (v >= 0) & (v <= 1)),
+            "top_author_negative_count": _list_of("counts_non_negative", lambda v: v >= 0),
+        },
     }
 
 
-DAILY_SNAPSHOTS = frozenset({"user_stats", "author_stats", "user_author_affinity"})
+DAILY_SNAPSHOTS = frozenset(
+    {"user_stats", "author_stats", "user_author_affinity", "user_top_authors"}
+)
 """Tables written once per day boundary: every day between the first and last has rows."""
 
 
@@ -137,6 +169,15 @@ def _table_checks(name: str, last_event_us: int) -> list[pa.Check]:
             return len(df) == 0 or len(days) == (days.max() - days.min()).days + 1
 
         checks.append(pa.Check(every_day, name="no_missing_daily_snapshot"))
+    if name == "user_top_authors":
+        checks.append(
+            _same_lengths(
+                "top_author_ids",
+                "top_author_impressions",
+                "top_author_positive_rate",
+                "top_author_negative_count",
+            )
+        )
     return checks
 
 

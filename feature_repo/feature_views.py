@@ -12,6 +12,7 @@ from data_sources import (
     tweet_engagement_push,
     user_author_affinity_source,
     user_stats_source,
+    user_top_authors_source,
 )
 from entities import author, tweet, user
 from feast import FeatureView, Field
@@ -114,4 +115,37 @@ user_author_affinity = FeatureView(
     ],
     source=user_author_affinity_source,
     description="A user's history with an author; a row each day the pair was active.",
+)
+
+user_top_authors = FeatureView(
+    name="user_top_authors",
+    entities=[user],
+    ttl=timedelta(days=90),
+    schema=[
+        Field(
+            name="top_author_ids",
+            dtype=Array(Int64),
+            description="The user's most shown authors (at most 32), most shown first.",
+        ),
+        Field(
+            name="top_author_impressions",
+            dtype=Array(Int64),
+            description="ua_impressions of each listed author.",
+        ),
+        Field(
+            name="top_author_positive_rate",
+            dtype=Array(Float32),
+            description="ua_positive_rate of each listed author.",
+        ),
+        Field(
+            name="top_author_negative_count",
+            dtype=Array(Int64),
+            description="ua_negative_count of each listed author.",
+        ),
+    ],
+    source=user_top_authors_source,
+    description=(
+        "user_author_affinity as one key per user: the top authors by impressions and their "
+        "pair features; a row each day the user was active."
+    ),
 )

@@ -15,11 +15,11 @@ and a module-level helper is a NameError when the registry's copy runs (tried).
 
 import numpy as np
 import pandas as pd
-from data_sources import ranking_request
+from data_sources import candidate_request, ranking_request
 from feast import Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float32
-from feature_views import author_stats, tweet_content, user_stats
+from feature_views import author_stats, tweet_content, user_stats, user_top_authors
 
 
 @on_demand_feature_view(
@@ -162,4 +162,65 @@ def follow_features(inputs: pd.DataFrame) -> pd.DataFrame:
         "follow_topic_share": share.astype("float32"),
         "follow_author_affinity": affinity.astype("float32"),
     }
+    return pd.DataFrame(out, index=inputs.index) if isinstance(inputs, pd.DataFrame) else out
+
+
+@on_demand_feature_view(
+    sources=[user_top_authors, candidate_request],
+    schema=[
+        Field(name="ua_impressions", dtype=Float32),
+        Field(name="ua_positive_rate", dtype=Float32),
+        Field(name="ua_negative_count", dtype=Float32),
+    ],
+    description="The user-author pair's features, looked up in the user's top-author list.",
+)
+def top_author_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
+    """The candidate author's entry in the user's ``user_top_authors`` lists (NaN if absent).
+
+    Same names and values as ``user_author_affinity`` for the authors in the
+    list; an author outside it reads as missing, as a pair never met does.
+    """
+
+    def as_matrix(values: object) -> np.ndarray:
+        """A list input as a NaN-padded (rows, longest) float64 matrix.
+
+        Feast's own paths pass a column of objects (a list or an array per row),
+        made one Arrow list array first (4x faster than copying row by row);
+        serving passes an Arrow list array.
+        """
+        import pyarrow as pa  # pylint: disable=import-outside-toplevel
+        import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
+
+        if isinstance(values, pd.Series):
+            values = pa.array(
+                [v if isinstance(v, (list, np.ndarray)) else None for v in values.to_numpy()],
+                type=pa.list_(pa.float64()),  # all missing would be Arrow's null type
+            )
+        lengths = pc.list_value_length(values).fill_null(0).to_numpy().astype(np.int64)
+        matrix = np.full((len(values), lengths.max(initial=0)), np.nan)
+        flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+        matrix[np.arange(matrix.shape[1]) < lengths[:, None]] = flat
+        return matrix
+
+    authors = inputs["candidate_author_id"]
+    authors = np.asarray(
+        authors.to_numpy(dtype="float64", na_value=np.nan)
+        if isinstance(authors, pd.Series)
+        else authors,
+        dtype="float64",
+    )
+    ids = as_matrix(inputs["top_author_ids"])  # ids below 2^53: exact in float64
+    match = ids == authors[:, None]
+    rows = np.flatnonzero(match.any(axis=1))
+    slot = match[rows].argmax(axis=1) if len(rows) else rows  # argmax refuses 0 columns
+    out = {}
+    for name, source in (
+        ("ua_impressions", "top_author_impressions"),
+        ("ua_positive_rate", "top_author_positive_rate"),
+        ("ua_negative_count", "top_author_negative_count"),
+    ):
+        values = as_matrix(inputs[source])
+        column = np.full(len(authors), np.nan, dtype="float32")
+        column[rows] = values[rows, slot]
+        out[name] = column
     return pd.DataFrame(out, index=inputs.index) if isinstance(inputs, pd.DataFrame) else out

@@ -41,6 +41,8 @@ COUNTER_STEP_US = 3_600_000_000
 """Time step of the tweet counter rows: a training row's counters are at most this old."""
 POSITIVE = ("like", "reply", "retweet", "long_dwell")
 """Actions counted as a positive engagement in affinity features."""
+TOP_AUTHORS = 32
+"""Authors kept in a user's ``user_top_authors`` list (K, chosen in docs/affinity.md)."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,11 @@ def build_features(
         ),
         "tweet_content": _tweet_content(tweets),
         "tweet_engagement": _tweet_engagement(actions, per_imp, imp_tweet, imp_time),
-        "user_author_affinity": _user_author_affinity(
-            actions, labels, imp_user, imp_author, day, start_us
-        ),
     }
+    written["user_author_affinity"] = _user_author_affinity(
+        actions, labels, imp_user, imp_author, day, start_us
+    )
+    written["user_top_authors"] = user_top_authors(written["user_author_affinity"], TOP_AUTHORS)
     last_event_us = int(imp_time.max())
     for name, table in written.items():  # every table valid before any is written
         validate_feature_table(table, name, out_dir / f"{name}.parquet", last_event_us, actions)
@@ -413,5 +416,51 @@ def _user_author_affinity(
                 cum["positive"].to_numpy(), cum["shown"].to_numpy(), np.float64(0.1)
             ),
             "ua_negative_count": cum["negative"].to_numpy(np.int64),
+        }
+    )
+
+
+def user_top_authors(affinity: pa.Table, k: int) -> pa.Table:
+    """Each user's ``k`` most shown authors and the pair features, one row per active day.
+
+    A row stamped T holds, for every author the user met before T, the pair's
+    latest ``user_author_affinity`` values, ranked by impressions (ties: lower
+    author id first) and cut at ``k``. It equals the top ``k`` of the pair view
+    as Feast would join it at T, so it is point in time the same way. A user's
+    list changes only on a day the user saw a tweet, so those days get a row.
+    """
+    pairs = affinity.drop_columns("event_timestamp").to_pandas()
+    pairs["day"] = affinity["event_timestamp"].cast(tables.TS).cast(pa.int64()).to_numpy()
+    user_days = pairs[["user_id", "day"]].drop_duplicates()
+    first = pairs.groupby(["user_id", "author_id"], sort=False)["day"].min().reset_index()
+    # Every (user, active day, author met by then) cell, then the pair's latest row as of it.
+    grid = first.merge(user_days, on="user_id", suffixes=("_first", ""))
+    grid = grid[grid["day"] >= grid["day_first"]].drop(columns="day_first")
+    latest = pd.merge_asof(
+        grid.sort_values("day"),
+        pairs.sort_values("day"),
+        on="day",
+        by=["user_id", "author_id"],
+    )
+    latest = latest.sort_values(
+        ["user_id", "day", "ua_impressions", "author_id"], ascending=[True, True, False, True]
+    )
+    latest = latest[latest.groupby(["user_id", "day"], sort=False).cumcount() < k]
+    user = latest["user_id"].to_numpy(np.int64)
+    day = latest["day"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, (user[1:] != user[:-1]) | (day[1:] != day[:-1])])
+    offsets = pa.array(np.r_[starts, len(latest)].astype(np.int32))
+
+    def listed(column: str, dtype: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(offsets, pa.array(latest[column].to_numpy(), dtype))
+
+    return pa.table(
+        {
+            "user_id": user[starts],
+            "event_timestamp": pa.array(day[starts]).cast(tables.TS),
+            "top_author_ids": listed("author_id", pa.int64()),
+            "top_author_impressions": listed("ua_impressions", pa.int64()),
+            "top_author_positive_rate": listed("ua_positive_rate", pa.float32()),
+            "top_author_negative_count": listed("ua_negative_count", pa.int64()),
         }
     )

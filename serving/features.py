@@ -7,9 +7,7 @@ and N user-author pairs, so this reader does per view one round trip (one
 ``SELECT ... IN`` on SQLite, one pipelined ``HMGET`` batch on Redis), decodes
 the value bytes column-wise with numpy, and runs the repo's own on-demand
 transformation (the registry's UDF, not a copy). Missing values are NaN.
-Decoded rows are kept for a bounded time (:mod:`serving.row_cache`), and the
-user-author pairs the store does not hold are not asked for
-(:mod:`serving.present_keys`).
+Decoded rows are kept for a bounded time (:mod:`serving.row_cache`).
 
 The bytes and layouts are Feast's own, as :mod:`core.feast_layout` knows
 them (entity keys via Feast's serializer, ``ValueProto`` wire format), so the
@@ -20,7 +18,6 @@ both stores.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import sqlite3
@@ -33,9 +30,10 @@ import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.infra.online_stores.redis import RedisType
-from feast.types import Array, Float32
+from feast.types import Array, Int64
 
 from core.feast_layout import (
+    LIST_TYPES,
     EntityKeys,
     check_feast_layout,
     decode_lists,
@@ -48,7 +46,6 @@ from core.feast_layout import (
     sqlite_table,
 )
 from core.feast_store import FEATURE_SERVICE
-from serving.present_keys import PresentKeys, redis_entity_keys, sqlite_entity_keys
 from serving.row_cache import ListValues, RowCache
 
 DEFAULT_TTL = 5.0
@@ -95,11 +92,9 @@ class _View:
 
     numeric: list[str] = field(default_factory=list)
     """Scalar features, decoded to float64."""
-    lists: list[str] = field(default_factory=list)
-    """List features (inputs of on-demand views), kept as :class:`ListValues`."""
+    lists: dict[str, type] = field(default_factory=dict)
+    """List features (inputs of on-demand views), kept as :class:`ListValues` of this type."""
     cache: RowCache = field(init=False)
-    present: PresentKeys | None = None
-    """The pairs the store holds (pair views without a push source), to skip the rest."""
 
     @property
     def pair(self) -> bool:
@@ -107,11 +102,16 @@ class _View:
         return len(self.join_keys) == 2
 
     def __post_init__(self) -> None:
-        list_type = Array(Float32)
-        self.lists = [n for n in self.features if self.dtypes[n] == list_type]
+        self.lists = {
+            n: np.int64 if self.dtypes[n] == Array(Int64) else np.float32
+            for n in self.features
+            if self.dtypes[n] in LIST_TYPES
+        }
         self.numeric = [n for n in self.features if n not in self.lists]
         self.column_of = {n: i for i, n in enumerate(self.features)}
-        self.cache = RowCache(self.ttl, self.max_entries, len(self.numeric), len(self.lists))
+        self.cache = RowCache(
+            self.ttl, self.max_entries, len(self.numeric), list(self.lists.values())
+        )
 
 
 class OnlineFeatureReader:
@@ -122,7 +122,6 @@ class OnlineFeatureReader:
         service: the FeatureService name recorded with the model.
         freshness: seconds a decoded row may be served from memory, per view
             (default :data:`DEFAULT_FRESHNESS`; 0 disables the cache for a view).
-            It is also how often a pair view's :class:`PresentKeys` is rebuilt.
         max_entries: bound on cached rows per view.
         redis_timeout: seconds a Redis connect or read may take before the read fails.
     """
@@ -172,10 +171,6 @@ class OnlineFeatureReader:
                 spec.table = sqlite_table(store.config, view)
             else:
                 spec.redis_fields = redis_fields(store.config, view, names)
-            # Pair views are sparse (most user-author pairs never met), and
-            # without a push source they change only at materialization.
-            if spec.pair and view.stream_source is None and spec.ttl > 0:
-                spec.present = self._present_keys(spec)
             self._views.append(spec)
         self._sqlite: sqlite3.Connection | None = None
         self._redis = None
@@ -186,24 +181,6 @@ class OnlineFeatureReader:
         inputs = dict.fromkeys(n for _, _, names in self._odfvs for n in names)
         self._odfv_numeric = [n for n in inputs if n in read]
         self._odfv_lists = [n for n in inputs if n in listed]
-
-    def _present_keys(self, spec: _View) -> PresentKeys | None:
-        """The set of held keys of a pair view; None on a Redis cluster or sentinel (no SCAN)."""
-        if self.online_type == "sqlite":
-            read_keys = functools.partial(
-                sqlite_entity_keys, sqlite_path(self.store.config), spec.table
-            )
-        elif self.store.config.online_store.redis_type == RedisType.redis:
-            # Its own client, with room for a SCAN call on a busy server.
-            read_keys = functools.partial(
-                redis_entity_keys,
-                self._redis_client(timeout=1.0),
-                spec.keys,
-                self._project,
-            )
-        else:
-            return None
-        return PresentKeys(read_keys, spec.view.name, spec.keys, refresh=spec.ttl)
 
     def _keys(self, spec: _View, columns: Mapping[str, np.ndarray]) -> list[bytes]:
         """Feast's serialized entity keys for rows of join-key columns."""
@@ -294,22 +271,16 @@ class OnlineFeatureReader:
         now = time.monotonic()
         n = len(next(iter(columns.values())))
         matrix = np.empty((n, len(spec.numeric)))
-        lists_out = {name: ListValues(n) for name in spec.lists}
-        asked = np.arange(n)  # the rows neither known absent nor cached
-        if ids is not None and spec.present is not None:
-            held = spec.present.contains(ids, now)
-            if held is not None:  # the others have no row in the store: missing, not probed
-                matrix[~held] = np.nan
-                asked = np.flatnonzero(held)
+        lists_out = {name: ListValues(n, dtype) for name, dtype in spec.lists.items()}
         if ids is None:
             slots, fresh = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
         else:
-            slots, fresh = spec.cache.lookup(ids[asked], now)
-        hit = asked[fresh]
+            slots, fresh = spec.cache.lookup(ids, now)
+        hit = np.flatnonzero(fresh)
         matrix[hit] = spec.cache.values[slots[fresh]]
         for name, column in zip(spec.lists, spec.cache.lists, strict=True):
             lists_out[name].put(hit, column.take(slots[fresh]))
-        missing = asked[~fresh]
+        missing = np.flatnonzero(~fresh)
         if len(missing):
             if deadline is not None and time.perf_counter() > deadline:
                 raise FeatureDeadlineExceeded(f"deadline passed before reading {spec.view.name}")
@@ -318,8 +289,8 @@ class OnlineFeatureReader:
             cells = reader(spec, keys)
             matrix[missing] = decode_values(cells[:, [spec.column_of[n] for n in spec.numeric]])
             fetched = [
-                ListValues.from_lists(decode_lists(cells[:, spec.column_of[name]]))
-                for name in spec.lists
+                ListValues.from_lists(decode_lists(cells[:, spec.column_of[name]]), dtype)
+                for name, dtype in spec.lists.items()
             ]
             for name, values in zip(spec.lists, fetched, strict=True):
                 lists_out[name].put(missing, values)
@@ -327,10 +298,9 @@ class OnlineFeatureReader:
                 kept = np.arange(len(missing))
                 if spec.pair:
                     # A pair view's rows absent from the store (the user never met the
-                    # author: ~455 of 500 before the present keys are built, or on a Redis
-                    # cluster) are not cached. A hit needs the same user again before ~440
-                    # requests' worth of them evict it, and storing and looking them up
-                    # cost ~0.8 ms a request (py-spy, Redis profile).
+                    # author: ~455 of 500) are not cached. A hit needs the same user
+                    # again before ~440 requests' worth of them evict it, and storing
+                    # and looking them up cost ~0.8 ms a request (py-spy, Redis profile).
                     kept = np.flatnonzero(~np.equal(cells, None).all(axis=1))
                 spec.cache.store(
                     ids[missing[kept]],
@@ -384,7 +354,6 @@ class OnlineFeatureReader:
             FeatureDeadlineExceeded: the deadline passed before all views were read.
             OnDemandFeaturesFailed: an on-demand view's transformation raised.
         """
-        n = len(entities["tweet_id"])
         out: dict[str, np.ndarray | list] = {}
         list_columns: dict[str, ListValues] = {}
         try:
@@ -416,7 +385,7 @@ class OnlineFeatureReader:
             self.close()
             raise FeatureStoreUnavailable(f"{self.online_type} online store: {exc}") from exc
         if self._odfvs:
-            inputs = self._odfv_inputs(out, list_columns, n, request_ts)
+            inputs = self._odfv_inputs(entities, out, list_columns, request_ts)
             for odfv, features, _ in self._odfvs:
                 try:
                     derived = odfv.feature_transformation.udf(inputs)
@@ -428,38 +397,31 @@ class OnlineFeatureReader:
 
     def _odfv_inputs(
         self,
+        entities: Mapping[str, np.ndarray],
         out: Mapping[str, np.ndarray | list],
         lists: Mapping[str, ListValues],
-        n: int,
         request_ts: int,
     ) -> dict[str, np.ndarray | pa.ListArray]:
         """The on-demand views' inputs as a dict of whole columns, list features as Arrow lists.
 
+        The request fields are the request time and each row's author as the
+        candidate's (``candidate_request``, read by ``top_author_affinity``).
         The views take a dict as well as a DataFrame (see ``feature_repo/on_demand_views.py``).
         The frame this replaced, with the lists in pandas' Arrow list type, cost
         0.57 ms of a 3.9 ms read (500 rows, in process), and the views 1.04 ms on it.
         """
         columns: dict[str, np.ndarray | pa.ListArray] = {k: out[k] for k in self._odfv_numeric}
-        columns["request_ts"] = np.full(n, request_ts, dtype=np.int64)
+        authors = np.asarray(entities["author_id"], dtype=np.int64)
+        columns["request_ts"] = np.full(len(authors), request_ts, dtype=np.int64)
+        columns["candidate_author_id"] = authors
         for k in self._odfv_lists:
             columns[k] = lists[k].to_arrow()
         return columns
 
-    def warm(self) -> None:
-        """Build the sets of present keys now, so that the first requests need not wait for them.
-
-        A store that cannot be read leaves them unbuilt (reads probe every key),
-        and the first read reports the store as unavailable.
-        """
-        for spec in self._views:
-            if spec.present is not None:
-                spec.present.rebuild()
-
     def clear_cache(self) -> None:
-        """Forget cached rows and rebuild the sets of present keys (after a refill, say)."""
+        """Forget cached rows (after a refill, say)."""
         for spec in self._views:
             spec.cache.clear()
-        self.warm()
 
     def close(self) -> None:
         """Drop connections; the next read reconnects."""

@@ -19,31 +19,34 @@ class ListValues:
     """The values of one list feature for a run of rows, in the two layouts its readers need.
 
     ``objects`` holds what ``get_online_features`` returns (a Python list, or
-    None when missing), for the response. ``matrix`` holds the same floats,
-    left-aligned in float32 rows (``lengths[i]`` of them, -1 when missing), so
+    None when missing), for the response. ``matrix`` holds the same values,
+    left-aligned in rows of ``dtype`` (``lengths[i]`` of them, -1 when missing), so
     a batch of rows becomes the on-demand views' Arrow list column by numpy
     gathers, not a pass over hundreds of Python lists per request.
 
     Args:
         size: number of rows, all missing at first.
+        dtype: of the elements: float32 (``Array(Float32)``) or int64 (``Array(Int64)``).
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, dtype: type = np.float32) -> None:
         self.objects = np.full(size, None, dtype=object)
         self.lengths = np.full(size, -1, dtype=np.int64)
         # Cells past a row's length are never read: left uninitialised (a
         # cache's pages are touched as its slots fill).
-        self.matrix = np.empty((size, 0), dtype=np.float32)
+        self.matrix = np.empty((size, 0), dtype=dtype)
 
     def __len__(self) -> int:
         return len(self.objects)
 
     @classmethod
-    def from_lists(cls, lists: Sequence[Sequence[float] | None]) -> ListValues:
+    def from_lists(
+        cls, lists: Sequence[Sequence[float] | None], dtype: type = np.float32
+    ) -> ListValues:
         """Rows from decoded lists (None: missing)."""
-        out = cls(len(lists))
+        out = cls(len(lists), dtype)
         out.lengths[:] = [-1 if v is None else len(v) for v in lists]
-        out.matrix = np.empty((len(lists), out.lengths.max(initial=0)), dtype=np.float32)
+        out.matrix = np.empty((len(lists), out.lengths.max(initial=0)), dtype=dtype)
         for i, v in enumerate(lists):
             if v is not None:
                 out.objects[i] = v
@@ -52,7 +55,7 @@ class ListValues:
 
     def take(self, rows: np.ndarray) -> ListValues:
         """The rows ``rows`` (integer indices), as a new run."""
-        out = ListValues(0)
+        out = ListValues(0, self.matrix.dtype.type)
         out.objects, out.lengths, out.matrix = (
             self.objects[rows],
             self.lengths[rows],
@@ -64,7 +67,7 @@ class ListValues:
         """Overwrite the rows ``rows`` with ``values`` (widening the matrix if they are longer)."""
         width = values.matrix.shape[1]
         if width > self.matrix.shape[1]:
-            wider = np.empty((len(self), width), dtype=np.float32)
+            wider = np.empty((len(self), width), dtype=self.matrix.dtype)
             wider[:, : self.matrix.shape[1]] = self.matrix
             self.matrix = wider
         self.objects[rows] = values.objects
@@ -72,7 +75,7 @@ class ListValues:
         self.matrix[rows, :width] = values.matrix
 
     def to_arrow(self) -> pa.ListArray:
-        """The rows as an Arrow ``list<float>`` array (null where missing)."""
+        """The rows as an Arrow list array of ``dtype`` (null where missing)."""
         lengths = np.maximum(self.lengths, 0)
         offsets = np.zeros(len(self) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -188,7 +191,7 @@ class RowCache:
         ttl: seconds an entry is served (0 disables the cache: every lookup misses).
         max_entries: number of slots (0 disables the cache too).
         width: numeric features per row.
-        lists: number of list features per row.
+        lists: the element type of each list feature per row (see :class:`ListValues`).
         dtype: of the numeric values (float64 for features).
     """
 
@@ -197,7 +200,7 @@ class RowCache:
         ttl: float,
         max_entries: int,
         width: int = 1,
-        lists: int = 0,
+        lists: Sequence[type] = (),
         *,
         dtype: type = np.float64,
     ) -> None:
@@ -206,7 +209,7 @@ class RowCache:
         self._index = SlotIndex()
         self._keys = np.full(max_entries, -1, dtype=np.int64)
         self.values = np.empty((max_entries, width), dtype=dtype)  # pages touched as slots fill
-        self.lists = [ListValues(max_entries) for _ in range(lists)]
+        self.lists = [ListValues(max_entries, element) for element in lists]
         self._expires = np.full(max_entries, -np.inf)
         self._next = 0
 

@@ -354,7 +354,6 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
         self.weights = action_weights(self.actions)
         self.store = open_store(ws, self.config.profile, self.config.feast_project)
         self.reader = OnlineFeatureReader(self.store, self.model.ranker.feature_service)
-        self.reader.warm()
         event_log = EventLog(self.config.serving_dir / "events.db", self.actions)
         self.candidates = _candidate_source(self.config, self.store, event_log)
         self.ingestor: Ingestor

@@ -136,7 +136,9 @@ def build_training_set(
             "event_timestamp": impressions["impression_time"].to_pandas(),
         }
     )
+    # The request fields of the on-demand views (data_sources.py): at training, the impression's.
     entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
+    entity["candidate_author_id"] = entity["author_id"]
     service = store.get_feature_service(FEATURE_SERVICE)
     parts = []
     for lo in range(0, len(entity), chunk_rows):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.feast_store import FEATURE_SERVICE, open_store
+from core.feast_store import FEATURE_SERVICE, entity_rows, open_store
 from core.workspace import Workspace
 from features.online import apply_repo, materialize_feast
 from features.pipelines import COUNTER_STEP_US
@@ -74,7 +74,8 @@ def test_tweet_counters_hold_every_impression_of_earlier_hours_and_none_later(
 def test_no_value_stamped_after_an_impression_reaches_it(
     tiny_workspace: Workspace, tmp_path: Path
 ) -> None:
-    """Plant values 1 s after some impressions (must never show) and 1 s before others (must).
+    """Plant values 1 s after some impressions (must never show) and 1 s before others (must),
+    in a scalar view and in the list view the pair features are looked up in.
 
     The planted counts are valid (the tables pass validation) but no real user has them.
     """
@@ -95,13 +96,32 @@ def test_no_value_stamped_after_an_impression_reaches_it(
         planted.append(template)
     poisoned = pd.concat([stats, *planted], ignore_index=True)
     pq.write_table(pa.Table.from_pandas(poisoned, schema=pq.read_schema(path)), path)
+    # The same in the user's top-author list, with the impression's author in it.
+    path = ws.features / "user_top_authors.parquet"
+    lists = pq.read_table(path).to_pandas()
+    planted = [
+        pd.DataFrame(
+            {
+                "user_id": rows.user_id.to_numpy(),
+                "event_timestamp": rows.impression_time.to_numpy() + pd.Timedelta(seconds=shift),
+                "top_author_ids": [[a] for a in rows.author_id],
+                "top_author_impressions": [[value]] * len(rows),
+                "top_author_positive_rate": [[0.5]] * len(rows),
+                "top_author_negative_count": [[0]] * len(rows),
+            }
+        )
+        for rows, shift, value in ((after, 1, 999_999), (before, -1, 777_777))
+    ]
+    poisoned = pd.concat([lists, *planted], ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(poisoned, schema=pq.read_schema(path)), path)
 
     store = open_store(ws)
     apply_repo(store, ws)
     build_training_set(store, ws)
     training = _training(ws).set_index("impression_id")
-    assert not (training.loc[after.impression_id, "user_impressions_7d"] == 999_999).any()
-    assert (training.loc[before.impression_id, "user_impressions_7d"] == 777_777).all()
+    for feature in ("user_impressions_7d", "ua_impressions"):  # user_stats, user_top_authors
+        assert not (training.loc[after.impression_id, feature] == 999_999).any()
+        assert (training.loc[before.impression_id, feature] == 777_777).all()
     # The planted value is real: the same users' impressions after it do read it.
     assert (training.user_impressions_7d == 999_999).any()
 
@@ -118,21 +138,13 @@ def test_fast_fill_reads_back_exactly_like_feast_materialize(
 
     training = _training(tiny_workspace)
     rows = training.sample(200, random_state=1)
-    entity_rows = [
-        {
-            "user_id": int(r.user_id),
-            "author_id": int(r.author_id),
-            "tweet_id": int(r.tweet_id),
-            "request_ts": 1_768_000_000,
-        }
-        for r in rows.itertuples()
-    ]
-    entity_rows.append({"user_id": 10**9, "author_id": 10**9, "tweet_id": 10**9, "request_ts": 0})
     fast_store = open_store(tiny_workspace)
+    unknown = {k: [*rows[k], 10**9] for k in ("user_id", "author_id", "tweet_id")}
+    requested = entity_rows(fast_store, FEATURE_SERVICE, unknown, 1_768_000_000)
 
     def read(store) -> dict:
         service = store.get_feature_service(FEATURE_SERVICE)
-        return store.get_online_features(features=service, entity_rows=entity_rows).to_dict()
+        return store.get_online_features(features=service, entity_rows=requested).to_dict()
 
     fast, feast = read(fast_store), read(feast_store)
     assert fast.keys() == feast.keys()

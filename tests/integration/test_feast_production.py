@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.feast_store import FEATURE_SERVICE, drop_project, open_store
+from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
 from core.workspace import Workspace
 from features.online import apply_repo, fill_online, materialize_feast
 from simulation.world import load_world_config, world_end
@@ -14,15 +14,8 @@ def _entity_rows(ws: Workspace) -> list[dict[str, int]]:
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
     training = pq.read_table(ws.datasets / f"{FEATURE_SERVICE}.parquet").to_pandas()
-    return [
-        {
-            "user_id": int(r.user_id),
-            "author_id": int(r.author_id),
-            "tweet_id": int(r.tweet_id),
-            "request_ts": 1_768_000_000,
-        }
-        for r in training.sample(150, random_state=2).itertuples()
-    ]
+    rows = training.sample(150, random_state=2)
+    return entity_rows(open_store(ws), FEATURE_SERVICE, rows, 1_768_000_000)
 
 
 def _read(store, rows: list[dict[str, int]]) -> dict:
@@ -67,6 +60,7 @@ def test_registry_lives_in_postgres(tiny_workspace: Workspace, feast_project: st
             "tweet_content",
             "tweet_engagement",
             "user_author_affinity",
+            "user_top_authors",
         }
         assert store.config.registry.registry_type == "sql"
         assert store.config.online_store.type == "redis"

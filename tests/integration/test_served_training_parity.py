@@ -61,6 +61,7 @@ def _compare(store: FeatureStore, ws: Workspace, records: list[dict[str, Any]]) 
     entity = served[["user_id", "author_id", "tweet_id"]].copy()
     entity["event_timestamp"] = pd.to_datetime(served.request_us, unit="us", utc=True)
     entity["request_ts"] = served.request_us // 1_000_000
+    entity["candidate_author_id"] = entity["author_id"]
     entity["row"] = np.arange(len(entity))
     with contextlib.chdir(ws.repo):  # Feast's file sources are relative to the repo
         joined = store.get_historical_features(

@@ -1,21 +1,20 @@
 """The serving feature reader returns what Feast's get_online_features returns, on both stores."""
 
 import shutil
-import struct
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
 from feast import FeatureStore
 from feast.protos.feast.types.Value_pb2 import Value
 
-from core.feast_layout import EntityKeys, decode_values, entity_key
-from core.feast_store import FEATURE_SERVICE, drop_project, open_store
+from core.feast_layout import decode_values
+from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
 from core.workspace import Workspace
 from feedrank.pipeline import publish_features
 from serving.features import (
@@ -23,7 +22,6 @@ from serving.features import (
     FeatureStoreUnavailable,
     OnlineFeatureReader,
 )
-from serving.present_keys import PresentKeys, redis_entity_keys
 from serving.row_cache import ListValues, RowCache
 
 pytestmark = pytest.mark.integration
@@ -44,10 +42,7 @@ def _assert_same(
     reader: OnlineFeatureReader, store: FeatureStore, e: dict, service: str = FEATURE_SERVICE
 ) -> None:
     got = reader.read(e, REQUEST_TS)
-    rows = [
-        {"user_id": int(u), "author_id": int(a), "tweet_id": int(t), "request_ts": REQUEST_TS}
-        for u, a, t in zip(e["user_id"], e["author_id"], e["tweet_id"], strict=True)
-    ]
+    rows = entity_rows(store, service, e, REQUEST_TS)
     want = store.get_online_features(
         features=store.get_feature_service(service), entity_rows=rows
     ).to_dict()
@@ -86,26 +81,26 @@ def _probed(
     return counts
 
 
-def test_keys_the_store_does_not_hold_are_not_probed(
+def test_the_pair_features_are_one_key_per_request(
     tiny_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """ranker_v3 reads the user's top-author list once; ranker_v2 probes a key per pair."""
     store = open_store(tiny_workspace)
-    reader = OnlineFeatureReader(store)
-    reader.warm()  # builds the sets of present keys now, not in the background
-    probed = _probed(reader, monkeypatch)
-    pairs = held = 0
-    for seed in range(4):
-        entities = _entities(tiny_workspace, seed)
-        _assert_same(reader, store, entities)
-        got = reader.read(entities, REQUEST_TS)
-        rows = list(zip(entities["author_id"].tolist(), entities["user_id"].tolist(), strict=True))
-        pairs += len(set(rows))
-        held += len(
-            {p for p, n in zip(rows, got["ua_impressions"], strict=True) if not np.isnan(n)}
-        )
-    assert 0 < held < pairs
-    # Only the pairs with a row were read from SQLite (each once: then from the cache).
-    assert probed["user_author_affinity"] <= held
+    requests = [_entities(tiny_workspace, seed) for seed in range(4)]
+    older = OnlineFeatureReader(store, "ranker_v2")
+    pair_view = [older.read(entities, REQUEST_TS) for entities in requests]
+    current = OnlineFeatureReader(store)
+    probed = _probed(current, monkeypatch)
+    for entities, pairs in zip(requests, pair_view, strict=True):
+        got = current.read(entities, REQUEST_TS)
+        # Every pair of the list reads as the pair view; tiny users meet < 32 authors.
+        np.testing.assert_array_equal(got["ua_impressions"], pairs["ua_impressions"])
+        np.testing.assert_array_equal(got["ua_positive_rate"], pairs["ua_positive_rate"])
+        assert np.isfinite(got["ua_impressions"]).sum() > 0
+    assert "user_author_affinity" not in probed
+    assert probed["user_top_authors"] == 4  # one key per request (four users)
+    _assert_same(current, store, requests[0])
+    assert probed["author_stats"] > 4 * 20
 
 
 def _write_pair(store: FeatureStore, entities: dict[str, np.ndarray], row: int) -> None:
@@ -125,32 +120,25 @@ def _write_pair(store: FeatureStore, entities: dict[str, np.ndarray], row: int) 
     )
 
 
-def test_an_entity_written_later_is_seen_once_the_present_keys_are_rebuilt(
-    tiny_workspace: Workspace, tmp_path: Path
-) -> None:
+def test_a_pair_written_later_is_read_at_once(tiny_workspace: Workspace, tmp_path: Path) -> None:
+    """A pair without a row is not cached (ranker_v2's pair view): its first row is read."""
     root = tmp_path / "ws"
     shutil.copytree(tiny_workspace.root / "feature_repo", root / "feature_repo")
     shutil.copytree(tiny_workspace.data / "feast", root / "data" / "feast")
     ws = Workspace(root)
     store = open_store(ws)
-    reader = OnlineFeatureReader(store, freshness={"user_author_affinity": 0.5})
-    reader.warm()
+    reader = OnlineFeatureReader(store, "ranker_v2")
     entities = _entities(tiny_workspace, 0)
     before = reader.read(entities, REQUEST_TS)["ua_impressions"]
     new = int(np.flatnonzero(np.isnan(before))[0])  # a pair without a row
     _write_pair(store, entities, new)
-    deadline = time.monotonic() + 30
-    while np.isnan(reader.read(entities, REQUEST_TS)["ua_impressions"][new]):
-        assert time.monotonic() < deadline, "the new pair was never read"
-        time.sleep(0.1)
-    _assert_same(reader, store, entities)
     assert reader.read(entities, REQUEST_TS)["ua_impressions"][new] == 41
+    _assert_same(reader, store, entities, service="ranker_v2")
 
 
 def test_the_deadline_stops_store_reads_but_not_cache_hits(tiny_workspace: Workspace) -> None:
     store = open_store(tiny_workspace)
     reader = OnlineFeatureReader(store)
-    reader.warm()  # pairs without a row are answered from the present keys, never cached
     entities = _entities(tiny_workspace, 2)
     past = time.perf_counter() - 1.0
     with pytest.raises(FeatureDeadlineExceeded):
@@ -213,51 +201,16 @@ def test_parity_on_redis(
             client.delete(key)
             client.restore(key, 0, saved)
         _assert_same(fresh, store, entities)
-        # Only the pairs the store holds are cached.
-        got = fresh.read(entities, REQUEST_TS)["ua_impressions"]
+        # ranker_v2: only the pairs the store holds are cached.
+        older = OnlineFeatureReader(store, "ranker_v2")
+        _assert_same(older, store, entities, service="ranker_v2")
+        got = older.read(entities, REQUEST_TS)["ua_impressions"]
         pairs = list(zip(entities["user_id"].tolist(), entities["author_id"].tolist(), strict=True))
         held = {p for p, n in zip(pairs, got, strict=True) if not np.isnan(n)}
-        fresh_views = {spec.view.name: spec for spec in fresh._views}  # pylint: disable=protected-access
-        assert 0 < len(fresh_views["user_author_affinity"].cache) == len(held) < len(set(pairs))
-        # Once the present keys are built (a SCAN), only held pairs are asked for; a
-        # pair written later is read once they are rebuilt.
-        scanned = OnlineFeatureReader(store, freshness={"user_author_affinity": 0.5})
-        scanned.warm()
-        probed = _probed(scanned, monkeypatch, "_read_redis")
-        _assert_same(scanned, store, entities)
-        assert 0 < probed["user_author_affinity"] <= len(held)
-        new = int(np.flatnonzero(np.isnan(got))[0])
-        _write_pair(store, entities, new)
-        deadline = time.monotonic() + 30
-        while np.isnan(scanned.read(entities, REQUEST_TS)["ua_impressions"][new]):
-            assert time.monotonic() < deadline, "the new pair was never read"
-            time.sleep(0.1)
-        _assert_same(scanned, store, entities)
+        older_views = {spec.view.name: spec for spec in older._views}  # pylint: disable=protected-access
+        assert 0 < len(older_views["user_author_affinity"].cache) == len(held) < len(set(pairs))
     finally:
         drop_project(store)
-
-
-def test_redis_key_scan_matches_the_prefix_and_project_literally(redis_service: None) -> None:
-    # Glob characters in the key bytes and the project must not act as wildcards.
-    project = b"p*?[x]\\" + uuid.uuid4().hex.encode()
-    template = b"k*?[]\\" + b"\x00" * 8
-    offsets = [len(template) - 8]
-    ids = [struct.pack("<q", i) for i in (5, 6)]
-    held = [template[:-8] + i for i in ids]
-    others = [
-        b"kX?[]\\" + ids[0] + project,  # "*" in the prefix is not a wildcard
-        held[0] + b"pX" + project[2:],  # nor in the project
-        held[1] + b"\x00" + project,  # another width
-    ]
-    client = redis.Redis("127.0.0.1", 6379)
-    try:
-        for key in [k + project for k in held] + others:
-            client.set(key, b"1")
-        joined = redis_entity_keys(client, EntityKeys(("k",), template, tuple(offsets)), project)
-        found = sorted(joined[i : i + len(template)] for i in range(0, len(joined), len(template)))
-        assert found == sorted(held)
-    finally:
-        client.delete(*[k + project for k in held], *others)
 
 
 def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_path) -> None:
@@ -270,7 +223,7 @@ def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_p
                 "tweet_content",
                 "user_stats",
                 "author_stats",
-                "user_author_affinity",
+                "user_top_authors",
                 "tweet_engagement",
             )
         },
@@ -281,31 +234,8 @@ def test_unreachable_store_raises_a_typed_error(tiny_workspace: Workspace, tmp_p
 
 
 @pytest.mark.unit
-def test_present_keys_parse_every_block_and_refuse_another_layout(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    names = ["author_id", "user_id"]
-    layout = EntityKeys.of(names)
-    template = layout.template
-    pairs = [(3, 9), (1, 2), (3, 9), (7, 1 << 40), (2**31, 5), (1, 3)]  # a repeat; two too large
-    joined = b"".join(entity_key(names, pair) for pair in pairs)
-    monkeypatch.setattr("serving.present_keys.PARSE_BLOCK", 2)  # the repeat falls in another block
-    present = PresentKeys(lambda: joined, "ua", layout, refresh=60.0)
-    present.rebuild()
-    ids = np.array([(a << 32) | u for a, u in [(1, 2), (1, 3), (3, 9), (4, 4)]])
-    np.testing.assert_array_equal(
-        present.contains(ids, time.monotonic()), [True, True, True, False]
-    )
-    broken = bytearray(joined)
-    broken[len(template) * 4 + 1] ^= 0xFF  # a shared byte of the fifth key
-    other = PresentKeys(lambda: bytes(broken), "ua", layout, refresh=60.0)
-    other.rebuild()
-    assert other.contains(ids, time.monotonic()) is None  # not built: every key is probed
-
-
-@pytest.mark.unit
 def test_row_cache_expires_and_stays_bounded() -> None:
-    cache = RowCache(ttl=10.0, max_entries=8, width=2, lists=1)
+    cache = RowCache(ttl=10.0, max_entries=8, width=2, lists=[np.float32])
     now = time.monotonic()
     cache.store([7], np.array([[1.0, 2.0]]), [ListValues.from_lists([[0.5]])], now)
     slots, fresh = cache.lookup([7, 8], now + 9.9)
@@ -394,3 +324,7 @@ def test_list_values_keep_lists_and_their_arrow_form_aligned() -> None:
     values.put(np.array([1]), wider)  # widens the matrix, keeps the other rows
     assert values.to_arrow().to_pylist() == [lists[0], wider.objects[0], *lists[2:]]
     assert ListValues(0).to_arrow().to_pylist() == []
+    ids = ListValues.from_lists([[2**40 + 1, 7], None], np.int64)  # beyond float32's integers
+    ids.put(np.array([1]), ListValues.from_lists([[1, 2, 3]], np.int64))
+    assert ids.take(np.array([0, 1])).to_arrow().type == pa.list_(pa.int64())
+    assert ids.to_arrow().to_pylist() == [[2**40 + 1, 7], [1, 2, 3]]
