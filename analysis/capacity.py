@@ -49,11 +49,14 @@ ENTITY_OF_VIEW: dict[str, str] = {
     "author_stats": "author",
     "tweet_content": "tweet",
     "tweet_engagement": "tweet",
-    "user_author_affinity": "user_author",
+    "user_top_authors": "user",
 }
-"""The Redis key each feature view is read from. Feast keeps one hash per entity
-key, so a tweet's two views share one key (measured: see ``redis.bytes_per_key``);
-serving/features.py still sends one ``HMGET`` per view."""
+"""The Redis key each feature view of ``ranker_v3`` is read from. Feast keeps one
+hash per entity key, so a tweet's two views share one key, and so do the user's
+stats and top-author list (measured: see ``redis.bytes_per_key``);
+serving/features.py still sends one ``HMGET`` per view. The pair view
+``user_author_affinity`` is not here: only ``ranker_v1``/``ranker_v2`` models read
+it, and at this scale it would be 10.8 TB (docs/affinity.md)."""
 
 NOT_MEASURED = "not measured yet"
 
@@ -138,12 +141,6 @@ class Assumptions(BaseModel):
         "planning assumption; check with production cache counters",
         rate=True,
     )
-    cache_hit_user_author: float = _assumption(
-        0.0,
-        "Hit rate, user_author_affinity (60 s): pairs are per user, so ~0.",
-        "planning assumption",
-        rate=True,
-    )
     redis_cpu_target: float = _assumption(
         0.5,
         "Share of a Redis shard's single command thread planned for at peak: headroom "
@@ -193,18 +190,6 @@ class Assumptions(BaseModel):
         "Days a tweet stays in the online store: candidates are followees' tweets since "
         "the last visit (10 visits a day). Needs Redis key_ttl_seconds (Feast's view TTL "
         "only hides old rows, it does not delete them).",
-        "planning assumption",
-    )
-    user_author_pairs_per_user: float = _assumption(
-        100,
-        "user_author_affinity rows per user: every followed author is shown within the "
-        "view's 90-day TTL.",
-        "the brief (100 followees)",
-    )
-    user_author_updates_per_user_day: float = _assumption(
-        50,
-        "user_author_affinity rows written per user per day (pairs shown that day; "
-        "~70 impressions a day over 100 followees).",
         "planning assumption",
     )
     all_negative_keep_rate: float = _assumption(
@@ -287,17 +272,16 @@ def replicas_needed(peak_rps: float, rps_per_replica: float, cpu_target: float) 
 def rows_per_rank(a: Assumptions) -> dict[str, float]:
     """Distinct online rows one /rank call needs, per feature view.
 
-    One user; every candidate's tweet twice (content and engagement views);
-    authors and user-author pairs once per distinct author, which is at most
-    the number of followees.
+    One user (its stats and its top-author list); every candidate's tweet twice
+    (content and engagement views); authors once per distinct author, which is
+    at most the number of followees.
     """
-    authors = min(a.candidates_per_rank, a.followees_per_user)
     return {
         "user_stats": 1.0,
-        "author_stats": authors,
+        "author_stats": min(a.candidates_per_rank, a.followees_per_user),
         "tweet_content": a.candidates_per_rank,
         "tweet_engagement": a.candidates_per_rank,
-        "user_author_affinity": authors,
+        "user_top_authors": 1.0,
     }
 
 
@@ -308,7 +292,7 @@ def cache_hit_rates(a: Assumptions) -> dict[str, float]:
         "author_stats": a.cache_hit_author_stats,
         "tweet_content": a.cache_hit_tweet_content,
         "tweet_engagement": a.cache_hit_tweet_engagement,
-        "user_author_affinity": a.cache_hit_user_author,
+        "user_top_authors": a.cache_hit_user_stats,  # the same key and freshness (60 s)
     }
 
 
@@ -318,23 +302,11 @@ def entity_rows(a: Assumptions) -> dict[str, float]:
         "user": a.users_with_row,
         "author": a.authors_with_row,
         "tweet": a.tweets_per_day * a.tweet_window_days,
-        "user_author": a.users_with_row * a.user_author_pairs_per_user,
     }
 
 
-def plan(
-    figures: Mapping[str, Any],
-    a: Assumptions | None = None,
-    top_k_affinity_bytes: float | None = None,
-) -> Plan:
-    """The whole plan from the measured figures and the assumptions.
-
-    Args:
-        top_k_affinity_bytes: plan issue 19's redesign instead of today's pair view:
-            one key of this many bytes per user (its top-K list), read once per
-            /rank, instead of one key per (user, author) pair read per candidate
-            author (``python -m analysis.affinity_top_k`` measures the bytes).
-    """
+def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
+    """The whole plan from the measured figures and the assumptions."""
     a = a or Assumptions()
     world, redis, pipeline = figures["world"], figures["redis"], figures["pipeline"]
     peak = average_rps(a) * a.peak_factor
@@ -343,11 +315,7 @@ def plan(
 
     rows = rows_per_rank(a)
     keys = entity_rows(a)
-    bytes_per_key = dict(redis["bytes_per_key"])
-    if top_k_affinity_bytes is not None:
-        rows["user_author_affinity"] = 1.0
-        keys["user_author"] = a.users_with_row
-        bytes_per_key["user_author"] = top_k_affinity_bytes
+    bytes_per_key = redis["bytes_per_key"]
     hits = cache_hit_rates(a)
     reads = {view: n * (1.0 - hits[view]) for view, n in rows.items()}
     impressions_per_day = average_rps(a) * SECONDS_PER_DAY * world["impressions_per_visit"]
@@ -364,12 +332,8 @@ def plan(
 
     any_action = world["any_action_share"]
     training_rows = impressions_per_day * (any_action + (1 - any_action) * a.all_negative_keep_rate)
-    batch_rows = (
-        a.users_with_row
-        + a.authors_with_row
-        + a.tweets_per_day
-        + a.users_with_row * a.user_author_updates_per_user_day
-    )
+    # A day's snapshot of every user (stats, and the top-author list), author and new tweet.
+    batch_rows = 2 * a.users_with_row + a.authors_with_row + a.tweets_per_day
     hours = {
         "feature pipelines": batch_rows / pipeline["features_rows_per_s"] / 3600,
         "online fill": batch_rows / pipeline["online_fill_rows_per_s"] / 3600,
@@ -614,7 +578,7 @@ def _training(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[str]:
                 ["event log per day", f"{p.event_log_tb_per_day:.3f} TB",
                  f"events x {world['event_log_bytes_per_event']} B (parquet, measured)"],
                 ["feature rows written per day", _big(p.batch_rows_per_day),
-                 "users + authors + new tweets + user-author pairs updated"],
+                 "users x 2 (stats, top-author list) + authors + new tweets"],
             ],
         ),
         "",
@@ -642,7 +606,8 @@ def _training(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[str]:
 
 
 def _cost_drivers(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[str]:
-    ua_share = p.store_bytes["user_author"] / sum(p.store_bytes.values())
+    largest = max(p.store_bytes, key=lambda k: p.store_bytes[k])
+    largest_share = p.store_bytes[largest] / sum(p.store_bytes.values())
     beta_cores = p.peak_rps * a.candidates_per_rank / figures["metrics"]["beta_samples_per_s"]
     fill_ratio = figures["pipeline"]["online_fill_ratio"]
     worst = max(p.machine_hours, key=lambda k: p.machine_hours[k])
@@ -658,8 +623,8 @@ def _cost_drivers(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[s
                  "per-replica throughput (measure serve.rps_c8); a request's CPU is split "
                  "between the feature read, the model and HTTP (docs/serving.md)"],
                 ["Redis RAM", f"{_n(p.redis_ram_gb / 1000, 1)} TB",
-                 f"user_author_affinity is {ua_share:.0%} of the store: keep only pairs with "
-                 "an action, shorten its 90-day TTL, or fold a top-k into the user row"],
+                 f"the {largest} keys are {largest_share:.0%} of the store: Redis key TTLs "
+                 "for inactive users, a shorter top-author list (docs/affinity.md)"],
                 ["Redis command CPU", f"{_n(p.shards_for_ops)} shards",
                  "the in-process cache (see the no-cache row); coalesce counter pushes"],
                 ["batch compute", f"{_n(sum(p.machine_hours.values()))} machine-hours/day",

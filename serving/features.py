@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.infra.online_stores.redis import RedisType
@@ -56,6 +55,7 @@ DEFAULT_FRESHNESS: dict[str, float] = {
     "user_stats": 60.0,
     "author_stats": 60.0,
     "user_author_affinity": 60.0,
+    "user_top_authors": 60.0,
     # Pushed live from /events: the freshness bound of engagement counters.
     "tweet_engagement": DEFAULT_TTL,
 }
@@ -401,8 +401,13 @@ class OnlineFeatureReader:
         out: Mapping[str, np.ndarray | list],
         lists: Mapping[str, ListValues],
         request_ts: int,
-    ) -> dict[str, np.ndarray | pa.ListArray]:
-        """The on-demand views' inputs as a dict of whole columns, list features as Arrow lists.
+    ) -> dict[str, np.ndarray]:
+        """The on-demand views' inputs as a dict of whole columns.
+
+        A list feature is a float64 (rows, longest) matrix, NaN past each row's
+        length (:meth:`ListValues.padded`): the form the views compute on. Until
+        2026-12-06 they got Arrow list arrays and made that matrix themselves,
+        which cost ~1 ms of a 5 ms read with ranker_v3's seven list columns.
 
         The request fields are the request time and each row's author as the
         candidate's (``candidate_request``, read by ``top_author_affinity``).
@@ -410,12 +415,12 @@ class OnlineFeatureReader:
         The frame this replaced, with the lists in pandas' Arrow list type, cost
         0.57 ms of a 3.9 ms read (500 rows, in process), and the views 1.04 ms on it.
         """
-        columns: dict[str, np.ndarray | pa.ListArray] = {k: out[k] for k in self._odfv_numeric}
+        columns: dict[str, np.ndarray] = {k: out[k] for k in self._odfv_numeric}
         authors = np.asarray(entities["author_id"], dtype=np.int64)
         columns["request_ts"] = np.full(len(authors), request_ts, dtype=np.int64)
         columns["candidate_author_id"] = authors
         for k in self._odfv_lists:
-            columns[k] = lists[k].to_arrow()
+            columns[k] = lists[k].padded()
         return columns
 
     def clear_cache(self) -> None:

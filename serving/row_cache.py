@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 
 class ListValues:
@@ -21,7 +20,7 @@ class ListValues:
     ``objects`` holds what ``get_online_features`` returns (a Python list, or
     None when missing), for the response. ``matrix`` holds the same values,
     left-aligned in rows of ``dtype`` (``lengths[i]`` of them, -1 when missing), so
-    a batch of rows becomes the on-demand views' Arrow list column by numpy
+    a batch of rows becomes the on-demand views' input matrix by numpy
     gathers, not a pass over hundreds of Python lists per request.
 
     Args:
@@ -74,16 +73,18 @@ class ListValues:
         self.lengths[rows] = values.lengths
         self.matrix[rows, :width] = values.matrix
 
-    def to_arrow(self) -> pa.ListArray:
-        """The rows as an Arrow list array of ``dtype`` (null where missing)."""
+    def padded(self) -> np.ndarray:
+        """The rows as a float64 (rows, longest) matrix, NaN past each row's length.
+
+        A missing row is all NaN, like an empty one. The on-demand views take
+        list features in this form from serving (``feature_repo/on_demand_views.py``).
+        """
         lengths = np.maximum(self.lengths, 0)
-        offsets = np.zeros(len(self) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = self.matrix[np.arange(self.matrix.shape[1]) < lengths[:, None]]
-        missing = self.lengths < 0
-        return pa.ListArray.from_arrays(
-            offsets, flat, mask=pa.array(missing) if missing.any() else None
-        )
+        width = int(lengths.max(initial=0))
+        inside = np.arange(width) < lengths[:, None]
+        out = np.full((len(self), width), np.nan)
+        out[inside] = self.matrix[:, :width][inside]
+        return out
 
 
 class SlotIndex:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -313,18 +312,30 @@ def test_decode_reads_every_value_layout_as_protobuf_does() -> None:
 
 
 @pytest.mark.unit
-def test_list_values_keep_lists_and_their_arrow_form_aligned() -> None:
+def test_list_values_keep_lists_and_their_padded_form_aligned() -> None:
     lists = [[0.5, 1.5, 2.5], None, [], [3.0], None, [4.0, 5.0]]
+    nan = np.nan
+
+    def padded(values: ListValues) -> list[list[float]]:
+        return np.where(np.isnan(values.padded()), -1.0, values.padded()).tolist()
+
     values = ListValues.from_lists(lists)
     assert values.objects.tolist() == lists
-    assert values.to_arrow().to_pylist() == lists
+    np.testing.assert_array_equal(
+        values.padded(),
+        [[0.5, 1.5, 2.5], [nan] * 3, [nan] * 3, [3.0, nan, nan], [nan] * 3, [4.0, 5.0, nan]],
+    )
     taken = values.take(np.array([5, 1, 0, 0]))
-    assert taken.to_arrow().to_pylist() == [[4.0, 5.0], None, [0.5, 1.5, 2.5], [0.5, 1.5, 2.5]]
+    assert padded(taken) == [[4.0, 5.0, -1], [-1] * 3, [0.5, 1.5, 2.5], [0.5, 1.5, 2.5]]
     wider = ListValues.from_lists([[1.0, 2.0, 3.0, 4.0, 5.0]])
     values.put(np.array([1]), wider)  # widens the matrix, keeps the other rows
-    assert values.to_arrow().to_pylist() == [lists[0], wider.objects[0], *lists[2:]]
-    assert ListValues(0).to_arrow().to_pylist() == []
+    assert values.objects.tolist() == [lists[0], wider.objects[0], *lists[2:]]
+    assert padded(values)[1] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert padded(values)[0] == [0.5, 1.5, 2.5, -1, -1]
+    # Only as wide as the longest row it holds, even after a wider row left it.
+    assert values.take(np.array([0, 3])).padded().shape == (2, 3)
+    assert ListValues(0).padded().shape == (0, 0)
     ids = ListValues.from_lists([[2**40 + 1, 7], None], np.int64)  # beyond float32's integers
     ids.put(np.array([1]), ListValues.from_lists([[1, 2, 3]], np.int64))
-    assert ids.take(np.array([0, 1])).to_arrow().type == pa.list_(pa.int64())
-    assert ids.to_arrow().to_pylist() == [[2**40 + 1, 7], [1, 2, 3]]
+    assert ids.take(np.array([0, 1])).matrix.dtype == np.int64
+    assert padded(ids) == [[2**40 + 1, 7, -1], [1, 2, 3]]

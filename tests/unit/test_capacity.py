@@ -101,7 +101,7 @@ def test_redis_shards_cover_both_throughput_and_memory(figures: dict[str, Any]) 
     assert p.redis_shards * per_shard >= p.read_ops_peak + p.write_ops_peak
     # A bigger measured key needs more memory and never fewer shards.
     bigger = copy.deepcopy(figures)
-    bigger["redis"]["bytes_per_key"]["user_author"] *= 2
+    bigger["redis"]["bytes_per_key"]["user"] *= 2
     p_bigger = capacity.plan(bigger)
     assert p_bigger.online_store_gb > p.online_store_gb
     assert p_bigger.shards_for_memory > p.shards_for_memory
@@ -113,7 +113,7 @@ def test_cache_cuts_redis_reads_only_where_it_hits(figures: dict[str, Any]) -> N
     p = capacity.plan(figures)
     assert p.rows_per_rank["tweet_content"] == 500
     assert p.rows_per_rank["author_stats"] == 100  # distinct authors <= followees
-    assert p.reads_per_rank["user_author_affinity"] == p.rows_per_rank["user_author_affinity"]
+    assert p.rows_per_rank["user_top_authors"] == 1  # the pair features: one key per user
     assert p.reads_per_rank["tweet_content"] == pytest.approx(500 * (1 - 0.8))
 
 
@@ -144,16 +144,3 @@ def test_result_line_has_the_main_figures(
     }
     assert result == capacity.plan(figures).result()
     assert result["peak_rps"] == round(capacity.plan(figures).peak_rps)
-
-
-def test_the_top_k_redesign_plans_one_key_and_one_read_per_user() -> None:
-    figures = capacity.load_figures()
-    today = capacity.plan(figures)
-    redesign = capacity.plan(figures, top_k_affinity_bytes=800.0)
-    users = capacity.Assumptions().users_with_row
-    assert redesign.entity_rows["user_author"] == users
-    assert redesign.store_bytes["user_author"] == users * 800.0
-    assert redesign.reads_per_rank["user_author_affinity"] == 1.0
-    assert redesign.online_store_gb < today.online_store_gb / 5
-    assert redesign.shards_for_ops < today.shards_for_ops
-    assert redesign.redis_shards == max(redesign.shards_for_ops, redesign.shards_for_memory)
