@@ -12,6 +12,8 @@ warmed with 100 other requests before anything is timed. Measured:
   previous FeatureService (``ranker_v2``: the pair features from a key per
   user-author pair, not from the user's top-author list), and the ``HMGET``
   commands Redis executed per request for each (``*_v2``, ``hmget_per_rank*``);
+  ``--ab-rounds N`` alternates the two N times and reports the median ratios
+  (``redis_p50_ratio_over_v2``, ``redis_p99_ratio_over_v2``);
 - concurrency 8 on the SQLite profile: requests per second and p99;
 - the SQLite sequential phase again with ``FEEDRANK_AUTH=off``: the cost of the
   API key check and rate limit (``*_auth_off``);
@@ -37,7 +39,7 @@ of 1.8 (``client_cpu_ms_c8*`` in the RESULT); the gap between the two clients
 is the client, not the server. The lean sequential phases also report the
 CPU the server's workers spent per request (``server_cpu_ms_*``).
 
-    .venv/bin/python benchmarks/serve_latency.py [--workspace DIR] [--requests N]
+    .venv/bin/python benchmarks/serve_latency.py [--workspace DIR] [--requests N] [--ab-rounds N]
 
 Needs Redis and PostgreSQL on 127.0.0.1 for the production profile. Ends with
 ``RESULT {json}``.
@@ -369,6 +371,12 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT)
     parser.add_argument("--requests", type=int, default=400, help="Timed requests per run.")
     parser.add_argument("--naive-requests", type=int, default=60)
+    parser.add_argument(
+        "--ab-rounds",
+        type=int,
+        default=1,
+        help=f"Redis rounds of the current service and {PREVIOUS_SERVICE}, alternated.",
+    )
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="feedrank-bench-bentoml-"))
     # The production settings: the 15 ms deadline, 1% of feature vectors sampled.
@@ -417,9 +425,11 @@ def main() -> None:
         per_request = 1000 / len(requests[50:])
 
         twin = {MODEL_SOURCE_ENV: "bentoml", MODEL_TAG_ENV: _twin(ws, PREVIOUS_SERVICE)}
-        runs = _redis_profile(
-            ws, {"current": settings, "v2": settings | twin}, requests, warmup, headers
-        )
+        # Alternated, so that the machine's drift falls on both sides alike.
+        variants = {}
+        for i in range(args.ab_rounds):
+            variants |= {f"current{i}": settings, f"v2{i}": settings | twin}
+        runs = _redis_profile(ws, variants, requests, warmup, headers)
         for name, run in runs.items():
             print(
                 f"redis ({name}) sequential {run['sequential']} degraded={run['degraded']}\n"
@@ -427,12 +437,23 @@ def main() -> None:
                 f"HMGET/request {run['hmget_per_rank']}",
                 flush=True,
             )
-        redis_seq, redis_lean = runs["current"]["sequential"], runs["current"]["lean"]
-        previous = runs["v2"]["lean"]
+        redis_seq, redis_lean = runs["current0"]["sequential"], runs["current0"]["lean"]
+        previous = runs["v20"]["lean"]
+        ratios = {
+            q: float(
+                np.median(
+                    [
+                        runs[f"current{i}"]["lean"][q] / runs[f"v2{i}"]["lean"][q]
+                        for i in range(args.ab_rounds)
+                    ]
+                )
+            )
+            for q in ("p50_ms", "p99_ms")
+        }
         print(
-            f"redis p50 / p99, current service over {PREVIOUS_SERVICE}: "
-            f"{redis_lean['p50_ms'] / previous['p50_ms']:.2f}x / "
-            f"{redis_lean['p99_ms'] / previous['p99_ms']:.2f}x",
+            f"redis p50 / p99, current service over {PREVIOUS_SERVICE}, median of "
+            f"{args.ab_rounds} alternated round(s): {ratios['p50_ms']:.2f}x / "
+            f"{ratios['p99_ms']:.2f}x",
             flush=True,
         )
 
@@ -459,12 +480,14 @@ def main() -> None:
             "client_cpu_ms_c8": round(client_cpu_lean * per_request, 2),
             "client_cpu_ms_c8_httpx": round(client_cpu_httpx * per_request, 2),
             "server_cpu_ms_sqlite": cpu_sqlite,
-            "server_cpu_ms_redis": runs["current"]["cpu"],
-            "hmget_per_rank_redis": runs["current"]["hmget_per_rank"],
+            "server_cpu_ms_redis": runs["current0"]["cpu"],
+            "hmget_per_rank_redis": runs["current0"]["hmget_per_rank"],
             "p50_ms_redis_v2": previous["p50_ms"],
             "p99_ms_redis_v2": previous["p99_ms"],
-            "server_cpu_ms_redis_v2": runs["v2"]["cpu"],
-            "hmget_per_rank_redis_v2": runs["v2"]["hmget_per_rank"],
+            "server_cpu_ms_redis_v2": runs["v20"]["cpu"],
+            "hmget_per_rank_redis_v2": runs["v20"]["hmget_per_rank"],
+            "redis_p50_ratio_over_v2": round(ratios["p50_ms"], 3),
+            "redis_p99_ratio_over_v2": round(ratios["p99_ms"], 3),
             "p50_ms_sqlite_auth_off": open_lean["p50_ms"],
             "p99_ms_sqlite_auth_off": open_lean["p99_ms"],
             "server_cpu_ms_sqlite_auth_off": cpu_open,
