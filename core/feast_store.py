@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from feast import FeatureStore
+from feast.infra.registry.sql import SqlRegistry, feature_view_version_history
 from feast.repo_config import RepoConfig
 
 from core.errors import InputError
@@ -78,6 +79,12 @@ def drop_project(store: FeatureStore) -> None:
     # pylint: disable-next=protected-access
     store._get_provider().teardown_infra(store.project, views, store.list_entities())
     store.registry.delete_project(store.project, commit=True)
+    if isinstance(store.registry, SqlRegistry):
+        # Feast 0.66's delete_project leaves the project's view version history,
+        # and applying a project of the same name again then fails on its key.
+        with store.registry.write_engine.begin() as conn:
+            history = feature_view_version_history
+            conn.execute(history.delete().where(history.c.project_id == store.project))
 
 
 def entity_rows(

@@ -81,5 +81,8 @@ def test_dropping_a_project_leaves_the_other_projects_alone(
         assert fresh.get_feature_service(FEATURE_SERVICE).name == FEATURE_SERVICE
         other = open_store(tiny_workspace, "production", project=f"{feast_project}d")
         assert not other.list_feature_views()
+        # The name is free again (Feast's own delete_project leaves the view history).
+        assert apply_repo(other, tiny_workspace)
+        drop_project(other)
     finally:
         drop_project(kept)
