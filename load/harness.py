@@ -27,9 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from core.actions import load_actions
-from core.feast_store import Workspace
 from core.tables import TWEETS, read_table
-from core.workspace import REPO_ROOT
+from core.workspace import REPO_ROOT, Workspace
 from serving.auth import KEYS_FILE, KEYS_FILE_ENV, SCOPES, create_key
 from simulation.world import load_world_config, world_end
 
@@ -66,6 +65,12 @@ def auth_headers(ws: Workspace) -> dict[str, str]:
         stored.touch(mode=0o600)
         stored.write_text(key)
     return {"Authorization": f"Bearer {stored.read_text().strip()}"}
+
+
+def load_headers(ws: Workspace) -> dict[str, str]:
+    """The API key of a load run: ``FEEDRANK_API_KEY`` if set, else the harness's key."""
+    key = os.environ.get("FEEDRANK_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else auth_headers(ws)
 
 
 def copy_workspace(source: Path, target: Path) -> Workspace:

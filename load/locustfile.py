@@ -9,6 +9,10 @@ feeds are asked for at the world's end time, "now" in the simulated world.
 The API key is ``FEEDRANK_API_KEY`` (a key with the ``rank`` and ``events``
 scopes, from ``feedrank keys create``); without it, the workspace's harness
 key (:func:`load.harness.auth_headers`) is used.
+
+Keep this file's imports light: locust's ``--run-time`` clock starts before
+it imports this file. With Feast in the import chain (10 s on a slow machine)
+a 10 s smoke run ended as its users spawned, with no request sent.
 """
 
 from __future__ import annotations
@@ -22,18 +26,14 @@ import pyarrow.parquet as pq
 from locust import HttpUser, between, task
 
 from core.workspace import REPO_ROOT, Workspace
-from load.harness import auth_headers
+from load.harness import load_headers
 from simulation.world import load_world_config, world_end
 
 _WORKSPACE = Workspace(Path(os.environ.get("FEEDRANK_WORKSPACE", REPO_ROOT)))
 _USERS = pq.read_table(_WORKSPACE.world / "users.parquet", columns=["user_id"])["user_id"]
 USER_IDS = _USERS.to_numpy().tolist()
 NOW = world_end(load_world_config(_WORKSPACE.world)).isoformat()
-HEADERS = (
-    {"Authorization": f"Bearer {os.environ['FEEDRANK_API_KEY']}"}
-    if os.environ.get("FEEDRANK_API_KEY")
-    else auth_headers(_WORKSPACE)
-)
+HEADERS = load_headers(_WORKSPACE)
 
 
 class FeedReader(HttpUser):

@@ -4,7 +4,8 @@
         --users 16 --seconds 60
 
 The workspace (FEEDRANK_WORKSPACE or --workspace) supplies the user ids and
-the simulated "now". Prints locust's summary and ends with
+the simulated "now". The service is warmed first (:func:`warm_up`), so the
+timed run starts on a service that has answered. Prints locust's summary and ends with
 ``RESULT {"locust_requests": ..., "locust_failures": ..., "locust_p99_ms": ...}``.
 """
 
@@ -16,13 +17,51 @@ import os
 import subprocess  # nosec B404: runs locust with a fixed argv
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
+import pyarrow.parquet as pq
 
-from core.workspace import REPO_ROOT
+from core.workspace import REPO_ROOT, Workspace
+from load.harness import load_headers
+from simulation.world import load_world_config, world_end
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+def warm_up(url: str, workspace: Path, answers: int = 4, timeout: float = 120.0) -> float:
+    """Send /rank, each on a new connection, until ``answers`` came back 200; return the seconds.
+
+    A fresh ``bentoml serve`` takes seconds over its first requests on each
+    worker (first code paths, cold caches): on a slow CI machine a 10 s run
+    once got no answer at all. New connections spread the requests over the
+    workers.
+
+    Raises:
+        SystemExit: no ``answers`` answers within ``timeout`` seconds.
+    """
+    ws = Workspace(workspace)
+    user = int(pq.read_table(ws.world / "users.parquet", columns=["user_id"])["user_id"][0].as_py())
+    body = {
+        "user_id": user,
+        "limit": 50,
+        "request_time": world_end(load_world_config(ws.world)).isoformat(),
+    }
+    headers = load_headers(ws)
+    start = time.monotonic()
+    ok = 0
+    while ok < answers:
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"{url}: {ok} of {answers} warm-up /rank answers in {timeout:g} s")
+        try:
+            ok += (
+                httpx.post(f"{url}/rank", json=body, headers=headers, timeout=30).status_code == 200
+            )
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def run_locust(url: str, workspace: Path, users: int, seconds: int) -> dict[str, float]:
@@ -99,6 +138,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=16, help="Concurrent simulated users.")
     parser.add_argument("--seconds", type=int, default=60, help="Length of the run.")
     args = parser.parse_args()
+    warmed = warm_up(args.url, args.workspace)
+    print(f"warm-up: {warmed:.1f} s", flush=True)
     result = run_locust(args.url, args.workspace, args.users, args.seconds)
     print("RESULT " + json.dumps(result))
 

@@ -51,8 +51,9 @@ def test_locust_smoke_run_has_no_failures(served_workspace: Workspace, tmp_path:
         stop_server(server)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
-    # Not a throughput bar: under CI load the first requests of a fresh server take
-    # seconds (25 requests in 8 s once, none in 5 s here).
-    assert result["locust_requests"] > 0
+    # Not a throughput bar. The service is warmed before the clock starts: a fresh
+    # server's first requests take seconds, and a 10 s run once got none under CI load.
+    assert "warm-up:" in done.stdout
+    assert result["locust_requests"] > 10
     assert result["locust_failures"] == 0
     assert result["locust_p99_ms"] > 0
