@@ -1,4 +1,4 @@
-"""Open the Feast store of a workspace, in the embedded or the production profile.
+"""Open the Feast store of a workspace, in the embedded, production or cluster profile.
 
 The repo's paths are relative, so a copy of a workspace (as the tests make)
 is a self-contained store.
@@ -21,9 +21,14 @@ from core.workspace import Profile, Workspace
 PROFILE_FILES: dict[str, str] = {
     "embedded": "feature_store.yaml",
     "production": "feature_store.production.yaml",
+    "cluster": "feature_store.cluster.yaml",
 }
 REDIS_URL_ENV = "FEEDRANK_REDIS_URL"
 REGISTRY_URL_ENV = "FEEDRANK_REGISTRY_URL"
+RAY_ADDRESS_ENV = "FEEDRANK_RAY_ADDRESS"
+"""The Ray cluster of the cluster profile (``ray://host:10001``, ``host:port`` or ``auto``).
+Unset, Ray's own ``RAY_ADDRESS`` (set in a ``ray job submit`` job) is used; neither set,
+Ray starts in the process, capped to the machine."""
 FEATURE_SERVICE = "ranker_v3"
 """The FeatureService new models are trained on (each model records its own)."""
 
@@ -34,37 +39,55 @@ def training_set_path(workspace: Workspace, service: str = FEATURE_SERVICE) -> P
 
 
 def repo_config(
-    workspace: Workspace, profile: Profile = "embedded", project: str | None = None
+    workspace: Workspace,
+    profile: Profile = "embedded",
+    project: str | None = None,
+    offline_store: str | None = None,
 ) -> RepoConfig:
     """Load the profile's feature_store.yaml, with deployment overrides from the environment.
 
     Args:
         workspace: the workspace whose feature repo to use.
-        profile: ``embedded`` (SQLite, files) or ``production`` (Redis, SQL registry).
+        profile: ``embedded`` (SQLite, files), ``production`` (Redis, SQL registry) or
+            ``cluster`` (production with Ray's offline store and compute engine).
         project: override the Feast project (tests use one per test for isolation).
+        offline_store: replace the profile's offline store (and drop its compute engine)
+            with this type: a Ray task of the cluster profile joins with ``duckdb``.
     """
     path = workspace.repo / PROFILE_FILES[profile]
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read Feast config: {exc}") from exc
-    if profile == "production":
+    if profile != "embedded":
         if os.environ.get(REDIS_URL_ENV):
             raw["online_store"]["connection_string"] = os.environ[REDIS_URL_ENV]
         if os.environ.get(REGISTRY_URL_ENV):
             raw["registry"]["path"] = os.environ[REGISTRY_URL_ENV]
+    if profile == "cluster":
+        offline, engine = raw["offline_store"], raw["batch_engine"]
+        # Ray's workers do not share the driver's working directory: stage absolutely.
+        offline["storage_path"] = str((workspace.repo / offline["storage_path"]).resolve())
+        address = os.environ.get(RAY_ADDRESS_ENV) or os.environ.get("RAY_ADDRESS")
+        if address:
+            offline["ray_address"] = engine["ray_address"] = address
+    if offline_store:
+        raw["offline_store"] = {"type": offline_store}
+        raw.pop("batch_engine", None)
     if project:
         raw["project"] = project
     return RepoConfig(repo_path=workspace.repo, **raw)
 
 
 def open_store(
-    workspace: Workspace, profile: Profile = "embedded", project: str | None = None
+    workspace: Workspace,
+    profile: Profile = "embedded",
+    project: str | None = None,
+    offline_store: str | None = None,
 ) -> FeatureStore:
-    """A FeatureStore on the workspace's repo in the given profile."""
-    return FeatureStore(
-        repo_path=str(workspace.repo), config=repo_config(workspace, profile, project)
-    )
+    """A FeatureStore on the workspace's repo in the given profile (see :func:`repo_config`)."""
+    config = repo_config(workspace, profile, project, offline_store)
+    return FeatureStore(repo_path=str(workspace.repo), config=config)
 
 
 def drop_project(store: FeatureStore) -> None:

@@ -14,8 +14,9 @@ from typing import Literal
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The source tree: the default workspace, and the git commit a training run records."""
 
-Profile = Literal["embedded", "production"]
-"""The Feast profile a workspace's store opens in: SQLite and files, or Redis and a SQL registry."""
+Profile = Literal["embedded", "production", "cluster"]
+"""The Feast profile a workspace's store opens in: SQLite and files; Redis and a SQL registry;
+or those two with Ray for the offline path (``feature_repo/feature_store.*.yaml``)."""
 
 
 @dataclass(frozen=True)

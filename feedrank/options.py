@@ -99,7 +99,8 @@ def profile_option(envvar: str | None = None) -> Callable[[FC], FC]:
         default=get_args(Profile)[0],
         show_default=True,
         envvar=envvar,
-        help="Feast profile: embedded (SQLite + files) or production (Redis + SQL registry)"
+        help="Feast profile: embedded (SQLite + files), production (Redis + SQL registry) "
+        "or cluster (production with Ray for the offline path)"
         + (f" (env {envvar})." if envvar else "."),
     )
 
