@@ -193,6 +193,13 @@ def feature_schema(
     )
 
 
+_COLUMN_SET_RULES = {
+    "column_in_dataframe": "missing from the file",
+    "column_in_schema": "not in the schema",
+}
+"""Pandera's table rules about which columns there are, and what each failure means."""
+
+
 def _raise(path: Path | str, errors: pa.errors.SchemaErrors) -> None:
     """One line: the first failing column (or table rule), how often, an example value."""
     cases = errors.failure_cases
@@ -201,6 +208,11 @@ def _raise(path: Path | str, errors: pa.errors.SchemaErrors) -> None:
     if first["schema_context"] == "DataFrameSchema":  # a rule of the whole table
         others = len(cases) - 1
         more = f"; {others} other failure(s)" if others else ""
+        if first["check"] in _COLUMN_SET_RULES:  # the failure case is the column's name
+            raise ValidationError(
+                f"{path}: column '{first['failure_case']}': rule {first['check']} failed "
+                f"({_COLUMN_SET_RULES[first['check']]}){more}"
+            ) from None
         raise ValidationError(f"{path}: table rule {first['check']} failed{more}") from None
     same = cases[(cases["column"] == first["column"]) & (cases["check"] == first["check"])]
     if len(cases) > len(same):

@@ -54,6 +54,26 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return ws
 
 
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """A real Ray in this process for the cluster profile: one CPU and a small object store.
+
+    ``address="local"``: a new instance even when ``scripts/cluster.sh`` runs a cluster.
+    """
+    import ray  # pylint: disable=import-outside-toplevel
+
+    ray.init(
+        address="local",
+        num_cpus=1,
+        object_store_memory=200 * 2**20,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def redis_service() -> None:
     """The local Redis of the production profile."""

@@ -15,7 +15,6 @@ metric.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from core.validation import (
     world_last_event_us,
 )
 from core.workspace import Workspace
+from training.feature_join import join_features, join_on_ray
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
 """Columns carried next to the features: ids for joins, the slot for position-aware evaluation."""
@@ -139,18 +139,15 @@ def build_training_set(
     # The request fields of the on-demand views (data_sources.py): at training, the impression's.
     entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
     entity["candidate_author_id"] = entity["author_id"]
-    service = store.get_feature_service(FEATURE_SERVICE)
-    parts = []
-    for lo in range(0, len(entity), chunk_rows):
-        # Feast 0.66's DuckDB offline store opens FileSource paths relative to the
-        # working directory, not the repo (the file store does the latter).
-        with contextlib.chdir(workspace.repo):
-            job = store.get_historical_features(
-                entity_df=entity.iloc[lo : lo + chunk_rows], features=service
-            )
-            parts.append(job.to_df())
-        if progress:
-            progress(min(lo + chunk_rows, len(entity)), len(entity))
+    if store.config.offline_store.type == "ray":
+        # The cluster profile: the same join, one Ray task per user shard.
+        parts = join_on_ray(store, workspace, entity, chunk_rows, progress)
+    else:
+        parts = []
+        for lo in range(0, len(entity), chunk_rows):
+            parts.append(join_features(store, workspace, entity.iloc[lo : lo + chunk_rows]))
+            if progress:
+                progress(min(lo + chunk_rows, len(entity)), len(entity))
     joined = pd.concat(parts, ignore_index=True).sort_values("impression_id", kind="stable")
     labels = impressions.select(
         ["impression_id", "visit_id", "position", *actions.names]

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from core.config_options import workspace_option
-from core.workspace import Workspace
-from feedrank.options import Group, progress_bar
+from core.workspace import Profile, Workspace
+from feedrank.options import Group, profile_option, progress_bar
 
 # Each command imports its stage inside the function (see feedrank.commands).
 # pylint: disable=import-outside-toplevel
@@ -21,20 +21,24 @@ def dataset() -> None:
 
 @dataset.command("build")
 @workspace_option
+@profile_option()
 @click.option(
     "--max-rows",
     type=click.IntRange(min=1),
     default=None,
     help="Keep only the latest N impressions (default: all).",
 )
-def build(workspace: Path, max_rows: int | None) -> None:
-    """Point-in-time training set through the FeatureService of new models."""
+def build(workspace: Path, profile: Profile, max_rows: int | None) -> None:
+    """Point-in-time training set through the FeatureService of new models.
+
+    On the cluster profile the join runs as Ray tasks, one per user shard.
+    """
     from core.feast_store import open_store
     from training.dataset import build_training_set
 
     ws = Workspace(workspace)
     progress = progress_bar("rows")
-    result = build_training_set(open_store(ws), ws, max_rows=max_rows, progress=progress)
+    result = build_training_set(open_store(ws, profile), ws, max_rows=max_rows, progress=progress)
     click.echo(
         f"training set: {result.rows:,} rows x {len(result.features)} features -> {result.path}"
     )

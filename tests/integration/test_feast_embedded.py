@@ -1,4 +1,7 @@
-"""Feast on the embedded profile: point-in-time training rows and online parity."""
+"""Feast on the embedded profile: point-in-time training rows and online parity.
+
+The leakage test also runs on the cluster profile (the join in Ray tasks).
+"""
 
 import shutil
 from pathlib import Path
@@ -9,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.feast_store import FEATURE_SERVICE, entity_rows, open_store
+from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
 from core.workspace import Workspace
 from features.online import apply_repo, materialize_feast
 from features.pipelines import COUNTER_STEP_US
@@ -71,8 +74,9 @@ def test_tweet_counters_hold_every_impression_of_earlier_hours_and_none_later(
     assert (got > 0).mean() > 0.5  # fresh tweets have counters: most rows see some
 
 
+@pytest.mark.parametrize("profile", ["embedded", "cluster"])
 def test_no_value_stamped_after_an_impression_reaches_it(
-    tiny_workspace: Workspace, tmp_path: Path
+    tiny_workspace: Workspace, tmp_path: Path, profile: str, request: pytest.FixtureRequest
 ) -> None:
     """Plant values 1 s after some impressions (must never show) and 1 s before others (must),
     in a scalar view and in the list view the pair features are looked up in.
@@ -115,7 +119,12 @@ def test_no_value_stamped_after_an_impression_reaches_it(
     poisoned = pd.concat([lists, *planted], ignore_index=True)
     pq.write_table(pa.Table.from_pandas(poisoned, schema=pq.read_schema(path)), path)
 
-    store = open_store(ws)
+    if profile == "cluster":
+        request.getfixturevalue("local_ray")
+        store = open_store(ws, "cluster", request.getfixturevalue("feast_project"))
+        request.addfinalizer(lambda: drop_project(store))
+    else:
+        store = open_store(ws)
     apply_repo(store, ws)
     build_training_set(store, ws)
     training = _training(ws).set_index("impression_id")

@@ -1,0 +1,121 @@
+"""The cluster profile: Ray's compute engine fills Redis, Ray tasks join the training set.
+
+Against a real in-process Ray (one CPU, a small object store), the local Redis
+and the SQL registry on PostgreSQL. The two-node cluster and `ray job submit`
+are tests/e2e/test_ray_job.py.
+"""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from core.feast_store import (
+    FEATURE_SERVICE,
+    RAY_ADDRESS_ENV,
+    drop_project,
+    entity_rows,
+    open_store,
+    repo_config,
+)
+from core.workspace import Workspace
+from features.online import apply_repo, materialize_feast
+from feedrank.cli import main
+from simulation.world import load_world_config, world_end
+from tests.conftest import new_workspace
+from training.dataset import build_training_set
+
+pytestmark = pytest.mark.integration
+
+
+def _copy(tiny: Workspace, root: Path) -> Workspace:
+    ws = new_workspace(root)
+    for folder in ("world", "features"):
+        shutil.copytree(tiny.data / folder, ws.data / folder)
+    return ws
+
+
+def test_cluster_config_takes_its_addresses_from_the_environment(
+    tiny_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(RAY_ADDRESS_ENV, raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = repo_config(tiny_workspace, "cluster")
+    assert config.offline_store.type == "ray" and config.batch_engine.type == "ray.engine"
+    assert config.offline_store.ray_address is None  # Ray starts in the process
+    assert Path(config.offline_store.storage_path).is_absolute()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")  # set by Ray in a submitted job
+    assert repo_config(tiny_workspace, "cluster").batch_engine.ray_address == "127.0.0.1:6390"
+    monkeypatch.setenv(RAY_ADDRESS_ENV, "ray://head:10001")
+    config = repo_config(tiny_workspace, "cluster")
+    assert config.offline_store.ray_address == config.batch_engine.ray_address == "ray://head:10001"
+    # What a Ray task joins with: the same registry and online store, DuckDB offline.
+    task = repo_config(tiny_workspace, "cluster", offline_store="duckdb")
+    assert task.offline_store.type == "duckdb"
+    assert task.batch_engine == repo_config(tiny_workspace, "production").batch_engine
+    assert task.registry.path == config.registry.path
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_ray_engine_fills_redis_with_what_the_embedded_store_serves(
+    tiny_workspace: Workspace, feast_project: str
+) -> None:
+    """Every user, author and tweet of the world, read back through get_online_features."""
+    store = open_store(tiny_workspace, "cluster", feast_project)
+    try:
+        apply_repo(store, tiny_workspace)
+        materialize_feast(store, tiny_workspace, world_end(load_world_config(tiny_workspace.world)))
+        impressions = pq.read_table(tiny_workspace.world / "impressions.parquet").to_pandas()
+        rows = pd.concat(
+            [impressions.drop_duplicates(k) for k in ("user_id", "author_id", "tweet_id")]
+        )
+        embedded = open_store(tiny_workspace)
+        requested = entity_rows(embedded, FEATURE_SERVICE, rows, 1_768_000_000)
+
+        def read(s) -> dict:
+            service = s.get_feature_service(FEATURE_SERVICE)
+            return s.get_online_features(features=service, entity_rows=requested).to_dict()
+
+        want, got = read(embedded), read(store)
+        assert got.keys() == want.keys()
+        for name in want:
+            assert got[name] == want[name], name
+        assert sum(v is not None for v in got["user_impressions_7d"]) == len(requested)
+        assert sum(v is not None for v in got["ua_impressions"]) > 100
+    finally:
+        drop_project(store)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_training_set_joined_in_ray_tasks_equals_the_duckdb_one(
+    tiny_workspace: Workspace, tmp_path: Path, feast_project: str
+) -> None:
+    ws = _copy(tiny_workspace, tmp_path)
+    store = open_store(ws, "cluster", feast_project)
+    try:
+        apply_repo(store, ws)
+        # Small shards: several tasks, so the shards are really cut and put back together.
+        built = build_training_set(store, ws, chunk_rows=3_000)
+        local = pq.read_table(tiny_workspace.datasets / f"{FEATURE_SERVICE}.parquet")
+        on_ray = pq.read_table(built.path)
+        assert on_ray.num_rows == local.num_rows > 10_000
+        assert on_ray.equals(local)
+    finally:
+        drop_project(store)
+
+
+def test_dataset_build_on_the_cluster_profile_names_a_missing_column(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    ws = _copy(tiny_workspace, tmp_path)
+    path = ws.features / "user_stats.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["user_like_rate_7d"]), path)
+    args = ["dataset", "build", "--profile", "cluster", "--workspace", str(ws.root)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "user_stats.parquet" in result.stderr and "user_like_rate_7d" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (ws.datasets / f"{FEATURE_SERVICE}.parquet").exists()
