@@ -20,7 +20,7 @@ from feast import FeatureStore
 from core.actions import ActionSet, load_actions
 from core.feast_store import Profile, open_store
 from core.workspace import Workspace
-from features.online import apply_repo, fill_online
+from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import FeatureBuild, build_features
 from simulation.config import WorldConfig
 from simulation.world import WorldSummary, generate_world, load_world_config, world_end
@@ -103,7 +103,11 @@ def build_foundation(
     online: dict[str, int] = {}
     if fill:
         with stage("online store fill"):
-            online = fill_online(store, workspace, world_end(config))
+            if profile == "cluster":
+                # The profile's engine (Feast's ray.engine), which reports no counts.
+                materialize_feast(store, workspace, world_end(config))
+            else:
+                online = fill_online(store, workspace, world_end(config))
     with stage("training set"):
         training = build_training_set(store, workspace, actions, progress=progress_of("rows"))
     return Foundation(store, world, built, online, training)

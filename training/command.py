@@ -61,8 +61,22 @@ def train_command(cls: type[ConfigCommand] = ConfigCommand) -> click.Command:
         show_default=True,
         help="Show a progress bar with the live loss.",
     )
+    @click.option(
+        "--ray-workers",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Train with this many Ray Train workers (DistributedDataParallel, one CPU each) "
+        "on the Ray cluster of FEEDRANK_RAY_ADDRESS (else RAY_ADDRESS, else a Ray in this "
+        "process); 0 trains in this process.",
+    )
     def train(
-        workspace: Path, config: TrainConfig, register: bool, promote_after: bool, progress: bool
+        workspace: Path,
+        config: TrainConfig,
+        register: bool,
+        promote_after: bool,
+        progress: bool,
+        ray_workers: int,
     ) -> None:
         """Train the engagement model, log it to MLflow and register it.
 
@@ -70,9 +84,17 @@ def train_command(cls: type[ConfigCommand] = ConfigCommand) -> click.Command:
         TrainConfig field is an option; --config train.yaml sets any of them and
         the options given override the file. Under torchrun the same options run
         DistributedDataParallel: `python -m torch.distributed.run --nproc_per_node=N
-        -m training` (rank 0 evaluates and logs).
+        -m training` (rank 0 evaluates and logs), and so does --ray-workers N on a
+        Ray cluster (Ray Train's TorchTrainer).
         """
-        # pylint: disable-next=import-outside-toplevel  # torch, only when the command runs
+        # Torch and Ray, only when the command runs.
+        # pylint: disable=import-outside-toplevel
+        if ray_workers:
+            from training.ray_train import train_on_ray
+
+            summary = train_on_ray(workspace, config, ray_workers, register, promote_after)
+            click.echo(result_line(summary))
+            return
         from training.pipeline import rank, run_training_pipeline
 
         summary = run_training_pipeline(
