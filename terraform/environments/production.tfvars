@@ -34,3 +34,20 @@ redis_num_cache_clusters     = 3
 
 event_stream_auth_token_secret_name = "feedrank/production/event-stream-auth-token"
 event_stream_node_type              = "cache.r7g.large"
+
+ray_version = "2.58.1"
+ray_head_resources = {
+  cpu_request    = "4"
+  cpu_limit      = "4"
+  memory_request = "16Gi"
+  memory_limit   = "16Gi"
+}
+ray_worker_resources = {
+  cpu_request    = "4"
+  cpu_limit      = "4"
+  memory_request = "16Gi"
+  memory_limit   = "16Gi"
+}
+ray_worker_min_replicas  = 1
+ray_worker_max_replicas  = 8
+ray_shared_storage_class = "efs-sc"

@@ -34,3 +34,20 @@ redis_num_cache_clusters     = 2
 
 event_stream_auth_token_secret_name = "feedrank/staging/event-stream-auth-token"
 event_stream_node_type              = "cache.t4g.small"
+
+ray_version = "2.58.1"
+ray_head_resources = {
+  cpu_request    = "2"
+  cpu_limit      = "2"
+  memory_request = "8Gi"
+  memory_limit   = "8Gi"
+}
+ray_worker_resources = {
+  cpu_request    = "2"
+  cpu_limit      = "2"
+  memory_request = "8Gi"
+  memory_limit   = "8Gi"
+}
+ray_worker_min_replicas  = 0
+ray_worker_max_replicas  = 2
+ray_shared_storage_class = "efs-sc"

@@ -1,9 +1,10 @@
 # One environment of feedrank: the MLflow tracking server on PostgreSQL with an
 # S3 artifact store, the Feast SQL registry on the same PostgreSQL, Redis for
-# the Feast online store, a second Redis for the shared event stream, and the
-# BentoML ranker with its event consumer. The EKS cluster, its VPC and
-# External Secrets Operator (with a ClusterSecretStore for Secrets Manager)
-# exist beforehand: docs/deploy.md.
+# the Feast online store, a second Redis for the shared event stream, the
+# BentoML ranker with its event consumer, and the offline pipeline on a KubeRay
+# RayCluster. The EKS cluster, its VPC, External Secrets Operator (with a
+# ClusterSecretStore for Secrets Manager), the KubeRay operator and a
+# ReadWriteMany StorageClass exist beforehand: docs/deploy.md.
 #
 # This root module is shared by every environment; an environment is only its
 # settings, ../environments/ENV.tfvars, and its state, ../environments/ENV.backend.hcl.
@@ -91,4 +92,27 @@ module "ranker" {
   feast_registry_url                 = module.feast_registry.registry_url
   feast_registry_password_remote_key = module.feast_registry.password_secret_name
   secret_store_name                  = var.secret_store_name
+}
+
+# The offline path: a RayCluster running the ranker's image and a RayJob that
+# runs `feedrank pipeline foundation --preset demo --profile cluster` on it,
+# filling the same online store and registry the ranker reads.
+module "ray_offline" {
+  source = "../modules/ray_offline"
+
+  image                              = "${var.image_repository}@${var.image_digest}"
+  ray_version                        = var.ray_version
+  head_resources                     = var.ray_head_resources
+  worker_resources                   = var.ray_worker_resources
+  worker_min_replicas                = var.ray_worker_min_replicas
+  worker_max_replicas                = var.ray_worker_max_replicas
+  redis                              = { host = module.online_store.host, port = module.online_store.port, tls = module.online_store.tls }
+  redis_password_remote_key          = module.online_store.auth_token_secret_name
+  feast_registry_url                 = module.feast_registry.registry_url
+  feast_registry_password_remote_key = module.feast_registry.password_secret_name
+  secret_store_name                  = var.secret_store_name
+  shared_storage_class               = var.ray_shared_storage_class
+  shared_storage_size                = var.ray_shared_storage_size
+  job_active_deadline_seconds        = var.ray_job_active_deadline_seconds
+  kuberay_operator_namespace         = var.kuberay_operator_namespace
 }

@@ -65,3 +65,19 @@ output "aws_region" {
   description = "AWS region of the environment."
   value       = var.aws_region
 }
+
+output "ray_namespace" {
+  description = "Namespace of the offline path's RayCluster and RayJob."
+  value       = module.ray_offline.namespace
+}
+
+output "ray_job" {
+  description = "RayJob running the offline pipeline (kubectl get rayjob NAME -n NAMESPACE)."
+  value       = module.ray_offline.job_name
+}
+
+output "ray_dashboard_url" {
+  description = "In-cluster Ray dashboard and job API. Sensitive: an internal endpoint, kept out of CI logs."
+  value       = module.ray_offline.dashboard_url
+  sensitive   = true
+}

@@ -261,3 +261,78 @@ variable "event_stream_node_type" {
     error_message = "event_stream_node_type must be an ElastiCache node type such as cache.r7g.large."
   }
 }
+
+# The offline path on KubeRay
+
+variable "ray_version" {
+  description = "Ray version of the image (the project's ray pin); the RayCluster's spec.rayVersion."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+[.][0-9]+[.][0-9]+$", var.ray_version))
+    error_message = "ray_version must be an exact release such as 2.58.1."
+  }
+}
+
+variable "ray_head_resources" {
+  description = "CPU and memory requests and limits of the Ray head, where the offline pipeline's driver runs."
+  type = object({
+    cpu_request    = string
+    cpu_limit      = string
+    memory_request = string
+    memory_limit   = string
+  })
+}
+
+variable "ray_worker_resources" {
+  description = "CPU and memory requests and limits of each Ray worker pod."
+  type = object({
+    cpu_request    = string
+    cpu_limit      = string
+    memory_request = string
+    memory_limit   = string
+  })
+}
+
+variable "ray_worker_min_replicas" {
+  description = "Fewest Ray worker pods (0: none while the cluster is idle)."
+  type        = number
+
+  validation {
+    condition     = var.ray_worker_min_replicas >= 0
+    error_message = "ray_worker_min_replicas must be 0 or more."
+  }
+}
+
+variable "ray_worker_max_replicas" {
+  description = "Most Ray worker pods the Ray autoscaler may run."
+  type        = number
+
+  validation {
+    condition     = var.ray_worker_max_replicas >= 1 && var.ray_worker_max_replicas >= var.ray_worker_min_replicas
+    error_message = "ray_worker_max_replicas must be at least 1 and at least ray_worker_min_replicas."
+  }
+}
+
+variable "ray_shared_storage_class" {
+  description = "ReadWriteMany StorageClass (on EKS an EFS CSI class, access points owned by uid/gid 1034) of the volume the Ray head and workers share for the pipeline's files."
+  type        = string
+}
+
+variable "ray_shared_storage_size" {
+  description = "Size of the Ray cluster's shared data volume."
+  type        = string
+  default     = "50Gi"
+}
+
+variable "ray_job_active_deadline_seconds" {
+  description = "Seconds the offline pipeline's RayJob may run before KubeRay stops it."
+  type        = number
+  default     = 14400
+}
+
+variable "kuberay_operator_namespace" {
+  description = "Namespace the KubeRay operator runs in (allowed through the Ray pods' NetworkPolicy to the job API)."
+  type        = string
+  default     = "kuberay-operator"
+}

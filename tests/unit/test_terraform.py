@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
+import tomllib
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +21,8 @@ from typing import Any
 
 import hcl2
 import pytest
+import yaml
+from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +68,22 @@ READ_BY_LIBRARIES = {"PGPASSWORD": "libpq, the password of FEEDRANK_REGISTRY_URL
 # Kubernetes expands $(NAME) in an env value from a variable defined before it.
 EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 RANKER = TERRAFORM / "modules" / "ranker"
+RAY = TERRAFORM / "modules" / "ray_offline"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+# The project's Ray pin (pyproject.toml: ray[default,data,train]); the image carries it.
+RAY_VERSION = "2.58.1"
+# KubeRay refuses a RayJob name longer than this (MaxRayJobNameLength: 53 - 6).
+KUBERAY_MAX_RAYJOB_NAME = 47
+# Set in the Ray containers, read by Ray or Python rather than by feedrank's code.
+READ_BY_RAY = {
+    "PGPASSWORD": "libpq, the password of FEEDRANK_REGISTRY_URL",
+    "PYTHONPATH": "Python in the driver and every Ray worker: feedrank's source",
+    "RAY_USAGE_STATS_ENABLED": "Ray: no usage reports from the cluster",
+}
+# What the cluster profile needs in the pods: Feast's Redis and SQL registry.
+REQUIRED_ON_RAY = frozenset({"FEEDRANK_REDIS_URL", "FEEDRANK_REGISTRY_URL"})
+RAY_ENV_RULES = (READ_BY_RAY, (REQUIRED_ON_RAY, "needed by the cluster profile"))
+"""env_mismatches' rules for the Ray containers."""
 
 
 OPTIONS = hcl2.SerializationOptions(
@@ -190,20 +210,28 @@ def names_read_by_code(root: Path = ROOT, packages: tuple[str, ...] = CODE_PACKA
     return found
 
 
-def env_mismatches(env: dict[str, EnvVar], read: set[str]) -> list[str]:
-    """What is wrong between what a container is given and what the code reads."""
+def env_mismatches(
+    env: dict[str, EnvVar],
+    read: set[str],
+    read_elsewhere: dict[str, str] | None = None,
+    required: tuple[AbstractSet[str], str] | None = None,
+) -> list[str]:
+    """What is wrong between what a container is given and what the code reads.
+
+    ``read_elsewhere``: names read by libraries rather than the code (default: the
+    ranker's); ``required``: names that must be set, and why (default: the ranker's).
+    """
+    read_elsewhere = READ_BY_LIBRARIES if read_elsewhere is None else read_elsewhere
+    needed, why = required or (REQUIRED_IN_PRODUCTION, "required in production")
     expanded = {
         target: name for name, item in env.items() for target in EXPANSION.findall(item.value or "")
     }
     problems = [
         f"{name}: set by Terraform, read by no code"
         for name in sorted(env)
-        if name not in read and name not in READ_BY_LIBRARIES and name not in expanded
+        if name not in read and name not in read_elsewhere and name not in expanded
     ]
-    problems += [
-        f"{name}: required in production, not set by Terraform"
-        for name in sorted(REQUIRED_IN_PRODUCTION - set(env))
-    ]
+    problems += [f"{name}: {why}, not set by Terraform" for name in sorted(needed - set(env))]
     problems += [
         f"{user}: expands $({target}), which is not set before it"
         for target, user in sorted(expanded.items())
@@ -304,14 +332,26 @@ def test_every_file_parses_to_blocks(path: Path) -> None:
 
 def test_both_environments_and_all_modules_exist() -> None:
     assert ENVIRONMENTS == ["production", "staging"]
-    assert {"ranker", "online_store", "event_stream", "mlflow", "feast_registry"} <= {
-        path.name for path in MODULES
-    }
+    assert {
+        "ranker",
+        "online_store",
+        "event_stream",
+        "mlflow",
+        "feast_registry",
+        "ray_offline",
+    } <= {path.name for path in MODULES}
 
 
 def test_root_module_calls_the_modules_by_relative_path() -> None:
     calls = named(stack(ROOT_MODULE)["module"])
-    assert set(calls) == {"ranker", "online_store", "event_stream", "mlflow", "feast_registry"}
+    assert set(calls) == {
+        "ranker",
+        "online_store",
+        "event_stream",
+        "mlflow",
+        "feast_registry",
+        "ray_offline",
+    }
     for name, call in calls.items():
         assert call["source"] == f"../modules/{name}"
         assert (ROOT_MODULE / call["source"]).resolve() in MODULES
@@ -670,9 +710,9 @@ def test_names_read_by_code_counts_literals_not_prose(tmp_path: Path) -> None:
 
 
 def test_no_other_module_sets_feedrank_variables() -> None:
-    """Only the ranker module runs feedrank's image."""
+    """Only the ranker module and the Ray cluster run feedrank's image (the Ray env: below)."""
     for directory in MODULES:
-        if directory == RANKER:
+        if directory in (RANKER, RAY):
             continue
         names = {
             value
@@ -849,3 +889,355 @@ def test_explore_share_validation_takes_a_share(share: str, valid: bool) -> None
     """var.explore_share refuses at plan time what ServingConfig would refuse at start."""
     assert accepts(RANKER, "explore_share", share) is valid
     assert accepts(ROOT_MODULE, "explore_share", share) is valid
+
+
+# ------------------------------------------------- the offline path on KubeRay
+
+
+def ray_manifest(name: str) -> dict[str, Any]:
+    """The manifest of one kubernetes_manifest of the ray_offline module."""
+    return resources(RAY, "kubernetes_manifest")[name]["manifest"]
+
+
+def expand_locals(value: Any, locals_: dict[str, Any]) -> Any:
+    """`resolve`, then every `${local.NAME}` inside a string replaced by its string value."""
+    value = resolve(value, locals_)
+    while isinstance(value, str) and (match := re.search(r"\$\{local\.(\w+)\}", value)):
+        value = value.replace(match.group(0), str(resolve(locals_[match.group(1)], locals_)))
+    return value
+
+
+def ray_pods() -> dict[str, dict[str, Any]]:
+    """The pod specs: the RayCluster's head and worker group, the RayJob's submitter."""
+    cluster = ray_manifest("cluster")["spec"]
+    job = ray_manifest("foundation_job")["spec"]
+    return {
+        "head": cluster["headGroupSpec"]["template"]["spec"],
+        "worker": one(cluster["workerGroupSpecs"])["template"]["spec"],
+        "submitter": job["submitterPodTemplate"]["spec"],
+    }
+
+
+def ray_env() -> dict[str, EnvVar]:
+    """The Ray containers' environment (local.ray_env) by name, in its order."""
+    env: dict[str, EnvVar] = {}
+    for position, item in enumerate(local_values(RAY)["ray_env"]):
+        assert item["name"] not in env, f"{item['name']} set twice"
+        ref = item.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+        env[item["name"]] = EnvVar(item.get("value"), ref, position)
+    return env
+
+
+def test_ray_job_runs_the_foundation_pipeline_on_the_cluster_profile() -> None:
+    """The entrypoint is `feedrank pipeline foundation --preset demo --profile cluster`."""
+    locals_ = local_values(RAY)
+    entrypoint = expand_locals(ray_manifest("foundation_job")["spec"]["entrypoint"], locals_)
+    argv = shlex.split(entrypoint)
+    # As the event consumer: the bento has feedrank's source, not its console script.
+    assert argv[:3] == ["python", "-c", "from feedrank.cli import main; main()"]
+    assert argv[3:] == [
+        "pipeline",
+        "foundation",
+        "--workspace",
+        local_values(RANKER)["workspace"],
+        "--preset",
+        "demo",
+        "--profile",
+        "cluster",
+    ]
+    # Every word is one the CLI takes: the command, its options and their values.
+    from feedrank.cli import main  # pylint: disable=import-outside-toplevel
+
+    command = main.commands[argv[3]].commands[argv[4]]
+    options = {opt: param for param in command.params for opt in param.opts}
+    assert "demo" in options["--preset"].type.choices
+    assert "cluster" in options["--profile"].type.choices
+    assert {"--workspace", "--preset", "--profile"} <= set(options)
+
+
+def test_ray_job_runs_on_the_existing_cluster_by_selector_and_never_retries() -> None:
+    """clusterSelector, no rayClusterSpec; KubeRay's rules for that mode hold."""
+    job = ray_manifest("foundation_job")
+    spec = job["spec"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": "${var.name}"}
+    assert ray_manifest("cluster")["metadata"]["name"] == "${var.name}"
+    assert "rayClusterSpec" not in spec
+    assert job["apiVersion"] == ray_manifest("cluster")["apiVersion"] == "ray.io/v1"
+    # KubeRay: backoffLimit > 0 is refused with clusterSelector, and a TTL needs
+    # shutdownAfterJobFinishes; the shared cluster must outlive the job anyway.
+    assert spec["backoffLimit"] == 0
+    assert spec["shutdownAfterJobFinishes"] is False
+    assert spec["ttlSecondsAfterFinished"] == 0
+    assert "suspend" not in spec
+    assert spec["activeDeadlineSeconds"] == "${var.job_active_deadline_seconds}"
+    deadline = named(stack(RAY)["variable"])["job_active_deadline_seconds"]
+    assert deadline["default"] > 0
+    assert "${var.job_active_deadline_seconds > 0}" in [
+        rule["condition"] for rule in deadline["validation"]
+    ]
+    assert spec["submissionMode"] == "K8sJobMode"
+    assert one(spec["submitterPodTemplate"]["spec"]["containers"])["image"] == "${var.image}"
+    assert spec["submitterPodTemplate"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_ray_job_name_fits_kuberay_limit() -> None:
+    """The longest name var.name accepts still leaves NAME-foundation within 47 characters."""
+    locals_ = local_values(RAY)
+    assert locals_["job_name"] == "${var.name}-foundation"
+    assert ray_manifest("foundation_job")["metadata"]["name"] == "${local.job_name}"
+    longest = "a" * 36
+    assert accepts(RAY, "name", longest)
+    assert not accepts(RAY, "name", longest + "a")
+    assert len(f"{longest}-foundation") <= KUBERAY_MAX_RAYJOB_NAME
+    default = named(stack(RAY)["variable"])["name"]["default"]
+    assert accepts(RAY, "name", default)
+
+
+def test_ray_cluster_runs_the_ranker_image_at_the_pinned_ray_version() -> None:
+    """Head, workers and submitter: var.image (the ranker's digest); rayVersion from a variable."""
+    cluster = ray_manifest("cluster")["spec"]
+    assert cluster["rayVersion"] == "${var.ray_version}"
+    for name, pod in ray_pods().items():
+        assert one(pod["containers"])["image"] == "${var.image}", name
+    calls = named(stack(ROOT_MODULE)["module"])
+    assert calls["ray_offline"]["image"] == calls["ranker"]["image"]
+    assert calls["ray_offline"]["ray_version"] == "${var.ray_version}"
+    for image in (f"ghcr.io/feedrank/feedrank@{DIGEST}",):
+        assert accepts(RAY, "image", image)
+    for image in ("", "ghcr.io/feedrank/feedrank:latest", "ghcr.io/feedrank/feedrank:0123abc"):
+        assert not accepts(RAY, "image", image)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_environment_runs_the_project_ray_version(environment: str) -> None:
+    """Each environment's ray_version is the project's pin, and both validations take it."""
+    version = tfvars(environment)["ray_version"]
+    assert version == RAY_VERSION
+    assert accepts(ROOT_MODULE, "ray_version", version)
+    assert accepts(RAY, "ray_version", version)
+
+
+@pytest.mark.parametrize("version", ["", "2.58", "latest", "2.58.1rc1", "v2.58.1"])
+def test_ray_version_validation_takes_an_exact_release(version: str) -> None:
+    """A tag, a partial or a pre-release version is refused at plan time."""
+    assert not accepts(ROOT_MODULE, "ray_version", version)
+    assert not accepts(RAY, "ray_version", version)
+
+
+def test_ray_version_is_the_one_the_project_pins() -> None:
+    """The environments' ray_version is one pyproject.toml's ray requirement allows."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = [
+        requirement
+        for requirement in map(Requirement, project["project"]["dependencies"])
+        if requirement.name == "ray"
+    ]
+    assert one(pins).specifier.contains(RAY_VERSION), str(one(pins))
+
+
+def test_ray_worker_group_is_autoscaled_between_variable_bounds() -> None:
+    """min/max from variables; replicas left to the autoscaler."""
+    cluster = ray_manifest("cluster")["spec"]
+    group = one(cluster["workerGroupSpecs"])
+    assert group["minReplicas"] == "${var.worker_min_replicas}"
+    assert group["maxReplicas"] == "${var.worker_max_replicas}"
+    # Terraform would reset what the autoscaler scaled to on every apply.
+    assert "replicas" not in group
+    assert cluster["enableInTreeAutoscaling"] is True
+    conditions = [
+        rule["condition"]
+        for rule in named(stack(RAY)["variable"])["worker_max_replicas"]["validation"]
+    ]
+    assert any("var.worker_max_replicas >= var.worker_min_replicas" in c for c in conditions)
+    call = named(stack(ROOT_MODULE)["module"])["ray_offline"]
+    assert call["worker_min_replicas"] == "${var.ray_worker_min_replicas}"
+    assert call["worker_max_replicas"] == "${var.ray_worker_max_replicas}"
+    # The head runs no Ray tasks: the workers do them.
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_ray_worker_bounds_in_tfvars_are_ordered(environment: str) -> None:
+    """0 <= min <= max and max >= 1, as the validations demand."""
+    values = tfvars(environment)
+    assert 0 <= values["ray_worker_min_replicas"] <= values["ray_worker_max_replicas"]
+    assert values["ray_worker_max_replicas"] >= 1
+
+
+@pytest.mark.parametrize("pod", ["head", "worker", "submitter"])
+def test_ray_containers_are_locked_down(pod: str) -> None:
+    """Non-root (the bento's uid), read-only root, no escalation, no capabilities, seccomp."""
+    locals_ = local_values(RAY)
+    spec = ray_pods()[pod]
+    pod_context = resolve(spec["securityContext"], locals_)
+    assert pod_context["runAsNonRoot"] is True
+    assert resolve(pod_context["runAsUser"], locals_) == resolve(
+        local_values(RANKER)["bento_uid"], {}
+    )
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = resolve(one(spec["containers"])["securityContext"], locals_)
+    assert context["runAsNonRoot"] is True
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    # A read-only root needs a writable /tmp (Ray's session directory).
+    mounts = resolve(one(spec["containers"])["volumeMounts"], locals_)
+    assert {"name": "tmp", "mountPath": "/tmp"} in mounts
+    if pod != "head":
+        # Only the head's autoscaler sidecar talks to the Kubernetes API.
+        assert spec["automountServiceAccountToken"] is False
+
+
+def test_ray_autoscaler_sidecar_and_namespace_meet_the_restricted_standard() -> None:
+    """KubeRay's sidecar gets the same security context; the namespace enforces restricted."""
+    options = ray_manifest("cluster")["spec"]["autoscalerOptions"]
+    assert options["securityContext"] == "${local.container_security_context}"
+    assert options["volumeMounts"] == "${local.scratch_mounts}"
+    assert set(options["resources"]) == {"requests", "limits"}
+    namespace = resources(RAY, "kubernetes_namespace_v1")["ray"]
+    labels = one(namespace["metadata"])["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize(
+    ("pod", "sizes"), [("head", "head_resources"), ("worker", "worker_resources")]
+)
+def test_ray_node_resources_come_from_variables(pod: str, sizes: str) -> None:
+    """Head and worker requests and limits are the stack's variables, passed through."""
+    container = one(ray_pods()[pod]["containers"])
+    assert container["resources"] == {
+        "requests": {
+            "cpu": f"${{var.{sizes}.cpu_request}}",
+            "memory": f"${{var.{sizes}.memory_request}}",
+        },
+        "limits": {
+            "cpu": f"${{var.{sizes}.cpu_limit}}",
+            "memory": f"${{var.{sizes}.memory_limit}}",
+        },
+    }
+    call = named(stack(ROOT_MODULE)["module"])["ray_offline"]
+    assert call[sizes] == f"${{var.ray_{sizes}}}"
+
+
+def test_every_ray_container_has_requests_and_limits() -> None:
+    """Head, worker, submitter and the autoscaler sidecar: CPU and memory, both bounds."""
+    containers = [one(pod["containers"]) for pod in ray_pods().values()]
+    containers.append(ray_manifest("cluster")["spec"]["autoscalerOptions"])
+    for container in containers:
+        for bound in ("requests", "limits"):
+            assert set(container["resources"][bound]) == {"cpu", "memory"}, container.get("name")
+
+
+def test_ray_secrets_come_from_secret_refs_only() -> None:
+    """The Redis token and the registry password: secretKeyRef into the ExternalSecret's keys."""
+    env = ray_env()
+    for name in ("FEEDRANK_REDIS_PASSWORD", "PGPASSWORD"):
+        assert env[name].secret_key, f"{name} must come from a secretKeyRef"
+        assert env[name].value is None, f"{name} must not carry a value in the spec"
+    locals_ = local_values(RAY)
+    refs = [item["valueFrom"]["secretKeyRef"] for item in locals_["ray_env"] if "valueFrom" in item]
+    assert {ref["name"] for ref in refs} == {"${local.runtime_secret}"}
+    external = ray_manifest("runtime_secret")
+    assert external["kind"] == "ExternalSecret"
+    assert external["spec"]["target"]["name"] == "${local.runtime_secret}"
+    synced = {item["secretKey"]: item["remoteRef"]["key"] for item in external["spec"]["data"]}
+    assert {item.secret_key for item in env.values() if item.secret_key} == set(synced)
+    assert synced == {
+        "redis-password": "${var.redis_password_remote_key}",
+        "feast-registry-password": "${var.feast_registry_password_remote_key}",
+    }
+    call = named(stack(ROOT_MODULE)["module"])["ray_offline"]
+    assert call["redis_password_remote_key"] == "${module.online_store.auth_token_secret_name}"
+    assert call["feast_registry_password_remote_key"] == (
+        "${module.feast_registry.password_secret_name}"
+    )
+
+
+def test_ray_head_and_workers_get_the_same_environment() -> None:
+    """local.ray_env in the head and workers; the submitter gets no secrets."""
+    pods = ray_pods()
+    for pod in ("head", "worker"):
+        assert one(pods[pod]["containers"])["env"] == "${local.ray_env}", pod
+    assert "env" not in one(pods["submitter"]["containers"]), "the submitter needs no secrets"
+
+
+def test_ray_env_matches_the_names_the_code_reads() -> None:
+    """Every name set is read; FEEDRANK_RAY_ADDRESS is unset (a RayJob's driver uses Ray's own)."""
+    env = ray_env()
+    read = names_read_by_code()
+    assert env_mismatches(env, read, *RAY_ENV_RULES) == []
+    assert "FEEDRANK_RAY_ADDRESS" not in env
+    # A rename in Terraform, or a password the URL expands gone, is a mismatch.
+    renamed = {
+        ("FEEDRANK_REDIS_ADDRESS" if name == "FEEDRANK_REDIS_URL" else name): item
+        for name, item in env.items()
+    }
+    assert env_mismatches(renamed, read, *RAY_ENV_RULES) == [
+        "FEEDRANK_REDIS_ADDRESS: set by Terraform, read by no code",
+        "FEEDRANK_REDIS_URL: needed by the cluster profile, not set by Terraform",
+    ]
+    broken = {name: item for name, item in env.items() if name != "FEEDRANK_REDIS_PASSWORD"}
+    assert env_mismatches(broken, read, *RAY_ENV_RULES) == [
+        "FEEDRANK_REDIS_URL: expands $(FEEDRANK_REDIS_PASSWORD), which is not set before it"
+    ]
+
+
+def test_ray_feast_settings_match_the_ranker() -> None:
+    """The job fills the online store and registry the ranker reads, in the same format."""
+    env, ranker = ray_env(), container_env(RANKER, pod_container(RANKER, "ranker"))
+    assert env["FEEDRANK_REDIS_URL"].value == ranker["FEEDRANK_REDIS_URL"].value
+    assert env["FEEDRANK_REGISTRY_URL"].value == ranker["FEEDRANK_REGISTRY_URL"].value
+    assert env["FEEDRANK_WORKSPACE"].value == "${local.workspace}"
+    assert local_values(RAY)["workspace"] == local_values(RANKER)["workspace"]
+    calls = named(stack(ROOT_MODULE)["module"])
+    for key in ("redis", "feast_registry_url", "secret_store_name"):
+        assert calls["ray_offline"][key] == calls["ranker"][key], key
+
+
+def test_ray_nodes_share_the_workspace_data_on_a_read_write_many_volume() -> None:
+    """Workers read the parquet files the driver writes: one RWX claim at data/ on every node."""
+    locals_ = local_values(RAY)
+    claim = resources(RAY, "kubernetes_persistent_volume_claim_v1")["data"]
+    spec = one(claim["spec"])
+    assert spec["access_modes"] == ["ReadWriteMany"]
+    assert spec["storage_class_name"] == "${var.shared_storage_class}"
+    for pod in ("head", "worker"):
+        container = one(ray_pods()[pod]["containers"])
+        mounts = {m["name"]: m for m in resolve(container["volumeMounts"], locals_)}
+        volumes = {v["name"]: v for v in resolve(ray_pods()[pod]["volumes"], locals_)}
+        assert expand_locals(mounts["data"]["mountPath"], locals_) == (
+            "/home/bentoml/bento/src/data"
+        )
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == (
+            "${kubernetes_persistent_volume_claim_v1.data.metadata[0].name}"
+        )
+        assert resolve(container["workingDir"], locals_) == "/home/bentoml/bento/src"
+    # The cluster profile stages Ray's results under data/ray, on that volume.
+    profile = ROOT / "feature_repo" / "feature_store.cluster.yaml"
+    if profile.exists():
+        storage = yaml.safe_load(profile.read_text(encoding="utf-8"))["offline_store"]
+        assert storage["storage_path"].startswith("../data/")
+
+
+def test_ray_pods_admit_only_their_namespace_and_the_kuberay_operator() -> None:
+    """The job API runs what it is sent: no one outside the namespace but the operator (8265)."""
+    policy = one(resources(RAY, "kubernetes_network_policy_v1")["ray"]["spec"])
+    assert policy["pod_selector"] == [{}]
+    assert policy["policy_types"] == ["Ingress"]
+    own, operator = policy["ingress"]
+    assert own["from"] == [{"pod_selector": [{}]}]
+    assert "ports" not in own
+    selector = one(one(operator["from"])["namespace_selector"])
+    assert selector["match_labels"] == {
+        "kubernetes.io/metadata.name": "${var.kuberay_operator_namespace}"
+    }
+    assert operator["ports"] == [{"port": "8265", "protocol": "TCP"}]
+
+
+def test_deploy_doc_lists_exactly_the_ray_environment() -> None:
+    """docs/deploy.md's table of the Ray pods' environment is local.ray_env, no more, no less."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    section = text.split("### What the Ray pods get", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+    assert documented == set(ray_env())
