@@ -1,0 +1,222 @@
+"""Scale-out figures: the offline path in this process and on Ray, side by side.
+
+For each preset (tiny and demo; ``--large`` adds large), on one world:
+
+- training set: Feast's DuckDB join in this process, and the cluster profile's
+  join in Ray tasks on a local Ray of 1 and of 2 CPUs (workers), rows/s; each
+  Ray result must equal the local one (``Table.equals``);
+- online fill into Redis: the fast column-wise writer, and Feast's ``ray.engine``
+  materialization with 1 and 2 workers, entities/s; each Redis copy must serve
+  what the embedded store serves (``get_online_features`` on a sample);
+- on tiny, Feast's own Ray offline store joining a 1,000-row sample next to
+  DuckDB on the same rows (why the cluster profile does not join with it);
+- the driver's peak RSS (each preset runs in a child process of its own).
+
+Needs Redis and PostgreSQL on 127.0.0.1; every Feast project is dropped at the
+end. Ends with ``RESULT {json}``.
+
+    .venv/bin/python benchmarks/scale_out.py            # tiny and demo
+    .venv/bin/python benchmarks/scale_out.py --large    # and large
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import shutil
+import subprocess  # nosec B404
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import ray
+
+from core import tables
+from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
+from core.workspace import REPO_ROOT, Workspace
+from features.online import apply_repo, fill_online, materialize_feast
+from features.pipelines import build_features
+from simulation.config import world_config
+from simulation.world import generate_world, world_end
+from training.dataset import build_training_set
+
+WORKERS = (1, 2)
+
+
+def _ray(cpus: int) -> None:
+    ray.shutdown()
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        object_store_memory=500 * 2**20,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+
+
+def _timed(label: str, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    out = func(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    print(f"  {label:<40} {seconds:8.2f} s", flush=True)
+    return out, seconds
+
+
+def _serves_the_same(store, embedded, ws: Workspace) -> bool:  # type: ignore[no-untyped-def]
+    impressions = pq.read_table(ws.world / "impressions.parquet").to_pandas()
+    sample = impressions.sample(500, random_state=3)
+    rows = entity_rows(embedded, FEATURE_SERVICE, sample, 1_768_000_000)
+
+    def read(s) -> dict:  # type: ignore[no-untyped-def]
+        service = s.get_feature_service(FEATURE_SERVICE)
+        return s.get_online_features(features=service, entity_rows=rows).to_dict()
+
+    return read(store) == read(embedded)
+
+
+def _feast_ray_join(ws: Workspace, project: str, rows: int) -> dict[str, float]:
+    """Feast's Ray offline store and DuckDB, each joining the same ``rows`` impressions."""
+    imp = tables.read_table(tables.IMPRESSIONS, ws.world).to_pandas().sample(rows, random_state=1)
+    entity = pd.DataFrame(
+        {k: imp[k] for k in ("impression_id", "user_id", "author_id", "tweet_id")}
+        | {"event_timestamp": imp["impression_time"]}
+    )
+    entity["request_ts"] = entity["event_timestamp"].astype("int64") // 10**9
+    entity["candidate_author_id"] = entity["author_id"]
+    out = {}
+    for name, store in (
+        ("feast_ray_store", open_store(ws, "cluster", project)),
+        ("duckdb", open_store(ws)),
+    ):
+        service = store.get_feature_service(FEATURE_SERVICE)
+        with contextlib.chdir(ws.repo):
+            _, seconds = _timed(
+                f"join {rows:,} rows: {name}",
+                lambda s=store, f=service: s.get_historical_features(
+                    entity_df=entity, features=f
+                ).to_df(),
+            )
+        out[f"{name}_rows_per_s"] = rows / seconds
+    return out
+
+
+def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
+    """Every figure of one preset (in a child process: its peak RSS is the preset's)."""
+    ws = Workspace(tmp / preset)
+    shutil.copytree(REPO_ROOT / "feature_repo", ws.repo)
+    config = world_config(preset)
+    summary, seconds = _timed("world", generate_world, config, ws.data)
+    _timed("features", build_features, ws.world, ws.features)
+    embedded = open_store(ws)
+    apply_repo(embedded, ws)
+    filled = fill_online(embedded, ws, world_end(config))
+    entities = sum(filled.values())
+    out: dict[str, float | bool] = {"impressions": summary.impressions}
+    parity = True
+
+    local, seconds = _timed("training set: DuckDB, this process", build_training_set, embedded, ws)
+    out["dataset_rows_per_s_duckdb"] = local.rows / seconds
+    reference = pq.read_table(local.path)
+    projects = []
+    try:
+        production = open_store(ws, "production", f"b{uuid.uuid4().hex[:10]}")
+        projects.append(production)
+        apply_repo(production, ws)
+        _, seconds = _timed(
+            "online fill: fast writer", fill_online, production, ws, world_end(config)
+        )
+        out["materialize_rows_per_s_local"] = entities / seconds
+        parity &= _serves_the_same(production, embedded, ws)
+        for workers in WORKERS:
+            _ray(workers)
+            cluster = open_store(ws, "cluster", f"b{uuid.uuid4().hex[:10]}")
+            projects.append(cluster)
+            apply_repo(cluster, ws)
+            built, seconds = _timed(
+                f"training set: Ray tasks, {workers} worker(s)", build_training_set, cluster, ws
+            )
+            out[f"dataset_rows_per_s_ray{workers}"] = built.rows / seconds
+            parity &= pq.read_table(built.path).equals(reference)
+            _, seconds = _timed(
+                f"online fill: ray.engine, {workers} worker(s)",
+                materialize_feast,
+                cluster,
+                ws,
+                world_end(config),
+            )
+            out[f"materialize_rows_per_s_ray{workers}"] = entities / seconds
+            parity &= _serves_the_same(cluster, embedded, ws)
+        if preset == "tiny":
+            out |= _feast_ray_join(ws, projects[-1].project, 1_000)
+    finally:
+        for store in projects:
+            drop_project(store)
+        ray.shutdown()
+    out["parity_ok"] = parity
+    out["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    """Run each preset in a child process, print the table, end with RESULT."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--large", action="store_true", help="Also the large preset.")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("CHILD " + json.dumps(run_preset(args.child, Path(tmp))))
+        return
+    presets = ["tiny", "demo", *(["large"] if args.large else [])]
+    figures = {}
+    for preset in presets:
+        print(f"== {preset}", flush=True)
+        done = subprocess.run(  # nosec B603
+            [sys.executable, __file__, "--child", preset],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        lines = done.stdout.splitlines()
+        print("\n".join(line for line in lines if line.startswith("  ")))
+        figures[preset] = json.loads(next(x for x in lines if x.startswith("CHILD "))[6:])
+    print(f"\n{'rows/s':<34}" + "".join(f"{p:>14}" for p in presets))
+    for key in figures["tiny"]:
+        if "_per_s" in key and all(key in figures[p] for p in presets):
+            print(f"{key:<34}" + "".join(f"{figures[p][key]:>14,.0f}" for p in presets))
+    demo = figures["demo"]
+    for stage, local in (("dataset", "duckdb"), ("materialize", "local")):
+        ray1, ray2 = demo[f"{stage}_rows_per_s_ray1"], demo[f"{stage}_rows_per_s_ray2"]
+        print(
+            f"demo {stage}: Ray 2 workers over 1 {ray2 / ray1:.2f}x, "
+            f"over this process {ray2 / demo[f'{stage}_rows_per_s_{local}']:.2f}x"
+        )
+    tiny = figures["tiny"]
+    print(
+        "tiny, Feast's Ray offline store over DuckDB, same 1,000 rows: "
+        f"{tiny['feast_ray_store_rows_per_s'] / tiny['duckdb_rows_per_s']:.4f}x"
+    )
+    result = {
+        "dataset_rows_per_s_duckdb": demo["dataset_rows_per_s_duckdb"],
+        "dataset_rows_per_s_ray1": demo["dataset_rows_per_s_ray1"],
+        "dataset_rows_per_s_ray2": demo["dataset_rows_per_s_ray2"],
+        "materialize_rows_per_s_local": demo["materialize_rows_per_s_local"],
+        "materialize_rows_per_s_ray1": demo["materialize_rows_per_s_ray1"],
+        "materialize_rows_per_s_ray2": demo["materialize_rows_per_s_ray2"],
+        "feast_ray_store_join_rows_per_s_tiny": tiny["feast_ray_store_rows_per_s"],
+        "duckdb_join_rows_per_s_tiny_sample": tiny["duckdb_rows_per_s"],
+        "driver_peak_rss_mb_demo": demo["driver_peak_rss_mb"],
+        "parity_ok": all(f["parity_ok"] for f in figures.values()),
+    }
+    if args.large:
+        result["driver_peak_rss_mb_large"] = figures["large"]["driver_peak_rss_mb"]
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
