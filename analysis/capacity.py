@@ -192,6 +192,12 @@ class Assumptions(BaseModel):
         "only hides old rows, it does not delete them).",
         "planning assumption",
     )
+    batch_window_hours: float = _assumption(
+        6,
+        "Hours in which a day's batch stage must finish on Ray (the training set and the "
+        "online fill run after the day closes, before the next training run).",
+        "planning assumption",
+    )
     all_negative_keep_rate: float = _assumption(
         0.1,
         "Share of impressions with no action kept for training (weighted 1/rate); every "
@@ -229,6 +235,7 @@ class Plan:  # pylint: disable=too-many-instance-attributes
     event_log_tb_per_day: float
     batch_rows_per_day: float
     machine_hours: dict[str, float]
+    ray_workers: dict[str, int]
 
     def result(self) -> dict[str, float | int]:
         """The main figures, for the RESULT line."""
@@ -343,6 +350,18 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
         / (figures["metrics"]["events"] / figures["metrics"]["metrics_seconds"])
         / 3600,
     }
+    # Ray workers (one CPU each) for a day's rows within the batch window, at the rate per
+    # worker of the 2-worker runs (it includes the loss from 1 to 2 workers).
+    scale = figures["scale_out"]
+    window_s = a.batch_window_hours * 3600
+    ray_workers = {
+        "point-in-time training set": math.ceil(
+            training_rows / (scale["dataset_rows_per_s_ray2"] / 2) / window_s
+        ),
+        "online fill (ray.engine)": math.ceil(
+            batch_rows / (scale["materialize_rows_per_s_ray2"] / 2) / window_s
+        ),
+    }
     return Plan(
         average_rps=average_rps(a),
         peak_rps=peak,
@@ -369,6 +388,7 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
         event_log_tb_per_day=events_per_day * world["event_log_bytes_per_event"] / TB,
         batch_rows_per_day=batch_rows,
         machine_hours=hours,
+        ray_workers=ray_workers,
     )
 
 
@@ -600,6 +620,25 @@ def _training(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[str]:
                  "train.train_rows_per_s"],
                 ["metrics report", _n(p.machine_hours["metrics report"], 1),
                  "metrics.events / metrics.metrics_seconds"],
+            ],
+        ),
+        "",
+        f"Ray workers (one CPU each) to finish a day's rows in {a.batch_window_hours:g} hours",
+        "on the cluster profile (docs/scale-out.md), at the rate per worker measured with",
+        "2 workers on the benchmark machine (which includes the loss from 1 to 2 workers);",
+        "the other stages do not run on Ray yet:",
+        "",
+        *_table(
+            ["stage", "rows per day", "rate per worker", "Ray workers"],
+            [
+                ["point-in-time training set", _big(p.training_rows_per_day),
+                 f"{_n(figures['scale_out']['dataset_rows_per_s_ray2'] / 2)} rows/s "
+                 "(scale_out.dataset_rows_per_s_ray2 / 2)",
+                 _n(p.ray_workers["point-in-time training set"])],
+                ["online fill (ray.engine)", _big(p.batch_rows_per_day),
+                 f"{_n(figures['scale_out']['materialize_rows_per_s_ray2'] / 2)} rows/s "
+                 "(scale_out.materialize_rows_per_s_ray2 / 2)",
+                 _n(p.ray_workers["online fill (ray.engine)"])],
             ],
         ),
     ]  # fmt: skip

@@ -126,6 +126,22 @@ def test_training_volume_follows_the_measured_row_size(figures: dict[str, Any]) 
     assert p.training_tb_per_day == pytest.approx(kept * world["training_bytes_per_row"] / 1e12)
 
 
+def test_ray_workers_finish_a_day_within_the_batch_window(figures: dict[str, Any]) -> None:
+    """Workers x measured rate per worker x window covers the day's rows, one worker less not."""
+    p = capacity.plan(figures)
+    window = capacity.Assumptions().batch_window_hours * 3600
+    for stage, rows, key in (
+        ("point-in-time training set", p.training_rows_per_day, "dataset_rows_per_s_ray2"),
+        ("online fill (ray.engine)", p.batch_rows_per_day, "materialize_rows_per_s_ray2"),
+    ):
+        per_worker = figures["scale_out"][key] / 2
+        workers = p.ray_workers[stage]
+        assert workers * per_worker * window >= rows > (workers - 1) * per_worker * window
+        faster = copy.deepcopy(figures)
+        faster["scale_out"][key] *= 4
+        assert capacity.plan(faster).ray_workers[stage] == math.ceil(rows / per_worker / 4 / window)
+
+
 def test_result_line_has_the_main_figures(
     figures: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
