@@ -113,7 +113,8 @@ def build_training_set(
         workspace: where the world is read and the dataset written.
         actions: label columns (default: core/actions.yaml).
         max_rows: keep only the latest ``max_rows`` impressions (None: all).
-        chunk_rows: entity rows per ``get_historical_features`` call (bounds memory).
+        chunk_rows: entity rows per ``get_historical_features`` call (bounds memory), or
+            about per Ray task on the cluster profile.
         progress: called with (rows done, rows total).
     """
     actions = actions or load_actions()
