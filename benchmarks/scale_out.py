@@ -33,7 +33,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
 import ray
 
@@ -44,7 +43,7 @@ from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
-from training.dataset import build_training_set
+from training.dataset import build_training_set, entity_frame
 
 WORKERS = (1, 2)
 
@@ -83,13 +82,8 @@ def _serves_the_same(store, embedded, ws: Workspace) -> bool:  # type: ignore[no
 
 def _feast_ray_join(ws: Workspace, project: str, rows: int) -> dict[str, float]:
     """Feast's Ray offline store and DuckDB, each joining the same ``rows`` impressions."""
-    imp = tables.read_table(tables.IMPRESSIONS, ws.world).to_pandas().sample(rows, random_state=1)
-    entity = pd.DataFrame(
-        {k: imp[k] for k in ("impression_id", "user_id", "author_id", "tweet_id")}
-        | {"event_timestamp": imp["impression_time"]}
-    )
-    entity["request_ts"] = entity["event_timestamp"].astype("int64") // 10**9
-    entity["candidate_author_id"] = entity["author_id"]
+    entity = entity_frame(tables.read_table(tables.IMPRESSIONS, ws.world))
+    entity = entity.sample(rows, random_state=1)
     out = {}
     for name, store in (
         ("feast_ray_store", open_store(ws, "cluster", project)),

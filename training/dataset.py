@@ -98,6 +98,23 @@ def feature_names(store: FeatureStore, service: str = FEATURE_SERVICE) -> list[s
     return [f.name for projection in fs.feature_view_projections for f in projection.features]
 
 
+def entity_frame(impressions: pa.Table) -> pd.DataFrame:
+    """``get_historical_features`` entity rows of impressions: keys, time, request fields."""
+    entity = pd.DataFrame(
+        {
+            "impression_id": impressions["impression_id"].to_numpy(),
+            "user_id": impressions["user_id"].to_numpy(),
+            "author_id": impressions["author_id"].to_numpy(),
+            "tweet_id": impressions["tweet_id"].to_numpy(),
+            "event_timestamp": impressions["impression_time"].to_pandas(),
+        }
+    )
+    # The request fields of the on-demand views (data_sources.py): at training, the impression's.
+    entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
+    entity["candidate_author_id"] = entity["author_id"]
+    return entity
+
+
 def build_training_set(
     store: FeatureStore,
     workspace: Workspace,
@@ -128,18 +145,7 @@ def build_training_set(
     impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
     if max_rows is not None and impressions.num_rows > max_rows:
         impressions = impressions.slice(impressions.num_rows - max_rows)
-    entity = pd.DataFrame(
-        {
-            "impression_id": impressions["impression_id"].to_numpy(),
-            "user_id": impressions["user_id"].to_numpy(),
-            "author_id": impressions["author_id"].to_numpy(),
-            "tweet_id": impressions["tweet_id"].to_numpy(),
-            "event_timestamp": impressions["impression_time"].to_pandas(),
-        }
-    )
-    # The request fields of the on-demand views (data_sources.py): at training, the impression's.
-    entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
-    entity["candidate_author_id"] = entity["author_id"]
+    entity = entity_frame(impressions)
     if store.config.offline_store.type == "ray":
         # The cluster profile: the same join, one Ray task per user shard.
         parts = join_on_ray(store, workspace, entity, chunk_rows, progress)

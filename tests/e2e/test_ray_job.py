@@ -94,10 +94,9 @@ def test_foundation_runs_as_a_ray_job_across_two_nodes(
         rows = pq.read_table(tiny_workspace.world / "impressions.parquet")
         sample = rows.to_pandas().sample(200, random_state=4)
         requested = entity_rows(embedded, FEATURE_SERVICE, sample, 1_768_000_000)
-        service = FEATURE_SERVICE
 
         def read(store) -> dict:
-            features = store.get_feature_service(service)
+            features = store.get_feature_service(FEATURE_SERVICE)
             return store.get_online_features(features=features, entity_rows=requested).to_dict()
 
         assert read(redis) == read(embedded)
