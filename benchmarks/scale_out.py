@@ -2,6 +2,9 @@
 
 For each preset (tiny and demo; ``--large`` adds large), on one world:
 
+- feature tables: the shard functions in this process, and as Ray tasks on a
+  local Ray of 1 and of 2 CPUs (one shard per CPU at least), impressions/s;
+  each Ray build must equal the local one table for table (``Table.equals``);
 - training set: Feast's DuckDB join in this process, and the cluster profile's
   join in Ray tasks on a local Ray of 1 and of 2 CPUs (workers), rows/s; each
   Ray result must equal the local one (``Table.equals``);
@@ -38,9 +41,10 @@ import ray
 
 from core import tables
 from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
+from core.ray_tasks import run_on_ray
 from core.workspace import REPO_ROOT, Workspace
 from features.online import apply_repo, fill_online, materialize_feast
-from features.pipelines import build_features
+from features.pipelines import build_features, feature_shards
 from simulation.config import world_config
 from simulation.world import generate_world, world_end
 from training.dataset import build_training_set, entity_frame
@@ -107,12 +111,13 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
     shutil.copytree(REPO_ROOT / "feature_repo", ws.repo)
     config = world_config(preset)
     summary, seconds = _timed("world", generate_world, config, ws.data)
-    _timed("features", build_features, ws.world, ws.features)
+    _, seconds = _timed("features: this process", build_features, ws.world, ws.features)
+    features_local = {"features_rows_per_s_local": summary.impressions / seconds}
     embedded = open_store(ws)
     apply_repo(embedded, ws)
     filled = fill_online(embedded, ws, world_end(config))
     entities = sum(filled.values())
-    out: dict[str, float | bool] = {"impressions": summary.impressions}
+    out: dict[str, float | bool] = {"impressions": summary.impressions, **features_local}
     parity = True
 
     local, seconds = _timed("training set: DuckDB, this process", build_training_set, embedded, ws)
@@ -130,6 +135,22 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
         parity &= _serves_the_same(production, embedded, ws)
         for workers in WORKERS:
             _ray(workers)
+            folder = tmp / f"features-ray{workers}"
+            _, seconds = _timed(
+                f"features: Ray tasks, {workers} worker(s)",
+                build_features,
+                ws.world,
+                folder,
+                run=run_on_ray,
+                shards=feature_shards(ws.world, workers),
+            )
+            out[f"features_rows_per_s_ray{workers}"] = summary.impressions / seconds
+            parity &= all(
+                pq.read_table(folder / f"{name}.parquet").equals(
+                    pq.read_table(ws.features / f"{name}.parquet")
+                )
+                for name in tables.FEATURE_TABLES
+            )
             cluster = open_store(ws, "cluster", f"b{uuid.uuid4().hex[:10]}")
             projects.append(cluster)
             apply_repo(cluster, ws)
@@ -184,7 +205,7 @@ def main() -> None:
         if "_per_s" in key and all(key in figures[p] for p in presets):
             print(f"{key:<34}" + "".join(f"{figures[p][key]:>14,.0f}" for p in presets))
     demo = figures["demo"]
-    for stage, local in (("dataset", "duckdb"), ("materialize", "local")):
+    for stage, local in (("features", "local"), ("dataset", "duckdb"), ("materialize", "local")):
         ray1, ray2 = demo[f"{stage}_rows_per_s_ray1"], demo[f"{stage}_rows_per_s_ray2"]
         print(
             f"demo {stage}: Ray 2 workers over 1 {ray2 / ray1:.2f}x, "
@@ -196,6 +217,9 @@ def main() -> None:
         f"{tiny['feast_ray_store_rows_per_s'] / tiny['duckdb_rows_per_s']:.4f}x"
     )
     result = {
+        "features_rows_per_s_local": demo["features_rows_per_s_local"],
+        "features_rows_per_s_ray1": demo["features_rows_per_s_ray1"],
+        "features_rows_per_s_ray2": demo["features_rows_per_s_ray2"],
         "dataset_rows_per_s_duckdb": demo["dataset_rows_per_s_duckdb"],
         "dataset_rows_per_s_ray1": demo["dataset_rows_per_s_ray1"],
         "dataset_rows_per_s_ray2": demo["dataset_rows_per_s_ray2"],

@@ -244,20 +244,61 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def _existing(spec: TableSpec, folder: Path) -> Path:
+    path = folder / spec.file_name
+    if not path.exists():
+        raise TableError(f"{path}: no such file (run the stage that writes '{spec.name}' first)")
+    return path
+
+
+def row_count(spec: TableSpec, folder: Path) -> int:
+    """Rows of ``folder/<spec>.parquet``, from its footer (no rows read)."""
+    path = _existing(spec, folder)
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
+
+
 def read_table(spec: TableSpec, folder: Path) -> pa.Table:
     """Read and validate ``folder/<spec>.parquet``.
 
     Raises:
         TableError: the file is missing, not parquet, or off-schema.
     """
-    path = folder / spec.file_name
-    if not path.exists():
-        raise TableError(f"{path}: no such file (run the stage that writes '{spec.name}' first)")
+    path = _existing(spec, folder)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
     return validate(table, spec, path)
+
+
+def read_shard(spec: TableSpec, folder: Path, key: str, shard: int, shards: int) -> pa.Table:
+    """The rows of ``folder/<spec>.parquet`` with ``key % shards == shard``, validated.
+
+    Streams the file batch by batch, so a shard's reader holds about its own
+    rows, not the file. One shard is :func:`read_table`.
+
+    Raises:
+        TableError: the file is missing, not parquet, or off-schema (the column
+            checks before any row is read; the value checks on the shard's rows).
+    """
+    if shards == 1:
+        return read_table(spec, folder)
+    path = _existing(spec, folder)
+    try:
+        reader = pq.ParquetFile(path)
+        validate(reader.schema_arrow.empty_table(), spec, path)
+        columns = [name for name, _, _ in spec.columns]
+        # A null key goes to shard 0, where the null check then names it.
+        batches = [
+            batch.filter(pc.fill_null(batch[key], 0).to_numpy() % shards == shard)
+            for batch in reader.iter_batches(columns=columns)
+        ]
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
+    return validate(pa.Table.from_batches(batches, reader.schema_arrow), spec, path)
 
 
 def tweet_created(world: Path, tweet_ids: np.ndarray) -> np.ndarray:

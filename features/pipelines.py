@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,12 +26,14 @@ from scipy import sparse
 
 from core import tables
 from core.actions import ActionSet, load_actions
+from core.ray_tasks import Runner, init_cluster_ray, run_local, run_on_ray
 from core.validation import (
     check_row_counts,
     record_row_counts,
     validate_feature_table,
     world_key,
 )
+from core.workspace import Profile, Workspace
 
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
@@ -51,6 +54,59 @@ class FeatureBuild:
 
     rows: dict[str, int]
     snapshots: int
+    shards: int = 1
+
+
+@dataclass(frozen=True)
+class WorldFrame:
+    """What every shard needs of the whole world, computed once by the driver.
+
+    Everything else a feature needs is the shard's own entities' rows: a
+    user's impressions and follows, an author's impressions, tweets and
+    followers, a tweet's impressions.
+    """
+
+    actions: ActionSet
+    n_users: int
+    start_us: int
+    """Midnight of the world's first day (its first tweet or impression)."""
+    n_days: int
+    totals: np.ndarray
+    """(snapshots, 1 + actions): impressions and actions in each snapshot's
+    window, over the whole world: the prior of every smoothed rate."""
+    tweet_topic: np.ndarray
+    """Topic of each tweet, by tweet id."""
+    topic_mix: np.ndarray
+    """(authors, snapshots, topics): see :func:`_author_topic_mix`."""
+
+    @property
+    def snap_days(self) -> np.ndarray:
+        """Snapshots at day boundaries 1..n_days; the last one is "now" for serving."""
+        return np.arange(1, self.n_days + 1)
+
+    @property
+    def n_topics(self) -> int:
+        """Topics, the width of every topic list."""
+        return int(self.topic_mix.shape[-1])
+
+
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "user": ("user_id", ("user_stats", "user_author_affinity", "user_top_authors")),
+    "author": ("author_id", ("author_stats",)),
+    "tweet": ("tweet_id", ("tweet_content", "tweet_engagement")),
+}
+"""Shard families: the key their rows are partitioned by, and the tables they write."""
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "user_stats": ("user_id",),
+    "author_stats": ("author_id",),
+    "tweet_content": ("tweet_id",),
+    "tweet_engagement": ("tweet_id",),
+    "user_author_affinity": ("user_id", "author_id"),
+    "user_top_authors": ("user_id",),
+}
+"""Each table's entity keys: rows are in (keys, event_timestamp) order."""
+SHARD_IMPRESSIONS = 4_000_000
+"""About this many impressions per shard: what bounds one shard's memory."""
 
 
 def _day_index(times_us: np.ndarray, start_us: int) -> np.ndarray:
@@ -88,90 +144,70 @@ def _daily_counts(
 
 
 def _rate_columns(
-    prefix: str, counts: np.ndarray, actions: ActionSet, suffix: str
+    prefix: str, counts: np.ndarray, frame: WorldFrame, suffix: str
 ) -> dict[str, np.ndarray]:
     """Smoothed per-action rates from a (entities, snapshots, 1 + n_actions) count grid."""
     shown = counts[..., 0]
-    totals = counts.sum(axis=0)
     out = {}
-    for j, name in enumerate(actions.names, start=1):
-        prior = totals[:, j] / np.maximum(totals[:, 0], 1.0)
+    for j, name in enumerate(frame.actions.names, start=1):
+        prior = frame.totals[:, j] / np.maximum(frame.totals[:, 0], 1.0)
         out[f"{prefix}_{name}_rate{suffix}"] = _smoothed(counts[..., j], shown, prior[None, :])
     return out
 
 
-def _flatten(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: values[keep] for name, values in columns.items()}
+def _per_impression(impressions: pa.Table, actions: ActionSet) -> np.ndarray:
+    """(impressions, 1 + actions): a one for the impression, then each action's label."""
+    labels = [impressions[a].to_numpy(zero_copy_only=False) for a in actions.names]
+    ones = np.ones(impressions.num_rows)
+    return np.stack([ones, *labels], axis=1).astype(np.float64)
+
+
+def feature_shards(world_dir: Path, workers: int = 1) -> int:
+    """Shards of a feature build: at least one per worker, at most ``SHARD_IMPRESSIONS`` each."""
+    rows = tables.row_count(tables.IMPRESSIONS, world_dir)
+    return max(workers, -(-rows // SHARD_IMPRESSIONS), 1)
+
+
+def feature_runner(
+    workspace: Workspace, profile: Profile, project: str | None = None
+) -> dict[str, Any]:
+    """``build_features``' runner for a Feast profile: Ray tasks on ``cluster``, else local.
+
+    On Ray, one shard per CPU of the cluster at least (:func:`feature_shards`).
+    """
+    if profile != "cluster":
+        return {}
+    cpus = init_cluster_ray(workspace, project)
+    return {"run": run_on_ray, "shards": feature_shards(workspace.world, cpus)}
 
 
 def build_features(
-    world_dir: Path, out_dir: Path, actions: ActionSet | None = None
+    world_dir: Path,
+    out_dir: Path,
+    actions: ActionSet | None = None,
+    *,
+    run: Runner = run_local,
+    shards: int | None = None,
 ) -> FeatureBuild:
-    """Compute every feature table from ``world_dir`` into ``out_dir``."""
+    """Compute every feature table from ``world_dir`` into ``out_dir``.
+
+    Users, authors and tweets are split into ``shards`` by ``id % shards``;
+    ``run`` computes the shards (:func:`core.ray_tasks.run_local` in this
+    process, :func:`core.ray_tasks.run_on_ray` on Ray) from the same shard
+    functions, and the tables are the same row for row either way.
+
+    Args:
+        shards: default :func:`feature_shards` for one worker.
+    """
     actions = actions or load_actions()
-    users = tables.read_table(tables.USERS, world_dir)
-    follows = tables.read_table(tables.FOLLOWS, world_dir)
-    tweets = tables.read_table(tables.TWEETS, world_dir)
-    impressions = tables.read_table(tables.IMPRESSIONS, world_dir)
-
-    imp_time = impressions["impression_time"].cast(pa.int64()).to_numpy()
-    if len(imp_time) == 0:
-        raise tables.TableError(f"{world_dir / tables.IMPRESSIONS.file_name}: no impressions")
-    tweet_created = tweets["created_at"].cast(pa.int64()).to_numpy()
-    start_us = int(min(imp_time.min(), tweet_created.min()) // US_PER_DAY * US_PER_DAY)
-    n_days = int(_day_index(np.array([imp_time.max()]), start_us)[0]) + 1
-    day = _day_index(imp_time, start_us)
-    # Snapshots at day boundaries 1..n_days; the last one is "now" for serving.
-    snap_days = np.arange(1, n_days + 1)
-
-    labels = np.stack(
-        [impressions[a].to_numpy(zero_copy_only=False) for a in actions.names], axis=1
-    ).astype(np.float64)
-    per_imp = np.concatenate([np.ones((len(day), 1)), labels], axis=1)
-    dwell = impressions["dwell_seconds"].to_numpy().astype(np.float64)
-    imp_user = impressions["user_id"].to_numpy()
-    imp_author = impressions["author_id"].to_numpy()
-    imp_tweet = impressions["tweet_id"].to_numpy()
-    n_users = users.num_rows
-    n_topics = int(tweets["topic"].to_numpy().max()) + 1
-    topic_mix = _author_topic_mix(tweets, n_users, n_topics, n_days, start_us, snap_days)
-
+    shards = shards or feature_shards(world_dir)
+    frame, last_event_us = _world_frame(world_dir, actions, run, shards)
+    jobs = [(family, shard, shards) for family in FAMILIES for shard in range(shards)]
+    parts = run(_shard_tables, (world_dir, frame), jobs)
     written = {
-        "user_stats": _user_stats(
-            actions,
-            per_imp,
-            dwell,
-            imp_user,
-            day,
-            n_users,
-            n_days,
-            start_us,
-            snap_days,
-            topics=tweets["topic"].to_numpy()[imp_tweet],
-            n_topics=n_topics,
-            follow_topics=_follow_topics(follows, topic_mix),
-        ),
-        "author_stats": _author_stats(
-            actions,
-            per_imp,
-            imp_author,
-            follows,
-            tweets,
-            day,
-            n_users,
-            n_days,
-            start_us,
-            snap_days,
-            topic_mix,
-        ),
-        "tweet_content": _tweet_content(tweets),
-        "tweet_engagement": _tweet_engagement(actions, per_imp, imp_tweet, imp_time),
+        name: _combine([part[name] for part in parts if name in part], SORT_KEYS[name])
+        for name in tables.FEATURE_TABLES
     }
-    written["user_author_affinity"] = _user_author_affinity(
-        actions, labels, imp_user, imp_author, day, start_us
-    )
-    written["user_top_authors"] = user_top_authors(written["user_author_affinity"], TOP_AUTHORS)
-    last_event_us = int(imp_time.max())
     for name, table in written.items():  # every table valid before any is written
         validate_feature_table(table, name, out_dir / f"{name}.parquet", last_event_us, actions)
     rows = {name: table.num_rows for name, table in written.items()}
@@ -180,51 +216,149 @@ def build_features(
     for name, table in written.items():
         tables.write_parquet_atomic(table, out_dir / f"{name}.parquet")
     record_row_counts(out_dir, key, rows)
-    return FeatureBuild(rows=rows, snapshots=len(snap_days))
+    return FeatureBuild(rows=rows, snapshots=frame.n_days, shards=shards)
+
+
+def _combine(parts: list[pa.Table], keys: tuple[str, ...]) -> pa.Table:
+    """One table from its shards, in (keys, event_timestamp) order as one shard writes it."""
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables(parts)
+    return table.sort_by([(k, "ascending") for k in (*keys, "event_timestamp")])
+
+
+def _impression_days(
+    shared: tuple[Path, ActionSet], shard: int, shards: int
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """A shard's impressions and actions per calendar day: (days since 1970, sums, last time)."""
+    world_dir, actions = shared
+    impressions = tables.read_shard(tables.IMPRESSIONS, world_dir, "user_id", shard, shards)
+    times = impressions["impression_time"].cast(pa.int64()).to_numpy()
+    days, inverse = np.unique(times // US_PER_DAY, return_inverse=True)
+    sums = np.zeros((len(days), 1 + len(actions.names)))
+    np.add.at(sums, inverse, _per_impression(impressions, actions))
+    return days, sums, int(times.max()) if len(times) else None
+
+
+def _world_frame(
+    world_dir: Path, actions: ActionSet, run: Runner, shards: int
+) -> tuple[WorldFrame, int]:
+    """The :class:`WorldFrame` and the last impression time, from every shard's day sums."""
+    parts = run(_impression_days, (world_dir, actions), [(s, shards) for s in range(shards)])
+    lasts = [last for _, _, last in parts if last is not None]
+    if not lasts:
+        raise tables.TableError(f"{world_dir / tables.IMPRESSIONS.file_name}: no impressions")
+    days = np.concatenate([d for d, _, _ in parts])
+    tweets = tables.read_table(tables.TWEETS, world_dir)
+    tweet_created = tweets["created_at"].cast(pa.int64()).to_numpy()
+    first_day = int(min(days.min(), tweet_created.min() // US_PER_DAY))
+    start_us = first_day * US_PER_DAY
+    n_days = int(days.max()) - first_day + 1
+    daily = np.zeros((1, n_days, 1 + len(actions.names)))
+    np.add.at(daily[0], days - first_day, np.concatenate([s for _, s, _ in parts]))
+    snap_days = np.arange(1, n_days + 1)
+    n_users = tables.read_table(tables.USERS, world_dir).num_rows
+    topic = tweets["topic"].to_numpy()
+    frame = WorldFrame(
+        actions=actions,
+        n_users=n_users,
+        start_us=start_us,
+        n_days=n_days,
+        totals=_window(daily, WINDOW_DAYS)[0, snap_days],
+        tweet_topic=topic,
+        topic_mix=_author_topic_mix(tweets, n_users, int(topic.max()) + 1, n_days, start_us),
+    )
+    return frame, max(lasts)
+
+
+def _shard_tables(
+    shared: tuple[Path, WorldFrame], family: str, shard: int, shards: int
+) -> dict[str, pa.Table]:
+    """One shard of one family's tables: every entity with ``id % shards == shard``."""
+    world_dir, frame = shared
+    key = FAMILIES[family][0]
+    impressions = tables.read_shard(tables.IMPRESSIONS, world_dir, key, shard, shards)
+    per_imp = _per_impression(impressions, frame.actions)
+    times = impressions["impression_time"].cast(pa.int64()).to_numpy()
+    day = _day_index(times, frame.start_us)
+    ids = np.arange(shard, frame.n_users, shards, dtype=np.int64)
+    if family == "tweet":
+        return {
+            "tweet_content": _tweet_content(
+                tables.read_shard(tables.TWEETS, world_dir, key, shard, shards)
+            ),
+            "tweet_engagement": _tweet_engagement(
+                frame.actions, per_imp, impressions["tweet_id"].to_numpy(), times
+            ),
+        }
+    follows = tables.read_shard(tables.FOLLOWS, world_dir, key, shard, shards)
+    if family == "author":
+        tweets = tables.read_shard(tables.TWEETS, world_dir, key, shard, shards)
+        local = impressions["author_id"].to_numpy() // shards
+        return {
+            "author_stats": _author_stats(frame, per_imp, local, day, follows, tweets, ids, shards)
+        }
+    imp_user = impressions["user_id"].to_numpy()
+    affinity = _user_author_affinity(
+        frame, per_imp[:, 1:], imp_user, impressions["author_id"].to_numpy(), day
+    )
+    return {
+        "user_stats": _user_stats(
+            frame,
+            np.concatenate([per_imp, impressions["dwell_seconds"].to_numpy()[:, None]], axis=1),
+            imp_user // shards,
+            day,
+            frame.tweet_topic[impressions["tweet_id"].to_numpy()],
+            _follow_topics(follows, frame.topic_mix, shards, len(ids)),
+            ids,
+        ),
+        "user_author_affinity": affinity,
+        "user_top_authors": user_top_authors(affinity, TOP_AUTHORS),
+    }
 
 
 def _user_stats(
-    actions: ActionSet,
-    per_imp: np.ndarray,
-    dwell: np.ndarray,
-    imp_user: np.ndarray,
+    frame: WorldFrame,
+    values: np.ndarray,
+    local_user: np.ndarray,
     day: np.ndarray,
-    n_users: int,
-    n_days: int,
-    start_us: int,
-    snap_days: np.ndarray,
     topics: np.ndarray,
-    n_topics: int,
     follow_topics: np.ndarray,
+    ids: np.ndarray,
 ) -> pa.Table:
     """A user's own behaviour over the last week, their engagement rate per topic, and
-    the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics)."""
-    values = np.concatenate([per_imp, dwell[:, None]], axis=1)
-    counts = _window(_daily_counts(imp_user, day, values, n_users, n_days), WINDOW_DAYS)
+    the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics).
+
+    Args:
+        values: per impression, 1 + actions + dwell seconds.
+        local_user: each impression's user as an index into ``ids``, the shard's users.
+        topics: each impression's tweet topic.
+    """
+    n_users, n_days, n_topics, snap_days = len(ids), frame.n_days, frame.n_topics, frame.snap_days
+    counts = _window(_daily_counts(local_user, day, values, n_users, n_days), WINDOW_DAYS)
     counts = counts[:, snap_days]
-    n_act = len(actions.names)
+    n_act = len(frame.actions.names)
     shown = counts[..., 0]
     columns = {
         "user_impressions_7d": shown.astype(np.int64),
-        **_rate_columns("user", counts[..., : 1 + n_act], actions, "_7d"),
+        **_rate_columns("user", counts[..., : 1 + n_act], frame, "_7d"),
         "user_mean_dwell_7d": (counts[..., -1] / np.maximum(shown, 1.0)).astype(np.float32),
     }
     # Topic affinity over all history: positive engagements per impression, per topic.
-    positive = per_imp[:, 1:][:, [actions.names.index(a) for a in POSITIVE]].sum(axis=1)
+    positive = _summed(values[:, 1 : 1 + n_act], frame.actions, POSITIVE)
     per_topic = np.stack([np.ones_like(positive), positive], axis=1)
-    grid = _daily_counts(imp_user * n_topics + topics, day, per_topic, n_users * n_topics, n_days)
+    grid = _daily_counts(local_user * n_topics + topics, day, per_topic, n_users * n_topics, n_days)
     topic_counts = _window(grid, None)[:, snap_days].reshape(n_users, n_topics, len(snap_days), 2)
     user_total = topic_counts.sum(axis=1)
     user_prior = (user_total[..., 1] + 1.0) / (user_total[..., 0] + 10.0)
     topic_rate = _smoothed(
         topic_counts[..., 1], topic_counts[..., 0], user_prior[:, None, :]
     ).transpose(0, 2, 1)
-    user_ids = np.repeat(np.arange(n_users, dtype=np.int64), len(snap_days))
     flat = {k: v.reshape(-1) for k, v in columns.items()}
     return pa.table(
         {
-            "user_id": user_ids,
-            "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
+            "user_id": np.repeat(ids, len(snap_days)),
+            "event_timestamp": _snapshot_ts(frame.start_us, np.tile(snap_days, n_users)),
             **flat,
             "user_topic_rates": _list_column(topic_rate),
             "user_follow_topics": _list_column(follow_topics),
@@ -232,46 +366,55 @@ def _user_stats(
     )
 
 
+def _summed(labels: np.ndarray, actions: ActionSet, names: tuple[str, ...]) -> np.ndarray:
+    """Per impression, how many of the actions ``names`` it got."""
+    return labels[:, [actions.names.index(a) for a in names]].sum(axis=1)
+
+
 def _author_stats(
-    actions: ActionSet,
+    frame: WorldFrame,
     per_imp: np.ndarray,
-    imp_author: np.ndarray,
+    local_author: np.ndarray,
+    day: np.ndarray,
     follows: pa.Table,
     tweets: pa.Table,
-    day: np.ndarray,
-    n_users: int,
-    n_days: int,
-    start_us: int,
-    snap_days: np.ndarray,
-    topic_mix: np.ndarray,
+    ids: np.ndarray,
+    shards: int,
 ) -> pa.Table:
-    """What an author's tweets received over the last week, the author's reach and topics."""
-    counts = _window(_daily_counts(imp_author, day, per_imp, n_users, n_days), WINDOW_DAYS)
-    counts = counts[:, snap_days]
-    tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), start_us)
+    """What an author's tweets received over the last week, the author's reach and topics.
+
+    ``ids`` are the shard's authors (``author_id % shards == shard``);
+    ``local_author`` indexes them, as ``author_id // shards`` does for the
+    shard's ``follows`` and ``tweets``.
+    """
+    n_authors, n_days, snap_days = len(ids), frame.n_days, frame.snap_days
+    counts = _window(_daily_counts(local_author, day, per_imp, n_authors, n_days), WINDOW_DAYS)[
+        :, snap_days
+    ]
+    tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), frame.start_us)
     posted = _window(
         _daily_counts(
-            tweets["author_id"].to_numpy(),
+            tweets["author_id"].to_numpy() // shards,
             np.clip(tweet_day, 0, n_days - 1),
             np.ones((tweets.num_rows, 1)),
-            n_users,
+            n_authors,
             n_days,
         ),
         WINDOW_DAYS,
     )[:, snap_days, 0]
-    followers = np.bincount(follows["author_id"].to_numpy(), minlength=n_users)
+    followers = np.bincount(follows["author_id"].to_numpy() // shards, minlength=n_authors)
     columns = {
         "author_followers": np.repeat(followers[:, None], len(snap_days), axis=1),
         "author_tweets_7d": posted.astype(np.int64),
         "author_impressions_7d": counts[..., 0].astype(np.int64),
-        **_rate_columns("author", counts, actions, "_7d"),
+        **_rate_columns("author", counts, frame, "_7d"),
     }
     return pa.table(
         {
-            "author_id": np.repeat(np.arange(n_users, dtype=np.int64), len(snap_days)),
-            "event_timestamp": _snapshot_ts(start_us, np.tile(snap_days, n_users)),
+            "author_id": np.repeat(ids, len(snap_days)),
+            "event_timestamp": _snapshot_ts(frame.start_us, np.tile(snap_days, n_authors)),
             **{k: v.reshape(-1) for k, v in columns.items()},
-            "author_topic_mix": _list_column(topic_mix),
+            "author_topic_mix": _list_column(frame.topic_mix[ids]),
         }
     )
 
@@ -284,12 +427,7 @@ def _list_column(values: np.ndarray) -> pa.Array:
 
 
 def _author_topic_mix(
-    tweets: pa.Table,
-    n_users: int,
-    n_topics: int,
-    n_days: int,
-    start_us: int,
-    snap_days: np.ndarray,
+    tweets: pa.Table, n_users: int, n_topics: int, n_days: int, start_us: int
 ) -> np.ndarray:
     """Each author's share of tweets per topic, all tweets before each snapshot.
 
@@ -305,6 +443,7 @@ def _author_topic_mix(
         n_users * n_topics,
         n_days,
     )
+    snap_days = np.arange(1, n_days + 1)
     counts = _window(grid, None)[:, snap_days, 0].reshape(n_users, n_topics, len(snap_days))
     counts = counts.transpose(0, 2, 1)
     overall = counts.sum(axis=0)
@@ -313,19 +452,25 @@ def _author_topic_mix(
     return (counts + TOPIC_PRIOR_TWEETS * prior[None]) / (total + TOPIC_PRIOR_TWEETS)
 
 
-def _follow_topics(follows: pa.Table, topic_mix: np.ndarray) -> np.ndarray:
+def _follow_topics(
+    follows: pa.Table, topic_mix: np.ndarray, shards: int, n_local: int
+) -> np.ndarray:
     """The mean topic mix of the authors each user follows (users without follows: the mean
-    over all authors). Shape (users, snapshots, topics), like ``topic_mix``."""
-    n_users = topic_mix.shape[0]
+    over all authors). Shape (users, snapshots, topics), like ``topic_mix``.
+
+    ``follows`` are the shard's users' rows (``user_id // shards`` indexes the
+    shard's ``n_local`` users); ``topic_mix`` has every author.
+    """
     graph = sparse.csr_matrix(
         (
             np.ones(follows.num_rows),
-            (follows["user_id"].to_numpy(), follows["author_id"].to_numpy()),
+            (follows["user_id"].to_numpy() // shards, follows["author_id"].to_numpy()),
         ),
-        shape=(n_users, n_users),
+        shape=(n_local, topic_mix.shape[0]),
     )
     n_follows = np.asarray(graph.sum(axis=1)).reshape(-1)
-    summed = np.asarray(graph @ topic_mix.reshape(n_users, -1)).reshape(topic_mix.shape)
+    summed = np.asarray(graph @ topic_mix.reshape(topic_mix.shape[0], -1))
+    summed = summed.reshape(n_local, *topic_mix.shape[1:])
     mean = summed / np.maximum(n_follows, 1.0)[:, None, None]
     return np.where(n_follows[:, None, None] > 0, mean, topic_mix.mean(axis=0, keepdims=True))
 
@@ -362,11 +507,12 @@ def _tweet_engagement(
     step = imp_time // COUNTER_STEP_US
     order = np.lexsort((step, imp_tweet))
     tweet, step = imp_tweet[order], step[order]
-    starts = np.flatnonzero(np.r_[True, (tweet[1:] != tweet[:-1]) | (step[1:] != step[:-1])])
-    added = np.add.reduceat(per_imp[order], starts, axis=0)
+    starts = _run_starts(tweet, step)
+    added = np.add.reduceat(per_imp[order], starts, axis=0) if len(starts) else per_imp[:0]
     tweet, step = tweet[starts], step[starts]
     running = added.cumsum(axis=0)
-    is_first = np.r_[True, tweet[1:] != tweet[:-1]]
+    is_first = np.zeros(len(tweet), dtype=bool)
+    is_first[_run_starts(tweet)] = True
     first = np.maximum.accumulate(np.where(is_first, np.arange(len(tweet)), 0))
     counts = running - running[first] + added[first]
     return pa.table(
@@ -382,18 +528,26 @@ def _tweet_engagement(
     )
 
 
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal key tuples begins, in rows sorted by the keys."""
+    change = np.zeros(len(keys[0]), dtype=bool)
+    change[:1] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
 def _user_author_affinity(
-    actions: ActionSet,
+    frame: WorldFrame,
     labels: np.ndarray,
     imp_user: np.ndarray,
     imp_author: np.ndarray,
     day: np.ndarray,
-    start_us: int,
 ) -> pa.Table:
     """A user's history with an author, all time, one row per day the pair was active."""
-    positive = labels[:, [actions.names.index(a) for a in POSITIVE]].sum(axis=1)
-    negative = labels[:, [actions.names.index(a) for a in actions.negative]].sum(axis=1)
-    frame = pd.DataFrame(
+    positive = _summed(labels, frame.actions, POSITIVE)
+    negative = _summed(labels, frame.actions, tuple(frame.actions.negative))
+    pairs = pd.DataFrame(
         {
             "user_id": imp_user,
             "author_id": imp_author,
@@ -403,14 +557,14 @@ def _user_author_affinity(
             "negative": negative,
         }
     )
-    daily = frame.groupby(["user_id", "author_id", "day"], sort=True).sum().reset_index()
+    daily = pairs.groupby(["user_id", "author_id", "day"], sort=True).sum().reset_index()
     cum = daily.groupby(["user_id", "author_id"], sort=False)[["shown", "positive", "negative"]]
     cum = cum.cumsum()
     return pa.table(
         {
             "user_id": daily["user_id"].to_numpy(np.int64),
             "author_id": daily["author_id"].to_numpy(np.int64),
-            "event_timestamp": _snapshot_ts(start_us, daily["day"].to_numpy() + 1),
+            "event_timestamp": _snapshot_ts(frame.start_us, daily["day"].to_numpy() + 1),
             "ua_impressions": cum["shown"].to_numpy(np.int64),
             "ua_positive_rate": _smoothed(
                 cum["positive"].to_numpy(), cum["shown"].to_numpy(), np.float64(0.1)
@@ -448,7 +602,7 @@ def user_top_authors(affinity: pa.Table, k: int) -> pa.Table:
     latest = latest[latest.groupby(["user_id", "day"], sort=False).cumcount() < k]
     user = latest["user_id"].to_numpy(np.int64)
     day = latest["day"].to_numpy(np.int64)
-    starts = np.flatnonzero(np.r_[True, (user[1:] != user[:-1]) | (day[1:] != day[:-1])])
+    starts = _run_starts(user, day)
     offsets = pa.array(np.r_[starts, len(latest)].astype(np.int32))
 
     def listed(column: str, dtype: pa.DataType) -> pa.Array:

@@ -21,7 +21,7 @@ from core.actions import ActionSet, load_actions
 from core.feast_store import Profile, open_store
 from core.workspace import Workspace
 from features.online import apply_repo, fill_online, materialize_feast
-from features.pipelines import FeatureBuild, build_features
+from features.pipelines import FeatureBuild, build_features, feature_runner
 from simulation.config import WorldConfig
 from simulation.world import WorldSummary, generate_world, load_world_config, world_end
 from training.dataset import TrainingSet, build_training_set
@@ -94,7 +94,8 @@ def build_foundation(
     with stage("world"):
         world = generate_world(config, workspace.data, actions, progress=progress_of("visits"))
     with stage("features"):
-        built = build_features(workspace.world, workspace.features, actions)
+        runner = feature_runner(workspace, profile, project)
+        built = build_features(workspace.world, workspace.features, actions, **runner)
     with stage("feast apply"):
         if profile == "embedded":
             shutil.rmtree(workspace.data / "feast", ignore_errors=True)

@@ -23,10 +23,8 @@ import pandas as pd
 from feast import FeatureStore
 
 from core.feast_store import FEATURE_SERVICE, open_store
+from core.ray_tasks import init_cluster_ray, run_on_ray
 from core.workspace import Workspace
-
-# Ray is imported where it is used: the local profiles never pay for it.
-# pylint: disable=import-outside-toplevel
 
 
 def join_features(store: FeatureStore, workspace: Workspace, entity: pd.DataFrame) -> pd.DataFrame:
@@ -38,8 +36,9 @@ def join_features(store: FeatureStore, workspace: Workspace, entity: pd.DataFram
         return store.get_historical_features(entity_df=entity, features=service).to_df()
 
 
-def _join_shard(root: Path, project: str, entity: pd.DataFrame) -> pd.DataFrame:
+def _join_shard(shared: tuple[Path, str], entity: pd.DataFrame) -> pd.DataFrame:
     """One shard's join, in a Ray worker: the cluster profile with DuckDB's offline store."""
+    root, project = shared
     workspace = Workspace(root)
     store = open_store(workspace, "cluster", project, offline_store="duckdb")
     return join_features(store, workspace, entity)
@@ -59,25 +58,16 @@ def join_on_ray(
         shard_rows: about this many entity rows per task (at least one task per CPU).
         progress: called with (rows done, rows total) as shards finish.
     """
-    import ray
-    from feast.infra.ray_initializer import ensure_ray_initialized
-
-    ensure_ray_initialized(store.config)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus = init_cluster_ray(workspace, store.project)
     shards = max(cpus, math.ceil(len(entity) / shard_rows))
-    # SPREAD: shards go to every node, not first to fill the driver's.
-    join = ray.remote(scheduling_strategy="SPREAD")(_join_shard)
     user_shard = entity["user_id"].to_numpy() % shards
-    pending = {}
-    for shard in range(shards):
-        part = entity[user_shard == shard]
-        if len(part):
-            pending[join.remote(workspace.root, store.project, part)] = len(part)
-    parts, done = [], 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        parts.append(ray.get(ready[0]))
-        done += pending.pop(ready[0])
+    parts = [entity[user_shard == shard] for shard in range(shards)]
+    parts = [part for part in parts if len(part)]
+
+    def shards_done(done: int, _total: int) -> None:
         if progress:
-            progress(done, len(entity))
-    return parts
+            progress(sum(len(part) for part in parts[:done]), len(entity))
+
+    return run_on_ray(
+        _join_shard, (workspace.root, store.project), [(p,) for p in parts], shards_done
+    )

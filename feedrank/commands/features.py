@@ -23,14 +23,21 @@ def features() -> None:
 
 @features.command("build")
 @workspace_option
-def build(workspace: Path) -> None:
-    """Compute the time-stamped feature tables (DATA/features) from the world."""
-    from features.pipelines import build_features
+@profile_option()
+def build(workspace: Path, profile: Profile) -> None:
+    """Compute the time-stamped feature tables (DATA/features) from the world.
+
+    On the cluster profile the shards (users, authors, tweets by id) run as
+    Ray tasks; the tables are the same row for row.
+    """
+    from features.pipelines import build_features, feature_runner
 
     ws = Workspace(workspace)
-    result = build_features(ws.world, ws.features)
+    result = build_features(ws.world, ws.features, **feature_runner(ws, profile))
     rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items())
-    click.echo(f"features: {result.snapshots} daily snapshots; rows: {rows}")
+    click.echo(
+        f"features: {result.snapshots} daily snapshots, {result.shards} shard(s); rows: {rows}"
+    )
 
 
 @features.command("validate")

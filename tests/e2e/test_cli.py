@@ -57,7 +57,7 @@ def test_missing_input_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert isinstance(done.exception, SystemExit)  # a ClickException, not a crash
-    assert "users.parquet: no such file" in done.stderr
+    assert "impressions.parquet: no such file" in done.stderr
 
 
 def test_corrupt_input_names_the_file_and_writes_nothing(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 `scripts/cluster.sh up` starts a head node and a worker node as separate
 processes (one CPU each), as a user does before submitting to KubeRay. Two
-jobs: the foundation pipeline (world -> features -> apply -> Ray engine fill
--> training set joined in Ray tasks), then training with two Ray Train
+jobs: the foundation pipeline (world -> features built in Ray tasks -> apply ->
+Ray engine fill -> training set joined in Ray tasks), then training with two Ray Train
 workers, one per node, which registers the model and runs the gate.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from core import tables
 from core.feast_store import FEATURE_SERVICE, drop_project, entity_rows, open_store
 from core.workspace import Workspace
 from tests.conftest import REPO_ROOT, new_workspace
@@ -75,19 +76,22 @@ def test_foundation_runs_as_a_ray_job_across_two_nodes(
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         assert "succeeded" in done.stderr + done.stdout
-        # The same world and training set as the in-process pipeline, row for row.
-        local = pq.read_table(tiny_workspace.datasets / f"{FEATURE_SERVICE}.parquet")
-        assert pq.read_table(ws.datasets / f"{FEATURE_SERVICE}.parquet").equals(local)
-        # The join's shards ran on both nodes.
+        # The same world, feature tables and training set as the in-process pipeline.
+        files = [f"features/{name}.parquet" for name in tables.FEATURE_TABLES]
+        for name in (*files, f"datasets/{FEATURE_SERVICE}.parquet"):
+            local = pq.read_table(tiny_workspace.data / name)
+            assert pq.read_table(ws.data / name).equals(local), name
+        # The feature shards and the join's shards ran on both nodes.
         from ray.util.state import list_tasks  # pylint: disable=import-outside-toplevel
 
-        shards = list_tasks(
-            address=f"127.0.0.1:{cluster['FEEDRANK_RAY_PORT']}",
-            filters=[("func_or_class_name", "=", "_join_shard")],
-            detail=True,
-        )
-        assert {t.state for t in shards} == {"FINISHED"}
-        assert len({t.node_id for t in shards}) == 2
+        for task in ("_shard_tables", "_join_shard"):
+            shards = list_tasks(
+                address=f"127.0.0.1:{cluster['FEEDRANK_RAY_PORT']}",
+                filters=[("func_or_class_name", "=", task)],
+                detail=True,
+            )
+            assert {t.state for t in shards} == {"FINISHED"}, task
+            assert len({t.node_id for t in shards}) == 2, task
         # Feast's ray.engine filled Redis: the job's project serves the embedded values.
         redis = open_store(ws, "production", feast_project)
         embedded = open_store(tiny_workspace)

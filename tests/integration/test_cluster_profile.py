@@ -1,4 +1,5 @@
-"""The cluster profile: Ray's compute engine fills Redis, Ray tasks join the training set.
+"""The cluster profile: Ray tasks build the feature tables and join the training set, and
+Ray's compute engine fills Redis.
 
 Against a real in-process Ray (one CPU, a small object store), the local Redis
 and the SQL registry on PostgreSQL. The two-node cluster and `ray job submit`
@@ -6,13 +7,16 @@ are tests/e2e/test_ray_job.py.
 """
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from core import tables
 from core.feast_store import (
     FEATURE_SERVICE,
     RAY_ADDRESS_ENV,
@@ -21,8 +25,10 @@ from core.feast_store import (
     open_store,
     repo_config,
 )
+from core.ray_tasks import run_on_ray
 from core.workspace import Workspace
 from features.online import apply_repo, materialize_feast
+from features.pipelines import build_features
 from feedrank.cli import main
 from simulation.world import load_world_config, world_end
 from tests.conftest import new_workspace
@@ -119,3 +125,66 @@ def test_dataset_build_on_the_cluster_profile_names_a_missing_column(
     assert "user_stats.parquet" in result.stderr and "user_like_rate_7d" in result.stderr
     assert "Traceback" not in result.output
     assert not (ws.datasets / f"{FEATURE_SERVICE}.parquet").exists()
+
+
+def _read_features(folder: Path) -> dict[str, pa.Table]:
+    return {name: pq.read_table(folder / f"{name}.parquet") for name in tables.FEATURE_TABLES}
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_feature_tables_built_in_ray_tasks_equal_the_local_ones(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    # Three shards on one CPU: the shards are really cut and put back together.
+    built = build_features(tiny_workspace.world, tmp_path, run=run_on_ray, shards=3)
+    assert built.shards == 3
+    local, on_ray = _read_features(tiny_workspace.features), _read_features(tmp_path)
+    for name, table in local.items():
+        assert on_ray[name].num_rows == table.num_rows > 0, name
+        assert on_ray[name].equals(table), name
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_an_empty_shard_gives_the_same_tables_on_ray_and_locally(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Shard 1 of 3 has no impressions (its users saw nothing): its users still get rows."""
+    ws = _copy(tiny_workspace, tmp_path / "ws")
+    path = ws.world / "impressions.parquet"
+    impressions = pq.read_table(path)
+    pq.write_table(impressions.filter(impressions["user_id"].to_numpy() % 3 != 1), path)
+    local = build_features(ws.world, tmp_path / "local", shards=3)
+    on_ray = build_features(ws.world, tmp_path / "ray", run=run_on_ray, shards=3)
+    assert on_ray == local
+    assert local.rows["user_stats"] == 300 * local.snapshots  # every user, seen or not
+    want, got = _read_features(tmp_path / "local"), _read_features(tmp_path / "ray")
+    for name, table in want.items():
+        assert got[name].equals(table), name
+    assert all(u % 3 != 1 for u in got["user_author_affinity"]["user_id"].to_pylist())
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.parametrize(
+    ("table", "change", "message"),
+    [
+        ("impressions", lambda t: t.drop_columns(["like"]), "missing column 'like'"),
+        (
+            "follows",
+            lambda t: t.set_column(1, "author_id", t["author_id"].cast(pa.int32())),
+            "column 'author_id' of table 'follows' has type int32, expected int64",
+        ),
+    ],
+)
+def test_features_build_on_the_cluster_profile_names_the_bad_column(
+    tiny_workspace: Workspace, tmp_path: Path, table: str, change: Callable, message: str
+) -> None:
+    ws = _copy(tiny_workspace, tmp_path)
+    shutil.rmtree(ws.features)
+    path = ws.world / f"{table}.parquet"
+    pq.write_table(change(pq.read_table(path)), path)
+    args = ["features", "build", "--profile", "cluster", "--workspace", str(ws.root)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert f"{table}.parquet" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.output and "RayTaskError" not in result.output
+    assert not ws.features.exists() or not any(ws.features.glob("*.parquet"))

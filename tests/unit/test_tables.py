@@ -96,3 +96,22 @@ def test_nulls_ranges_and_time_order_are_checked(tmp_path: Path) -> None:
         tables.TableError, match=r"'prev_visit_time' is not before 'visit_time' in 1 rows"
     ):
         tables.write_table(visits, tables.VISITS, tmp_path)
+
+
+def test_read_shard_reads_the_rows_of_its_keys_across_row_groups(tmp_path: Path) -> None:
+    pq.write_table(_users(10), tmp_path / "users.parquet", row_group_size=3)
+    shards = [tables.read_shard(tables.USERS, tmp_path, "user_id", s, 3) for s in range(3)]
+    assert [t["user_id"].to_pylist() for t in shards] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert shards[0].schema == tables.USERS.schema  # validated, descriptions kept
+    assert tables.read_shard(tables.USERS, tmp_path, "user_id", 0, 1).num_rows == 10
+
+
+def test_read_shard_checks_columns_and_sends_null_keys_to_shard_zero(tmp_path: Path) -> None:
+    pq.write_table(_users().drop_columns(["created_at"]), tmp_path / "users.parquet")
+    with pytest.raises(tables.TableError, match=r"users\.parquet: missing column 'created_at'"):
+        tables.read_shard(tables.USERS, tmp_path, "user_id", 1, 2)
+    nulls = _users().set_column(0, "user_id", pa.array([None, 1, 2], pa.int64()))
+    pq.write_table(nulls, tmp_path / "users.parquet")
+    assert tables.read_shard(tables.USERS, tmp_path, "user_id", 1, 2)["user_id"].to_pylist() == [1]
+    with pytest.raises(tables.TableError, match=r"column 'user_id' has 1 null"):
+        tables.read_shard(tables.USERS, tmp_path, "user_id", 0, 2)
