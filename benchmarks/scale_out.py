@@ -2,6 +2,9 @@
 
 For each preset (tiny and demo; ``--large`` adds large), on one world:
 
+- world: generated in this process, and its impression shards as Ray tasks on
+  a local Ray of 1 and of 2 CPUs, impressions/s; each Ray world must equal the
+  local one (a preset below ``shard_visits`` visits is one shard: no gain);
 - feature tables: the shard functions in this process, and as Ray tasks on a
   local Ray of 1 and of 2 CPUs (one shard per CPU at least), impressions/s;
   each Ray build must equal the local one table for table (``Table.equals``);
@@ -13,6 +16,8 @@ For each preset (tiny and demo; ``--large`` adds large), on one world:
   what the embedded store serves (``get_online_features`` on a sample);
 - on tiny, Feast's own Ray offline store joining a 1,000-row sample next to
   DuckDB on the same rows (why the cluster profile does not join with it);
+- training, one epoch: in this process and with 2 Ray Train workers, training
+  rows/s (from the loop's own clock, not Ray's start-up);
 - the driver's peak RSS (each preset runs in a child process of its own).
 
 Needs Redis and PostgreSQL on 127.0.0.1; every Feast project is dropped at the
@@ -45,9 +50,12 @@ from core.ray_tasks import run_on_ray
 from core.workspace import REPO_ROOT, Workspace
 from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features, feature_shards
-from simulation.config import world_config
+from simulation.config import WorldConfig, world_config
 from simulation.world import generate_world, world_end
 from training.dataset import build_training_set, entity_frame
+from training.pipeline import run_training_pipeline
+from training.ray_train import train_on_ray
+from training.train import TrainConfig
 
 WORKERS = (1, 2)
 
@@ -105,19 +113,70 @@ def _feast_ray_join(ws: Workspace, project: str, rows: int) -> dict[str, float]:
     return out
 
 
+def _world_on_ray(
+    config: WorldConfig, ws: Workspace, folder: Path, workers: int, out: dict
+) -> bool:
+    """The world again, its shards as Ray tasks; True when every table equals the local one."""
+    summary, seconds = _timed(
+        f"world: Ray tasks, {workers} worker(s)", generate_world, config, folder, run=run_on_ray
+    )
+    out[f"world_rows_per_s_ray{workers}"] = summary.impressions / seconds
+    same = all(
+        pq.read_table(folder / f"{name}.parquet").equals(pq.read_table(ws.data / f"{name}.parquet"))
+        for name in ("world/impressions", "world/events", "truth/oracle")
+    )
+    shutil.rmtree(folder)
+    return same
+
+
+def _training(ws: Workspace) -> dict[str, float]:
+    """One epoch in this process and with 2 Ray Train workers (Ray of 2 CPUs is up)."""
+    config = TrainConfig(max_epochs=1)
+    local, _ = _timed(
+        "train one epoch: this process",
+        run_training_pipeline,
+        ws.root,
+        config,
+        register=False,
+        promote=False,
+        progress=False,
+    )
+    on_ray, _ = _timed(
+        "train one epoch: Ray Train, 2 workers",
+        train_on_ray,
+        ws.root,
+        config,
+        2,
+        register=False,
+        promote=False,
+    )
+    return {
+        "train_rows_per_s_local": local["train_rows"] / local["train_seconds"],
+        "train_rows_per_s_ray2": on_ray["train_rows"] / on_ray["train_seconds"],
+    }
+
+
 def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
     """Every figure of one preset (in a child process: its peak RSS is the preset's)."""
     ws = Workspace(tmp / preset)
     shutil.copytree(REPO_ROOT / "feature_repo", ws.repo)
     config = world_config(preset)
-    summary, seconds = _timed("world", generate_world, config, ws.data)
+    summary, seconds = _timed("world: this process", generate_world, config, ws.data)
+    world_local = {
+        "world_rows_per_s_local": summary.impressions / seconds,
+        "shards": summary.shards,
+    }
     _, seconds = _timed("features: this process", build_features, ws.world, ws.features)
     features_local = {"features_rows_per_s_local": summary.impressions / seconds}
     embedded = open_store(ws)
     apply_repo(embedded, ws)
     filled = fill_online(embedded, ws, world_end(config))
     entities = sum(filled.values())
-    out: dict[str, float | bool] = {"impressions": summary.impressions, **features_local}
+    out: dict[str, float | bool] = {
+        "impressions": summary.impressions,
+        **world_local,
+        **features_local,
+    }
     parity = True
 
     local, seconds = _timed("training set: DuckDB, this process", build_training_set, embedded, ws)
@@ -135,6 +194,7 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
         parity &= _serves_the_same(production, embedded, ws)
         for workers in WORKERS:
             _ray(workers)
+            parity &= _world_on_ray(config, ws, tmp / f"world-ray{workers}", workers, out)
             folder = tmp / f"features-ray{workers}"
             _, seconds = _timed(
                 f"features: Ray tasks, {workers} worker(s)",
@@ -168,6 +228,7 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
             )
             out[f"materialize_rows_per_s_ray{workers}"] = entities / seconds
             parity &= _serves_the_same(cluster, embedded, ws)
+        out |= _training(ws)
         if preset == "tiny":
             out |= _feast_ray_join(ws, projects[-1].project, 1_000)
     finally:
@@ -205,18 +266,36 @@ def main() -> None:
         if "_per_s" in key and all(key in figures[p] for p in presets):
             print(f"{key:<34}" + "".join(f"{figures[p][key]:>14,.0f}" for p in presets))
     demo = figures["demo"]
-    for stage, local in (("features", "local"), ("dataset", "duckdb"), ("materialize", "local")):
-        ray1, ray2 = demo[f"{stage}_rows_per_s_ray1"], demo[f"{stage}_rows_per_s_ray2"]
+    for preset in presets[1:]:
+        for stage, local in (
+            ("world", "local"),
+            ("features", "local"),
+            ("dataset", "duckdb"),
+            ("materialize", "local"),
+        ):
+            got = figures[preset]
+            ray1, ray2 = got[f"{stage}_rows_per_s_ray1"], got[f"{stage}_rows_per_s_ray2"]
+            print(
+                f"{preset} {stage}: Ray 2 workers over 1 {ray2 / ray1:.2f}x, "
+                f"over this process {ray2 / got[f'{stage}_rows_per_s_{local}']:.2f}x"
+            )
+        got = figures[preset]
         print(
-            f"demo {stage}: Ray 2 workers over 1 {ray2 / ray1:.2f}x, "
-            f"over this process {ray2 / demo[f'{stage}_rows_per_s_{local}']:.2f}x"
+            f"{preset} train: Ray Train 2 workers over this process "
+            f"{got['train_rows_per_s_ray2'] / got['train_rows_per_s_local']:.2f}x"
         )
     tiny = figures["tiny"]
     print(
         "tiny, Feast's Ray offline store over DuckDB, same 1,000 rows: "
         f"{tiny['feast_ray_store_rows_per_s'] / tiny['duckdb_rows_per_s']:.4f}x"
     )
+    biggest = figures[presets[-1]]  # the world is sharded from shard_visits visits on
     result = {
+        "world_preset": presets[-1],
+        "world_shards": biggest["shards"],
+        "world_rows_per_s_local": biggest["world_rows_per_s_local"],
+        "world_rows_per_s_ray1": biggest["world_rows_per_s_ray1"],
+        "world_rows_per_s_ray2": biggest["world_rows_per_s_ray2"],
         "features_rows_per_s_local": demo["features_rows_per_s_local"],
         "features_rows_per_s_ray1": demo["features_rows_per_s_ray1"],
         "features_rows_per_s_ray2": demo["features_rows_per_s_ray2"],
@@ -228,6 +307,8 @@ def main() -> None:
         "materialize_rows_per_s_ray2": demo["materialize_rows_per_s_ray2"],
         "feast_ray_store_join_rows_per_s_tiny": tiny["feast_ray_store_rows_per_s"],
         "duckdb_join_rows_per_s_tiny_sample": tiny["duckdb_rows_per_s"],
+        "train_rows_per_s_local": demo["train_rows_per_s_local"],
+        "train_rows_per_s_ray2": demo["train_rows_per_s_ray2"],
         "driver_peak_rss_mb_demo": demo["driver_peak_rss_mb"],
         "parity_ok": all(f["parity_ok"] for f in figures.values()),
     }

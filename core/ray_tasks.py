@@ -11,23 +11,43 @@ the same address resolution as Feast's Ray offline store and compute engine
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from core.feast_store import repo_config
-from core.workspace import Workspace
+from core.workspace import Profile, Workspace
 
 # Ray is imported where it is used: the local profiles never pay for it.
 # pylint: disable=import-outside-toplevel
 
 Progress = Callable[[int, int], None]
 """Called with (shards done, shards total)."""
-Runner = Callable[[Callable[..., Any], Any, Sequence[tuple[Any, ...]]], list[Any]]
-"""``run(fn, shared, shard_args)`` returns ``[fn(shared, *args) for args in shard_args]``."""
 
 
-def run_local(fn: Callable[..., Any], shared: Any, shard_args: Sequence[tuple[Any, ...]]) -> list:
+class Runner(Protocol):  # pylint: disable=too-few-public-methods
+    """``run(fn, shared, shard_args)``: ``[fn(shared, *args) for args in shard_args]``."""
+
+    def __call__(
+        self,
+        fn: Callable[..., Any],
+        shared: Any,
+        shard_args: Sequence[tuple[Any, ...]],
+        progress: Progress | None = None,
+    ) -> list: ...
+
+
+def run_local(
+    fn: Callable[..., Any],
+    shared: Any,
+    shard_args: Sequence[tuple[Any, ...]],
+    progress: Progress | None = None,
+) -> list:
     """Every shard in this process, one after the other."""
-    return [fn(shared, *args) for args in shard_args]
+    results = []
+    for args in shard_args:
+        results.append(fn(shared, *args))
+        if progress:
+            progress(len(results), len(shard_args))
+    return results
 
 
 def init_cluster_ray(workspace: Workspace, project: str | None = None) -> int:
@@ -40,6 +60,16 @@ def init_cluster_ray(workspace: Workspace, project: str | None = None) -> int:
 
     ensure_ray_initialized(repo_config(workspace, "cluster", project))
     return max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+
+def profile_runner(
+    workspace: Workspace, profile: Profile, project: str | None = None
+) -> tuple[Runner, int]:
+    """A Feast profile's runner and its workers: Ray tasks on ``cluster`` (its CPUs), else
+    this process (one)."""
+    if profile != "cluster":
+        return run_local, 1
+    return run_on_ray, init_cluster_ray(workspace, project)
 
 
 def run_on_ray(

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyarrow import feather
 
 from core.errors import UserError
 
@@ -242,6 +243,31 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
+    """Stream the Arrow IPC files ``parts``, in order, into ``folder/<spec>.parquet``; its rows.
+
+    One part is in memory at a time. Each is validated; the file appears
+    (atomically, by rename) only when every part is in.
+    """
+    path = folder / spec.file_name
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, spec.schema) as writer:
+            for part in parts:
+                table = validate(feather.read_table(part, memory_map=True), spec, path)
+                writer.write_table(table)
+                rows += table.num_rows
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are shared readable
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows
 
 
 def _existing(spec: TableSpec, folder: Path) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,14 +25,13 @@ from scipy import sparse
 
 from core import tables
 from core.actions import ActionSet, load_actions
-from core.ray_tasks import Runner, init_cluster_ray, run_local, run_on_ray
+from core.ray_tasks import Runner, run_local
 from core.validation import (
     check_row_counts,
     record_row_counts,
     validate_feature_table,
     world_key,
 )
-from core.workspace import Profile, Workspace
 
 US_PER_DAY = 86_400_000_000
 WINDOW_DAYS = 7
@@ -168,25 +166,13 @@ def feature_shards(world_dir: Path, workers: int = 1) -> int:
     return max(workers, -(-rows // SHARD_IMPRESSIONS), 1)
 
 
-def feature_runner(
-    workspace: Workspace, profile: Profile, project: str | None = None
-) -> dict[str, Any]:
-    """``build_features``' runner for a Feast profile: Ray tasks on ``cluster``, else local.
-
-    On Ray, one shard per CPU of the cluster at least (:func:`feature_shards`).
-    """
-    if profile != "cluster":
-        return {}
-    cpus = init_cluster_ray(workspace, project)
-    return {"run": run_on_ray, "shards": feature_shards(workspace.world, cpus)}
-
-
 def build_features(
     world_dir: Path,
     out_dir: Path,
     actions: ActionSet | None = None,
     *,
     run: Runner = run_local,
+    workers: int = 1,
     shards: int | None = None,
 ) -> FeatureBuild:
     """Compute every feature table from ``world_dir`` into ``out_dir``.
@@ -197,10 +183,11 @@ def build_features(
     functions, and the tables are the same row for row either way.
 
     Args:
-        shards: default :func:`feature_shards` for one worker.
+        workers: what ``run`` runs on (see :func:`core.ray_tasks.profile_runner`).
+        shards: default :func:`feature_shards` for ``workers``.
     """
     actions = actions or load_actions()
-    shards = shards or feature_shards(world_dir)
+    shards = shards or feature_shards(world_dir, workers)
     frame, last_event_us = _world_frame(world_dir, actions, run, shards)
     jobs = [(family, shard, shards) for family in FAMILIES for shard in range(shards)]
     parts = run(_shard_tables, (world_dir, frame), jobs)

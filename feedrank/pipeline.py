@@ -19,9 +19,10 @@ from feast import FeatureStore
 
 from core.actions import ActionSet, load_actions
 from core.feast_store import Profile, open_store
+from core.ray_tasks import profile_runner
 from core.workspace import Workspace
 from features.online import apply_repo, fill_online, materialize_feast
-from features.pipelines import FeatureBuild, build_features, feature_runner
+from features.pipelines import FeatureBuild, build_features
 from simulation.config import WorldConfig
 from simulation.world import WorldSummary, generate_world, load_world_config, world_end
 from training.dataset import TrainingSet, build_training_set
@@ -91,11 +92,16 @@ def build_foundation(
     def progress_of(unit: str) -> Callable[[int, int], None] | None:
         return progress(unit) if progress else None
 
+    # The cluster profile runs the world's and the features' shards as Ray tasks.
+    run, workers = profile_runner(workspace, profile, project)
     with stage("world"):
-        world = generate_world(config, workspace.data, actions, progress=progress_of("visits"))
+        world = generate_world(
+            config, workspace.data, actions, progress=progress_of("shards"), run=run
+        )
     with stage("features"):
-        runner = feature_runner(workspace, profile, project)
-        built = build_features(workspace.world, workspace.features, actions, **runner)
+        built = build_features(
+            workspace.world, workspace.features, actions, run=run, workers=workers
+        )
     with stage("feast apply"):
         if profile == "embedded":
             shutil.rmtree(workspace.data / "feast", ignore_errors=True)

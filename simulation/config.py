@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Preset = Literal["tiny", "demo", "large"]
+Preset = Literal["tiny", "demo", "large", "xlarge"]
 
 
 class WorldConfig(BaseModel):
@@ -36,6 +36,13 @@ class WorldConfig(BaseModel):
         3.0, gt=0, description="Mean feed visits a user makes a day."
     )
     max_feed: int = Field(100, gt=0, description="Newest candidates shown per visit.")
+    shard_visits: int = Field(
+        200_000,
+        gt=0,
+        description="Visits per shard of impressions: blocks of whole users, each drawn from a "
+        "random stream of its own, in parallel on Ray. Part of the world's definition: one "
+        "config gives one world on any runner.",
+    )
     interest_shift: float = Field(
         0.0,
         ge=0,
@@ -52,6 +59,8 @@ PRESETS: dict[str, dict[str, float | int]] = {
     "demo": {"n_users": 5000, "days": 10, "mean_followees": 50},
     # Benchmarks: >= 10M impressions.
     "large": {"n_users": 30000, "days": 10, "mean_followees": 100},
+    # Scale-out benchmarks (benchmarks/scale_out.py --xlarge): about 100M impressions.
+    "xlarge": {"n_users": 250000, "days": 10, "mean_followees": 100},
 }
 
 

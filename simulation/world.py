@@ -1,13 +1,16 @@
 """Generate the synthetic world: users, follow graph, tweets, visits, impressions.
 
-Everything is vectorised with numpy; a world of 10M impressions is built in
-chunks of visits so memory stays bounded. The tables written are the
+Everything is vectorised with numpy. The impressions are drawn by shard of
+users (:func:`generate_world`), in this process or as Ray tasks, and in chunks
+of visits inside a shard, so memory stays bounded. The tables written are the
 observable world (``world/``) and the hidden truth (``truth/``): the oracle's
 true probabilities per impression and the latent state.
 """
 
 from __future__ import annotations
 
+import itertools
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -17,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow import feather
 
 from core import tables
 from core.actions import IMPRESSION, ActionSet, load_actions
+from core.ray_tasks import Runner, run_local
 from simulation.config import WorldConfig
 from simulation.truth import Latent, draw_latent, sample_outcomes, true_probabilities
 
@@ -38,6 +43,8 @@ class WorldSummary:
     visits: int
     impressions: int
     events: int
+    shards: int
+    """Impression shards (:func:`shard_plan`)."""
 
 
 def load_world_config(world_dir: Path) -> WorldConfig:
@@ -172,6 +179,8 @@ def candidates(
     Returns:
         (visit index, tweet id) pairs, ordered by visit then newest first.
     """
+    if len(follows) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     by_author = follows[np.argsort(follows[:, 1], kind="stable")]
     n_authors = int(max(by_author[:, 1].max(), tweets["author_id"].max())) + 1
     starts = np.searchsorted(by_author[:, 1], np.arange(n_authors + 1))
@@ -210,14 +219,28 @@ def generate_world(
     out_dir: Path,
     actions: ActionSet | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    run: Runner = run_local,
 ) -> WorldSummary:
     """Generate the world into ``out_dir/world`` and its ground truth into ``out_dir/truth``.
+
+    Users, follows, tweets and visits are drawn here, in one random stream.
+    The impressions (candidates, slots, outcomes: nearly all of the rows and
+    the time) are drawn by shard: blocks of whole users of about
+    ``config.shard_visits`` visits (:func:`shard_plan`), shard 0 continuing
+    the main stream and shard k drawing from its own, ``(seed, 2, k)``. So a
+    config gives one world whatever runs the shards: ``run`` is
+    :func:`core.ray_tasks.run_local` (shard after shard) or
+    :func:`core.ray_tasks.run_on_ray`, and a one-shard world is what one
+    stream gives. Each shard writes its rows to a staging folder (Arrow IPC,
+    uncompressed: cheap to write and read back); they are then streamed into
+    each table's parquet file, so no process holds every impression.
 
     Args:
         config: size and shape of the world.
         out_dir: data folder; existing tables are replaced atomically.
         actions: the engagement actions (default: core/actions.yaml).
-        progress: called with (visits done, visits total) after each chunk.
+        progress: called with (shards done, shards total) as shards finish.
     """
     actions = actions or load_actions()
     rng = np.random.default_rng(config.seed)
@@ -263,45 +286,33 @@ def generate_world(
         world,
     )
 
-    impression_parts, oracle_parts = [], []
-    next_id = 0
-    n_visits = len(visits["visit_id"])
-    all_visit, all_tweet = candidates(follows, tweets, visits, config.max_feed)
-    for lo in range(0, n_visits, _VISIT_CHUNK):
-        sl = slice(lo, min(lo + _VISIT_CHUNK, n_visits))
-        rows = slice(*np.searchsorted(all_visit, [sl.start, sl.stop]))
-        cand_visit, cand_tweet = all_visit[rows] - sl.start, all_tweet[rows]
-        imp, probs = _impressions(rng, actions, latent, tweets, visits, sl, cand_visit, cand_tweet)
-        imp["impression_id"] = np.arange(next_id, next_id + len(cand_visit), dtype=np.int64)
-        next_id += len(cand_visit)
-        impression_parts.append(pa.table(imp))
-        oracle_parts.append(
-            pa.table(
-                {
-                    "impression_id": imp["impression_id"],
-                    **{f"p_{a}": probs[:, j] for j, a in enumerate(actions.names)},
-                }
-            )
-        )
-        if progress:
-            progress(sl.stop, n_visits)
-
-    impressions = pa.concat_tables(impression_parts)
-    impressions = impressions.set_column(
-        impressions.schema.get_field_index("impression_time"),
-        "impression_time",
-        impressions["impression_time"].cast(pa.int64()).cast(tables.TS),
-    )
-    events = impressions_to_events(impressions, actions)
-    # Arrow releases the GIL while encoding parquet: the three big tables in parallel.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        writes = [
-            pool.submit(tables.write_table, impressions, tables.IMPRESSIONS, world),
-            pool.submit(tables.write_table, pa.concat_tables(oracle_parts), tables.ORACLE, truth),
-            pool.submit(tables.write_table, events, tables.EVENTS, world),
+    bounds = shard_plan(visits["user_id"], config.shard_visits)
+    staging = out_dir / ".world-shards"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        shared = _Shared(config, actions, latent, follows, tweets, visits, staging)
+        shards = [
+            (k, int(lo), int(hi), rng if k == 0 else np.random.default_rng([config.seed, 2, k]))
+            for k, (lo, hi) in enumerate(itertools.pairwise(bounds))
         ]
-        for write in writes:
-            write.result()
+        counts = run(_impression_shard, shared, shards, progress)
+        offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(int)
+        run(_numbered_shard, shared, [(k, int(first)) for k, first in enumerate(offsets)])
+        parts = {
+            name: [staging / f"{name}-{k}.arrow" for k in range(len(shards))]
+            for name in ("impressions", "oracle", "events")
+        }
+        # Arrow releases the GIL while encoding parquet: the three big tables in parallel.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            writes = [
+                pool.submit(tables.concat_parts, parts["impressions"], tables.IMPRESSIONS, world),
+                pool.submit(tables.concat_parts, parts["oracle"], tables.ORACLE, truth),
+                pool.submit(tables.concat_parts, parts["events"], tables.EVENTS, world),
+            ]
+            rows = [write.result() for write in writes]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     latent.save(truth / "latent.npz")
     # Written last: a world.json means every table of this world is in place.
     tmp = world / f".{WORLD_CONFIG_FILE}.tmp"
@@ -311,10 +322,90 @@ def generate_world(
         users=config.n_users,
         follows=len(follows),
         tweets=len(tweets["tweet_id"]),
-        visits=n_visits,
-        impressions=impressions.num_rows,
-        events=events.num_rows,
+        visits=len(visits["visit_id"]),
+        impressions=rows[0],
+        events=rows[2],
+        shards=len(shards),
     )
+
+
+def shard_plan(visit_user: np.ndarray, shard_visits: int) -> np.ndarray:
+    """Visit indices that cut the visits into shards of whole users, about ``shard_visits`` each.
+
+    ``visit_user`` is sorted (visits are in (user, time) order); each cut moves
+    back to the first visit of the user it falls in. Returns the bounds, from 0
+    to the number of visits.
+    """
+    n = len(visit_user)
+    cuts = np.arange(shard_visits, n, shard_visits)
+    cuts = np.searchsorted(visit_user, visit_user[cuts], side="left")
+    return np.unique(np.r_[0, cuts, n])
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every impression shard reads: the world drawn so far, and where to write."""
+
+    config: WorldConfig
+    actions: ActionSet
+    latent: Latent
+    follows: np.ndarray
+    tweets: dict
+    visits: dict
+    staging: Path
+
+
+def _impression_shard(
+    shared: _Shared, shard: int, lo: int, hi: int, rng: np.random.Generator
+) -> int:
+    """Impressions and oracle rows of visits ``lo:hi`` (whole users), ids from 0; their count."""
+    config, visits = shared.config, shared.visits
+    users = visits["user_id"][lo:hi]
+    mine = slice(*np.searchsorted(shared.follows[:, 0], [users[0], users[-1] + 1]))
+    local = {k: v[lo:hi] for k, v in visits.items()}
+    all_visit, all_tweet = candidates(shared.follows[mine], shared.tweets, local, config.max_feed)
+    impression_parts, oracle_parts = [], []
+    for chunk in range(0, hi - lo, _VISIT_CHUNK):
+        sl = slice(chunk, min(chunk + _VISIT_CHUNK, hi - lo))
+        rows = slice(*np.searchsorted(all_visit, [sl.start, sl.stop]))
+        cand_visit, cand_tweet = all_visit[rows] - sl.start, all_tweet[rows]
+        imp, probs = _impressions(
+            rng, shared.actions, shared.latent, shared.tweets, local, sl, cand_visit, cand_tweet
+        )
+        impression_parts.append(pa.table(imp))
+        oracle_parts.append(
+            pa.table({f"p_{a}": probs[:, j] for j, a in enumerate(shared.actions.names)})
+        )
+    impressions = pa.concat_tables(impression_parts)
+    feather.write_feather(
+        impressions, shared.staging / f"raw-impressions-{shard}.arrow", "uncompressed"
+    )
+    feather.write_feather(
+        pa.concat_tables(oracle_parts), shared.staging / f"raw-oracle-{shard}.arrow", "uncompressed"
+    )
+    return impressions.num_rows
+
+
+def _numbered_shard(shared: _Shared, shard: int, first_id: int) -> int:
+    """A shard's impressions and oracle rows numbered from ``first_id``, and its events."""
+    staging = shared.staging
+    impressions = feather.read_table(staging / f"raw-impressions-{shard}.arrow")
+    ids = pa.array(np.arange(first_id, first_id + impressions.num_rows, dtype=np.int64))
+    when = impressions.schema.get_field_index("impression_time")
+    impressions = impressions.set_column(
+        when, "impression_time", impressions["impression_time"].cast(tables.TS)
+    ).append_column("impression_id", ids)
+    impressions = tables.validate(impressions, tables.IMPRESSIONS, staging / "impressions")
+    oracle = feather.read_table(staging / f"raw-oracle-{shard}.arrow").add_column(
+        0, "impression_id", ids
+    )
+    feather.write_feather(impressions, staging / f"impressions-{shard}.arrow", "uncompressed")
+    oracle = tables.validate(oracle, tables.ORACLE, staging / "oracle")
+    feather.write_feather(oracle, staging / f"oracle-{shard}.arrow", "uncompressed")
+    events = impressions_to_events(impressions, shared.actions)
+    events = tables.validate(events, tables.EVENTS, staging / "events")
+    feather.write_feather(events, staging / f"events-{shard}.arrow", "uncompressed")
+    return events.num_rows
 
 
 def _impressions(
@@ -352,7 +443,7 @@ def _impressions(
     )
     outcomes, dwell = sample_outcomes(rng, probs, position, actions)
     imp = {
-        "visit_id": visit.astype(np.int64),
+        "visit_id": visits["visit_id"][visit],
         "user_id": users,
         "tweet_id": cand_tweet,
         "author_id": authors,

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import click
 
 from core.config_options import workspace_option
-from core.workspace import Workspace
-from feedrank.options import WORLD_COMMAND, Group, preset_option, progress_bar
+from core.workspace import Profile, Workspace
+from feedrank.options import WORLD_COMMAND, Group, preset_option, profile_option, progress_bar
 from simulation.config import WorldConfig
 
 if TYPE_CHECKING:
@@ -27,15 +27,20 @@ def data() -> None:
 @data.command("generate", **WORLD_COMMAND)
 @workspace_option
 @preset_option
-def generate(workspace: Path, config: WorldConfig) -> None:
+@profile_option()
+def generate(workspace: Path, config: WorldConfig, profile: Profile) -> None:
     """Generate the world into DATA/world and its hidden truth into DATA/truth.
 
     The preset sets every field; --config world.yaml (any WorldConfig field)
-    and then the options override it. Same config, same world.
+    and then the options override it. Same config, same world: on the
+    cluster profile the impression shards run as Ray tasks.
     """
+    from core.ray_tasks import profile_runner
     from simulation.world import generate_world
 
-    summary = generate_world(config, Workspace(workspace).data, progress=progress_bar("visits"))
+    ws = Workspace(workspace)
+    run, _ = profile_runner(ws, profile)
+    summary = generate_world(config, ws.data, progress=progress_bar("shards"), run=run)
     click.echo(world_line(summary))
 
 

@@ -30,10 +30,12 @@ def build(workspace: Path, profile: Profile) -> None:
     On the cluster profile the shards (users, authors, tweets by id) run as
     Ray tasks; the tables are the same row for row.
     """
-    from features.pipelines import build_features, feature_runner
+    from core.ray_tasks import profile_runner
+    from features.pipelines import build_features
 
     ws = Workspace(workspace)
-    result = build_features(ws.world, ws.features, **feature_runner(ws, profile))
+    run, workers = profile_runner(ws, profile)
+    result = build_features(ws.world, ws.features, run=run, workers=workers)
     rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items())
     click.echo(
         f"features: {result.snapshots} daily snapshots, {result.shards} shard(s); rows: {rows}"

@@ -158,7 +158,7 @@ def test_train_config_file_is_validated_by_train_config(tmp_path: Path) -> None:
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*_args: object) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("a programming error")
 
     monkeypatch.setattr("features.pipelines.build_features", broken)

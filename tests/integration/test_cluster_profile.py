@@ -30,7 +30,8 @@ from core.workspace import Workspace
 from features.online import apply_repo, materialize_feast
 from features.pipelines import build_features
 from feedrank.cli import main
-from simulation.world import load_world_config, world_end
+from simulation.config import world_config
+from simulation.world import generate_world, load_world_config, world_end
 from tests.conftest import new_workspace
 from training.dataset import build_training_set
 
@@ -188,3 +189,14 @@ def test_features_build_on_the_cluster_profile_names_the_bad_column(
     assert f"{table}.parquet" in result.stderr and message in result.stderr
     assert "Traceback" not in result.output and "RayTaskError" not in result.output
     assert not ws.features.exists() or not any(ws.features.glob("*.parquet"))
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_world_generated_in_ray_tasks_equals_the_local_one(tmp_path: Path) -> None:
+    config = world_config("tiny", shard_visits=1_000)
+    local = generate_world(config, tmp_path / "local")
+    on_ray = generate_world(config, tmp_path / "ray", run=run_on_ray)
+    assert on_ray == local and local.shards >= 5
+    for name in ("world/visits", "world/impressions", "world/events", "truth/oracle"):
+        want = pq.read_table(tmp_path / "local" / f"{name}.parquet")
+        assert pq.read_table(tmp_path / "ray" / f"{name}.parquet").equals(want), name

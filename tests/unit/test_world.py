@@ -10,7 +10,7 @@ import pytest
 from core import tables
 from core.workspace import Workspace
 from simulation.config import world_config
-from simulation.world import generate_world, load_world_config
+from simulation.world import generate_world, load_world_config, shard_plan
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +113,33 @@ def test_impression_ids_are_dense_and_unique(tiny_workspace: Workspace) -> None:
     impressions = _read(tiny_workspace, tables.IMPRESSIONS)
     assert impressions.impression_id.is_unique
     assert np.all(np.diff(np.sort(impressions.impression_id.to_numpy())) == 1)
+
+
+def test_shard_plan_cuts_between_users_near_the_target() -> None:
+    visit_user = np.repeat(np.arange(6), [3, 1, 4, 2, 2, 3])  # 15 visits, sorted by user
+    bounds = shard_plan(visit_user, 5)  # the cuts at 5 and 10 move back to users' starts
+    assert bounds.tolist() == [0, 4, 10, 15]
+    for lo in bounds[1:-1]:
+        assert visit_user[lo] != visit_user[lo - 1]  # a user is never split
+    assert shard_plan(visit_user, 100).tolist() == [0, 15]
+
+
+def test_a_sharded_world_has_the_same_visits_and_candidates_other_draws(tmp_path: Path) -> None:
+    """Shards draw the same candidates for the same visits, from streams of their own."""
+    config = world_config("tiny", n_users=120, days=3)
+    one = generate_world(config, tmp_path / "one")
+    many = generate_world(config.model_copy(update={"shard_visits": 150}), tmp_path / "many")
+    assert one.shards == 1 and many.shards >= 4
+    a, b = (ws / "world" for ws in (tmp_path / "one", tmp_path / "many"))
+    assert pq.read_table(a / "visits.parquet").equals(pq.read_table(b / "visits.parquet"))
+    keys = ["impression_id", "visit_id", "user_id", "tweet_id", "impression_time"]
+    imp_a = pq.read_table(a / "impressions.parquet")
+    imp_b = pq.read_table(b / "impressions.parquet")
+    assert imp_a.select(keys).equals(imp_b.select(keys))  # dense ids, in visit order
+    assert not imp_a.equals(imp_b)  # the slots and outcomes come from other streams
+    events = pq.read_table(b / "events.parquet").to_pandas()
+    assert (events.action == "impression").sum() == imp_b.num_rows and events.event_id.is_unique
+    again = generate_world(config.model_copy(update={"shard_visits": 150}), tmp_path / "again")
+    assert again == many
+    assert pq.read_table(tmp_path / "again/world/impressions.parquet").equals(imp_b)
+    assert not (tmp_path / "many" / ".world-shards").exists()
