@@ -18,7 +18,8 @@ For each preset (tiny and demo; ``--large`` adds large), on one world:
   DuckDB on the same rows (why the cluster profile does not join with it);
 - training, one epoch: in this process and with 2 Ray Train workers, training
   rows/s (from the loop's own clock, not Ray's start-up);
-- the driver's peak RSS (each preset runs in a child process of its own).
+- the driver's peak RSS (each preset runs in a child process of its own), and
+  during each stage (``VmHWM``, reset before it through ``/proc/self/clear_refs``).
 
 Needs Redis and PostgreSQL on 127.0.0.1; every Feast project is dropped at the
 end. Ends with ``RESULT {json}``.
@@ -72,11 +73,22 @@ def _ray(cpus: int) -> None:
     )
 
 
+STAGE_PEAK_MB: dict[str, float] = {}
+"""The driver's peak RSS during each timed stage (Linux: VmHWM, reset before the stage)."""
+
+
+def _stage_peak_mb() -> float:
+    status = Path("/proc/self/status").read_text(encoding="utf-8")
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) / 1024
+
+
 def _timed(label: str, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # reset the peak
     start = time.perf_counter()
     out = func(*args, **kwargs)
     seconds = time.perf_counter() - start
-    print(f"  {label:<40} {seconds:8.2f} s", flush=True)
+    STAGE_PEAK_MB[label] = _stage_peak_mb()
+    print(f"  {label:<40} {seconds:8.2f} s  peak {STAGE_PEAK_MB[label]:8,.0f} MB", flush=True)
     return out, seconds
 
 
@@ -237,6 +249,7 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
         ray.shutdown()
     out["parity_ok"] = parity
     out["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["driver_peak_rss_mb_by_stage"] = dict(STAGE_PEAK_MB)
     return out
 
 
@@ -266,6 +279,12 @@ def main() -> None:
         if "_per_s" in key and all(key in figures[p] for p in presets):
             print(f"{key:<34}" + "".join(f"{figures[p][key]:>14,.0f}" for p in presets))
     demo = figures["demo"]
+    print(f"\n{'driver peak RSS, MB':<44}" + "".join(f"{p:>12}" for p in presets))
+    for stage in figures["tiny"]["driver_peak_rss_mb_by_stage"]:
+        peaks = [
+            figures[p]["driver_peak_rss_mb_by_stage"].get(stage, float("nan")) for p in presets
+        ]
+        print(f"{stage:<44}" + "".join(f"{mb:>12,.0f}" for mb in peaks))
     for preset in presets[1:]:
         for stage, local in (
             ("world", "local"),
@@ -310,10 +329,14 @@ def main() -> None:
         "train_rows_per_s_local": demo["train_rows_per_s_local"],
         "train_rows_per_s_ray2": demo["train_rows_per_s_ray2"],
         "driver_peak_rss_mb_demo": demo["driver_peak_rss_mb"],
+        "driver_peak_rss_mb_by_stage_demo": demo["driver_peak_rss_mb_by_stage"],
         "parity_ok": all(f["parity_ok"] for f in figures.values()),
     }
     if args.large:
         result["driver_peak_rss_mb_large"] = figures["large"]["driver_peak_rss_mb"]
+        result["driver_peak_rss_mb_by_stage_large"] = figures["large"][
+            "driver_peak_rss_mb_by_stage"
+        ]
     print("RESULT " + json.dumps(result))
 
 
