@@ -18,6 +18,8 @@ For each preset (tiny and demo; ``--large`` adds large), on one world:
   DuckDB on the same rows (why the cluster profile does not join with it);
 - training, one epoch: in this process and with 2 Ray Train workers, training
   rows/s (from the loop's own clock, not Ray's start-up);
+- on large, only the world and the feature tables (its 12M-row join and
+  fills take hours here);
 - the driver's peak RSS (each preset runs in a child process of its own), and
   during each stage (``VmHWM``, reset before it through ``/proc/self/clear_refs``).
 
@@ -41,6 +43,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import ray
@@ -168,32 +171,50 @@ def _training(ws: Workspace) -> dict[str, float]:
     }
 
 
-def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
-    """Every figure of one preset (in a child process: its peak RSS is the preset's)."""
-    ws = Workspace(tmp / preset)
-    shutil.copytree(REPO_ROOT / "feature_repo", ws.repo)
-    config = world_config(preset)
+def _sharded_stages(config: WorldConfig, ws: Workspace, tmp: Path, out: dict) -> bool:
+    """World and feature tables in this process, then as Ray tasks on 1 and 2 CPUs."""
     summary, seconds = _timed("world: this process", generate_world, config, ws.data)
-    world_local = {
-        "world_rows_per_s_local": summary.impressions / seconds,
+    out |= {
+        "impressions": summary.impressions,
         "shards": summary.shards,
+        "world_rows_per_s_local": summary.impressions / seconds,
     }
     _, seconds = _timed("features: this process", build_features, ws.world, ws.features)
-    features_local = {"features_rows_per_s_local": summary.impressions / seconds}
+    out["features_rows_per_s_local"] = summary.impressions / seconds
+    parity = True
+    for workers in WORKERS:
+        _ray(workers)
+        parity &= _world_on_ray(config, ws, tmp / f"world-ray{workers}", workers, out)
+        folder = tmp / f"features-ray{workers}"
+        _, seconds = _timed(
+            f"features: Ray tasks, {workers} worker(s)",
+            build_features,
+            ws.world,
+            folder,
+            run=run_on_ray,
+            shards=feature_shards(ws.world, workers),
+        )
+        out[f"features_rows_per_s_ray{workers}"] = summary.impressions / seconds
+        parity &= all(
+            pq.read_table(folder / f"{name}.parquet").equals(
+                pq.read_table(ws.features / f"{name}.parquet")
+            )
+            for name in tables.FEATURE_TABLES
+        )
+        shutil.rmtree(folder)
+    ray.shutdown()
+    return parity
+
+
+def _feast_stages(config: WorldConfig, ws: Workspace, out: dict) -> bool:
+    """Training set, online fill and training in this process, then on Ray with 1 and 2 CPUs."""
     embedded = open_store(ws)
     apply_repo(embedded, ws)
-    filled = fill_online(embedded, ws, world_end(config))
-    entities = sum(filled.values())
-    out: dict[str, float | bool] = {
-        "impressions": summary.impressions,
-        **world_local,
-        **features_local,
-    }
-    parity = True
-
+    entities = sum(fill_online(embedded, ws, world_end(config)).values())
     local, seconds = _timed("training set: DuckDB, this process", build_training_set, embedded, ws)
     out["dataset_rows_per_s_duckdb"] = local.rows / seconds
     reference = pq.read_table(local.path)
+    parity = True
     projects = []
     try:
         production = open_store(ws, "production", f"b{uuid.uuid4().hex[:10]}")
@@ -206,23 +227,6 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
         parity &= _serves_the_same(production, embedded, ws)
         for workers in WORKERS:
             _ray(workers)
-            parity &= _world_on_ray(config, ws, tmp / f"world-ray{workers}", workers, out)
-            folder = tmp / f"features-ray{workers}"
-            _, seconds = _timed(
-                f"features: Ray tasks, {workers} worker(s)",
-                build_features,
-                ws.world,
-                folder,
-                run=run_on_ray,
-                shards=feature_shards(ws.world, workers),
-            )
-            out[f"features_rows_per_s_ray{workers}"] = summary.impressions / seconds
-            parity &= all(
-                pq.read_table(folder / f"{name}.parquet").equals(
-                    pq.read_table(ws.features / f"{name}.parquet")
-                )
-                for name in tables.FEATURE_TABLES
-            )
             cluster = open_store(ws, "cluster", f"b{uuid.uuid4().hex[:10]}")
             projects.append(cluster)
             apply_repo(cluster, ws)
@@ -241,12 +245,28 @@ def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
             out[f"materialize_rows_per_s_ray{workers}"] = entities / seconds
             parity &= _serves_the_same(cluster, embedded, ws)
         out |= _training(ws)
-        if preset == "tiny":
+        if config.n_users == world_config("tiny").n_users:
             out |= _feast_ray_join(ws, projects[-1].project, 1_000)
     finally:
         for store in projects:
             drop_project(store)
         ray.shutdown()
+    return parity
+
+
+def run_preset(preset: str, tmp: Path) -> dict[str, float | bool]:
+    """Every figure of one preset (in a child process: its peak RSS is the preset's).
+
+    On large only the world and the feature tables: its 12M-row join and fills
+    would take hours on this machine.
+    """
+    ws = Workspace(tmp / preset)
+    shutil.copytree(REPO_ROOT / "feature_repo", ws.repo)
+    config = world_config(preset)
+    out: dict[str, Any] = {}
+    parity = _sharded_stages(config, ws, tmp, out)
+    if preset != "large":
+        parity &= _feast_stages(config, ws, out)
     out["parity_ok"] = parity
     out["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["driver_peak_rss_mb_by_stage"] = dict(STAGE_PEAK_MB)
@@ -276,8 +296,9 @@ def main() -> None:
         figures[preset] = json.loads(next(x for x in lines if x.startswith("CHILD "))[6:])
     print(f"\n{'rows/s':<34}" + "".join(f"{p:>14}" for p in presets))
     for key in figures["tiny"]:
-        if "_per_s" in key and all(key in figures[p] for p in presets):
-            print(f"{key:<34}" + "".join(f"{figures[p][key]:>14,.0f}" for p in presets))
+        if "_per_s" in key:
+            cells = [f"{figures[p][key]:,.0f}" if key in figures[p] else "-" for p in presets]
+            print(f"{key:<34}" + "".join(f"{c:>14}" for c in cells))
     demo = figures["demo"]
     print(f"\n{'driver peak RSS, MB':<44}" + "".join(f"{p:>12}" for p in presets))
     for stage in figures["tiny"]["driver_peak_rss_mb_by_stage"]:
@@ -293,12 +314,16 @@ def main() -> None:
             ("materialize", "local"),
         ):
             got = figures[preset]
+            if f"{stage}_rows_per_s_ray1" not in got:
+                continue
             ray1, ray2 = got[f"{stage}_rows_per_s_ray1"], got[f"{stage}_rows_per_s_ray2"]
             print(
                 f"{preset} {stage}: Ray 2 workers over 1 {ray2 / ray1:.2f}x, "
                 f"over this process {ray2 / got[f'{stage}_rows_per_s_{local}']:.2f}x"
             )
         got = figures[preset]
+        if "train_rows_per_s_ray2" not in got:
+            continue
         print(
             f"{preset} train: Ray Train 2 workers over this process "
             f"{got['train_rows_per_s_ray2'] / got['train_rows_per_s_local']:.2f}x"
