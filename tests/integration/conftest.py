@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from core.feast_store import Workspace
-from load.harness import auth_headers, keys_file, server_bentoml_home
+from load.harness import auth_headers, copy_workspace, keys_file, serve, server_bentoml_home
 from serving.auth import KEYS_FILE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,14 +202,72 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(group, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def server_url(served_workspace: Workspace) -> Iterator[str]:
-    """A running ``bentoml serve`` (2 workers) on a free port."""
+@dataclass(frozen=True)
+class SharedServer:
+    """The session's ``bentoml serve``: where it listens, its process, its output.
+
+    Tests share it, so a test that reads its output reads what it printed
+    while starting (:meth:`startup_output`) and what it printed after a
+    :meth:`mark` the test took (:meth:`output_since`), never what other
+    tests' requests made it print.
+    """
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ready_at: int
+    """The size of its output (bytes) when it was ready."""
+
+    def _output(self) -> bytes:
+        return self.log.read_bytes() if self.log.exists() else b""
+
+    def mark(self) -> int:
+        """Where its output ends now."""
+        return len(self._output())
+
+    def output_since(self, mark: int) -> str:
+        """What it printed after :meth:`mark` returned ``mark``."""
+        return self._output()[mark:].decode(errors="replace")
+
+    def startup_output(self) -> str:
+        """What it printed until it was ready."""
+        return self._output()[: self.ready_at].decode(errors="replace")
+
+
+@pytest.fixture(scope="session", name="served")
+def fixture_served(served_workspace: Workspace) -> Iterator[SharedServer]:
+    """A running ``bentoml serve`` (2 workers) on a free port, shared by the session."""
     port = free_port()
     proc = start_server(serving_environ(served_workspace), port, "--arg", "workers=2")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, url)
-        yield url
+        log = _LOGS[proc.pid]
+        yield SharedServer(url, proc, log, log.stat().st_size)
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def server_url(served: SharedServer) -> str:
+    """The URL of the session's ``bentoml serve`` (2 workers)."""
+    return served.url
+
+
+@pytest.fixture(scope="session", name="scratch_workspace")
+def fixture_scratch_workspace(
+    served_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> Workspace:
+    """A copy of the served workspace for the tests that post events at will (fuzzing,
+    load): the feeds and counters they change, tests on the served workspace never see."""
+    return copy_workspace(served_workspace.root, tmp_path_factory.mktemp("scratch"))
+
+
+@pytest.fixture(scope="session")
+def scratch_url(scratch_workspace: Workspace) -> Iterator[str]:
+    """``bentoml serve`` (2 workers) on the scratch workspace, with the load harness's
+    settings (``load.harness.serve``: events for unknown ids accepted, its output in a
+    temporary file). Not for fault injection: tests that kill or slow a server start
+    their own. Tests on it assert only on their own requests and events."""
+    with serve(scratch_workspace, {}) as served_scratch:
+        yield served_scratch.url

@@ -1,10 +1,12 @@
 """Reliability of the served API: fuzzing from its own OpenAPI document, no lost events.
 
 The scenarios live in ``load/reliability.py`` (which also runs them at
-scale, with an online-store outage); here they run small against a
-``bentoml serve`` (2 workers) of this module. Not the session's ``server_url``:
-its output goes to a pipe nobody reads, and the log lines of a few hundred
-invalid requests fill that pipe and block the workers.
+scale, with an online-store outage); here they run small against the
+session's ``scratch_url``: ``bentoml serve`` (2 workers) on a copy of the
+served workspace, with the harness's settings (events for unknown ids
+accepted). Not the session's ``server_url``: the fuzzer's accepted events
+would change what other modules' tests read. The fault-injection tests at
+the end start servers of their own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.actions import load_actions
 from core.feast_store import Workspace, open_store
 from load import reliability as reliability_suite
 from load.fuzzing import EventTargets, has_message
-from load.harness import auth_headers, copy_workspace
+from load.harness import auth_headers
 from serving.body_guard import MAX_BODY_BYTES
 from serving.events import counter_names
 
@@ -38,16 +40,17 @@ def _reliability_module() -> ModuleType:
 
 
 @pytest.fixture(scope="module", name="url")
-def _own_server(served_workspace: Workspace, reliability: ModuleType) -> Iterator[str]:
-    """``bentoml serve`` on the served workspace, its output in a temporary file."""
-    with reliability.serve(served_workspace, {}) as served:
-        yield served.url
+def _scratch_server(scratch_url: str) -> str:
+    """The session's ``bentoml serve`` on the scratch workspace (a copy of the served
+    one): the fuzzer's accepted events change real users' feeds and tweets' counters,
+    which the tests on the served workspace must not see."""
+    return scratch_url
 
 
 @pytest.fixture(scope="module", name="auth")
-def _auth(served_workspace: Workspace) -> dict[str, str]:
+def _auth(scratch_workspace: Workspace) -> dict[str, str]:
     """The harness key's Authorization header (every scope)."""
-    return auth_headers(served_workspace)
+    return auth_headers(scratch_workspace)
 
 
 def test_has_message_tells_empty_bodies_apart() -> None:
@@ -70,27 +73,17 @@ def test_duplicate_batches_are_planned_as_asked(reliability: ModuleType) -> None
     assert all(len(b) <= 40 for b in batches)
 
 
-@pytest.fixture(scope="module", name="fuzz_workspace")
-def _fuzz_workspace(
-    served_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
-) -> Workspace:
-    """A copy of the served workspace: the fuzzer's accepted events change real users'
-    feeds and tweets' counters, which the other tests must not see."""
-    return copy_workspace(served_workspace.root, tmp_path_factory.mktemp("fuzzed"))
-
-
 @pytest.mark.slow
 def test_fuzzing_reaches_accepted_events_and_every_answer_is_declared(
-    fuzz_workspace: Workspace, reliability: ModuleType
+    url: str, auth: dict[str, str], scratch_workspace: Workspace, reliability: ModuleType
 ) -> None:
-    with reliability.serve(fuzz_workspace, {}) as served:
-        report = reliability.fuzz(
-            served.url,
-            FUZZ_EXAMPLES_PER_ROUTE,
-            seed=7,
-            headers=auth_headers(fuzz_workspace),
-            targets=EventTargets.of(fuzz_workspace),
-        )
+    report = reliability.fuzz(
+        url,
+        FUZZ_EXAMPLES_PER_ROUTE,
+        seed=7,
+        headers=auth,
+        targets=EventTargets.of(scratch_workspace),
+    )
     summary = report.summary()
     assert report.cases >= 2 * FUZZ_EXAMPLES_PER_ROUTE, summary
     assert {"POST /rank", "POST /events", "GET /metrics"} <= set(report.by_operation), summary
@@ -165,7 +158,7 @@ def test_a_body_over_the_size_limit_is_a_413_with_a_message(
 def test_concurrent_retried_events_are_logged_and_counted_once(
     url: str,
     auth: dict[str, str],
-    served_workspace: Workspace,
+    scratch_workspace: Workspace,
     world_end_iso: str,
     reliability: ModuleType,
 ) -> None:
@@ -175,13 +168,13 @@ def test_concurrent_retried_events_are_logged_and_counted_once(
     assert report.accepted == EVENTS
     assert report.duplicates == report.sent - EVENTS
 
-    db = served_workspace.data / "serving" / "events.db"
+    db = scratch_workspace.data / "serving" / "events.db"
     assert reliability.logged_events(db, report.prefix) == (EVENTS, EVENTS)
     tweets = sorted(report.per_tweet)
     counters = reliability.logged_counters(db, tweets)
     names = counter_names(load_actions())
     online = (
-        open_store(served_workspace)
+        open_store(scratch_workspace)
         .get_online_features(  # what the pushes left in Feast
             features=[f"tweet_engagement:{n}" for n in names],
             entity_rows=[{"tweet_id": t} for t in tweets],

@@ -20,6 +20,7 @@ from load.harness import auth_headers
 from serving.events import EventLog
 from serving.schemas import RankRequest
 from tests.integration.conftest import (
+    SharedServer,
     free_port,
     server_output,
     serving_environ,
@@ -385,19 +386,14 @@ def test_bentoml_serve_starts_from_the_bentoml_store_when_mlflow_is_down(
 
 
 # Issue 17, items 2 and 5: attacks on a real `bentoml serve`, each a 500 or a
-# silent acceptance before. Its own server (one worker): its log is read.
+# silent acceptance before. The session's server: its log is read from where it
+# was when these tests began (and its startup), so other tests' requests are not in it.
 
 
 @pytest.fixture(scope="module", name="guarded")
-def _guarded_server(served_workspace: Workspace) -> Iterator[tuple[str, Any]]:
-    port = free_port()
-    proc = start_server(serving_environ(served_workspace), port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url)
-        yield url, proc
-    finally:
-        stop_server(proc)
+def _guarded_server(served: SharedServer) -> tuple[str, SharedServer, int]:
+    """The session's server, and where its output stood before the first attack."""
+    return served.url, served, served.mark()
 
 
 @pytest.mark.parametrize(
@@ -411,9 +407,9 @@ def _guarded_server(served_workspace: Workspace) -> Iterator[tuple[str, Any]]:
     ids=["far-future", "year-2262", "year-9999", "too-old"],
 )
 def test_event_times_outside_the_window_are_a_400_naming_the_field(
-    guarded: tuple[str, Any], world_end_iso: str, timestamp: str, auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], world_end_iso: str, timestamp: str, auth: dict[str, str]
 ) -> None:
-    url, _ = guarded
+    url, _, _ = guarded
     batch = [
         _event(f"window-ok-{timestamp}", 3, 11, "impression", world_end_iso),
         _event(f"window-bad-{timestamp}", 3, 11, "impression", timestamp),
@@ -427,9 +423,9 @@ def test_event_times_outside_the_window_are_a_400_naming_the_field(
 
 
 def test_an_event_id_resent_with_other_content_is_a_409(
-    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], world_end_iso: str, auth: dict[str, str]
 ) -> None:
-    url, _ = guarded
+    url, _, _ = guarded
     first = _event("conflict-1", 3, 11, "impression", world_end_iso)
     assert (
         httpx.post(f"{url}/events", json=[first], timeout=30, headers=auth).json()["accepted"] == 1
@@ -444,9 +440,9 @@ def test_an_event_id_resent_with_other_content_is_a_409(
 
 
 def test_a_json_body_nested_5000_deep_is_a_prompt_400(
-    guarded: tuple[str, Any], auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], auth: dict[str, str]
 ) -> None:
-    url, _ = guarded
+    url, _, _ = guarded
     for route in ("/events", "/rank"):
         response = httpx.post(
             f"{url}{route}",
@@ -458,9 +454,9 @@ def test_a_json_body_nested_5000_deep_is_a_prompt_400(
 
 
 def test_multipart_without_a_boundary_is_a_400(
-    guarded: tuple[str, Any], auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], auth: dict[str, str]
 ) -> None:
-    url, _ = guarded
+    url, _, _ = guarded
     response = httpx.post(
         f"{url}/rank",
         content=b'--x\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n1\r\n--x--\r\n',
@@ -472,9 +468,9 @@ def test_multipart_without_a_boundary_is_a_400(
 
 
 def test_long_bad_values_are_not_echoed(
-    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], world_end_iso: str, auth: dict[str, str]
 ) -> None:
-    url, _ = guarded
+    url, _, _ = guarded
     long_action = _event("echo-1", 3, 11, "a" * 1_000_000, world_end_iso)
     long_field = {**_event("echo-2", 3, 11, "like", world_end_iso), "b" * 1_000_000: 1}
     for body, route in ((long_action, "/events"), (long_field, "/events")):
@@ -487,16 +483,16 @@ def test_long_bad_values_are_not_echoed(
     assert long_rank.status_code == 400 and len(long_rank.content) < 2_000
 
 
-def test_the_action_enum_is_in_the_openapi_schema(guarded: tuple[str, Any]) -> None:
-    url, _ = guarded
+def test_the_action_enum_is_in_the_openapi_schema(guarded: tuple[str, SharedServer, int]) -> None:
+    url, _, _ = guarded
     schema = httpx.get(f"{url}/docs.json", timeout=30).text
     assert '"long_dwell"' in schema and '"impression"' in schema
 
 
 def test_refused_requests_log_one_warning_line_without_a_traceback(
-    guarded: tuple[str, Any], world_end_iso: str, auth: dict[str, str]
+    guarded: tuple[str, SharedServer, int], world_end_iso: str, auth: dict[str, str]
 ) -> None:
-    url, proc = guarded
+    url, server, mark = guarded
     bad_event = _event("log-1", 3, 11, "love", world_end_iso)
     assert (
         httpx.post(f"{url}/events", json=[bad_event], timeout=30, headers=auth).status_code == 400
@@ -508,7 +504,7 @@ def test_refused_requests_log_one_warning_line_without_a_traceback(
     httpx.post(f"{url}/events", json=[conflict], timeout=30, headers=auth)
     changed = {**conflict, "action": "reply"}
     assert httpx.post(f"{url}/events", json=[changed], timeout=30, headers=auth).status_code == 409
-    output = server_output(proc)
+    output = server.startup_output() + server.output_since(mark)
     assert "Traceback" not in output, output[-3000:]
     warnings = [line for line in output.splitlines() if "Exception on /" in line]
     assert len(warnings) >= 3 and all("WARNING" in line for line in warnings), warnings
