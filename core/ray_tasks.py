@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from core.feast_store import repo_config
 from core.workspace import Profile, Workspace
 
-# Ray is imported where it is used: the local profiles never pay for it.
+# Ray and Feast are imported where they are used: the local profiles never pay for
+# Ray, and a Ray worker running a shard never imports Feast (seconds per process).
 # pylint: disable=import-outside-toplevel
 
 Progress = Callable[[int, int], None]
@@ -57,6 +57,8 @@ def init_cluster_ray(workspace: Workspace, project: str | None = None) -> int:
     """
     import ray
     from feast.infra.ray_initializer import ensure_ray_initialized
+
+    from core.feast_store import repo_config
 
     ensure_ray_initialized(repo_config(workspace, "cluster", project))
     return max(int(ray.cluster_resources().get("CPU", 1)), 1)
