@@ -236,6 +236,8 @@ class Plan:  # pylint: disable=too-many-instance-attributes
     batch_rows_per_day: float
     machine_hours: dict[str, float]
     ray_workers: dict[str, int]
+    day_rows: dict[str, float]
+    """A day's impressions, training rows and entities written (the units of RAY_STAGES)."""
 
     def result(self) -> dict[str, float | int]:
         """The main figures, for the RESULT line."""
@@ -246,6 +248,15 @@ class Plan:  # pylint: disable=too-many-instance-attributes
             "training_tb_per_day": round(self.training_tb_per_day, 3),
             "peak_rps": round(self.peak_rps),
         }
+
+
+RAY_STAGES = (
+    ("feature tables", "impressions", "features_rows_per_s_ray2"),
+    ("point-in-time training set", "training rows", "dataset_rows_per_s_ray2"),
+    ("online fill (ray.engine)", "entities", "materialize_rows_per_s_ray2"),
+    ("training, one epoch (Ray Train)", "training rows", "train_rows_per_s_ray2"),
+)
+"""Stages on the cluster profile: the rows a day brings, and the 2-worker rate (scale_out)."""
 
 
 def load_figures(path: Path = FIGURES) -> dict[str, Any]:
@@ -354,13 +365,14 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
     # worker of the 2-worker runs (it includes the loss from 1 to 2 workers).
     scale = figures["scale_out"]
     window_s = a.batch_window_hours * 3600
+    day_rows = {
+        "impressions": impressions_per_day,
+        "training rows": training_rows,
+        "entities": batch_rows,
+    }
     ray_workers = {
-        "point-in-time training set": math.ceil(
-            training_rows / (scale["dataset_rows_per_s_ray2"] / 2) / window_s
-        ),
-        "online fill (ray.engine)": math.ceil(
-            batch_rows / (scale["materialize_rows_per_s_ray2"] / 2) / window_s
-        ),
+        stage: math.ceil(day_rows[unit] / (scale[key] / 2) / window_s)
+        for stage, unit, key in RAY_STAGES
     }
     return Plan(
         average_rps=average_rps(a),
@@ -389,6 +401,7 @@ def plan(figures: Mapping[str, Any], a: Assumptions | None = None) -> Plan:
         batch_rows_per_day=batch_rows,
         machine_hours=hours,
         ray_workers=ray_workers,
+        day_rows=day_rows,
     )
 
 
@@ -625,20 +638,15 @@ def _training(p: Plan, figures: Mapping[str, Any], a: Assumptions) -> list[str]:
         "",
         f"Ray workers (one CPU each) to finish a day's rows in {a.batch_window_hours:g} hours",
         "on the cluster profile (docs/scale-out.md), at the rate per worker measured with",
-        "2 workers on the benchmark machine (which includes the loss from 1 to 2 workers);",
-        "the other stages do not run on Ray yet:",
+        "2 workers on the benchmark machine (which includes the loss from 1 to 2 workers):",
         "",
         *_table(
             ["stage", "rows per day", "rate per worker", "Ray workers"],
             [
-                ["point-in-time training set", _big(p.training_rows_per_day),
-                 f"{_n(figures['scale_out']['dataset_rows_per_s_ray2'] / 2)} rows/s "
-                 "(scale_out.dataset_rows_per_s_ray2 / 2)",
-                 _n(p.ray_workers["point-in-time training set"])],
-                ["online fill (ray.engine)", _big(p.batch_rows_per_day),
-                 f"{_n(figures['scale_out']['materialize_rows_per_s_ray2'] / 2)} rows/s "
-                 "(scale_out.materialize_rows_per_s_ray2 / 2)",
-                 _n(p.ray_workers["online fill (ray.engine)"])],
+                [stage, f"{_big(p.day_rows[unit])} {unit}",
+                 f"{_n(figures['scale_out'][key] / 2)} rows/s (scale_out.{key} / 2)",
+                 _n(p.ray_workers[stage])]
+                for stage, unit, key in RAY_STAGES
             ],
         ),
     ]  # fmt: skip

@@ -130,10 +130,14 @@ def test_ray_workers_finish_a_day_within_the_batch_window(figures: dict[str, Any
     """Workers x measured rate per worker x window covers the day's rows, one worker less not."""
     p = capacity.plan(figures)
     window = capacity.Assumptions().batch_window_hours * 3600
-    for stage, rows, key in (
-        ("point-in-time training set", p.training_rows_per_day, "dataset_rows_per_s_ray2"),
-        ("online fill (ray.engine)", p.batch_rows_per_day, "materialize_rows_per_s_ray2"),
-    ):
+    assert p.day_rows == {
+        "impressions": p.impressions_per_day,
+        "training rows": p.training_rows_per_day,
+        "entities": p.batch_rows_per_day,
+    }
+    assert {stage for stage, _, _ in capacity.RAY_STAGES} == set(p.ray_workers)
+    for stage, unit, key in capacity.RAY_STAGES:
+        rows = p.day_rows[unit]
         per_worker = figures["scale_out"][key] / 2
         workers = p.ray_workers[stage]
         assert workers * per_worker * window >= rows > (workers - 1) * per_worker * window
