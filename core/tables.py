@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,18 +233,26 @@ def write_table(table: pa.Table, spec: TableSpec, folder: Path) -> Path:
     return path
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write a parquet file through a temporary file and a rename."""
+@contextmanager
+def _replaced_atomically(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` to write; renamed onto ``path`` if the block ends
+    normally, removed otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are shared readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write a parquet file through a temporary file and a rename."""
+    with _replaced_atomically(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
@@ -252,21 +262,12 @@ def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
     (atomically, by rename) only when every part is in.
     """
     path = folder / spec.file_name
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, spec.schema) as writer:
-            for part in parts:
-                table = validate(feather.read_table(part, memory_map=True), spec, path)
-                writer.write_table(table)
-                rows += table.num_rows
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are shared readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, spec.schema) as writer:
+        for part in parts:
+            table = validate(feather.read_table(part, memory_map=True), spec, path)
+            writer.write_table(table)
+            rows += table.num_rows
     return rows
 
 
