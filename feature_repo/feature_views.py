@@ -110,7 +110,11 @@ user_author_affinity = FeatureView(
         Field(
             name="ua_impressions", dtype=Int64, description="The author's tweets shown to the user."
         ),
-        Field(name="ua_positive_rate", dtype=Float32, description="Smoothed positive rate, pair."),
+        Field(
+            name="ua_positive_rate",
+            dtype=Float32,
+            description="Smoothed share of the pair's impressions with a positive action.",
+        ),
         Field(name="ua_negative_count", dtype=Int64, description="Hides and reports, pair."),
     ],
     source=user_author_affinity_source,

@@ -531,8 +531,14 @@ def _user_author_affinity(
     imp_author: np.ndarray,
     day: np.ndarray,
 ) -> pa.Table:
-    """A user's history with an author, all time, one row per day the pair was active."""
-    positive = _summed(labels, frame.actions, POSITIVE)
+    """A user's history with an author, all time, one row per day the pair was active.
+
+    ``ua_positive_rate`` is the share of the pair's impressions with at least one
+    positive action: a rate in [0, 1], as its schema says. Until 2026-12-07 it
+    summed the actions (a liked and long-dwelled tweet counted 2), which broke
+    that rule on the 16-day world.
+    """
+    positive = np.minimum(_summed(labels, frame.actions, POSITIVE), 1.0)
     negative = _summed(labels, frame.actions, tuple(frame.actions.negative))
     pairs = pd.DataFrame(
         {
