@@ -110,8 +110,8 @@ preset_option = click.option(
     type=click.Choice(get_args(Preset)),
     default="demo",
     show_default=True,
-    help="World size: tiny (tests, seconds), demo (>= 1M impressions), large (>= 10M "
-    "impressions), xlarge (about 100M impressions).",
+    help="World size: tiny (tests, seconds), demo (>= 1M impressions), long (the demo over "
+    "16 days), large (>= 10M impressions), xlarge (about 100M impressions).",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Preset = Literal["tiny", "demo", "large", "xlarge"]
+Preset = Literal["tiny", "demo", "long", "large", "xlarge"]
 
 
 class WorldConfig(BaseModel):
@@ -57,9 +57,11 @@ PRESETS: dict[str, dict[str, float | int]] = {
     "tiny": {"n_users": 300, "days": 6, "mean_followees": 20},
     # The default: >= 5k users and >= 1M impressions.
     "demo": {"n_users": 5000, "days": 10, "mean_followees": 50},
+    # The demo over 16 days: model quality with a longer history (analysis.model_ceiling).
+    "long": {"n_users": 5000, "days": 16, "mean_followees": 50},
     # Benchmarks: >= 10M impressions.
     "large": {"n_users": 30000, "days": 10, "mean_followees": 100},
-    # Scale-out benchmarks (benchmarks/scale_out.py --xlarge): about 100M impressions.
+    # Scale-out: about 100M impressions, by shard (`data generate --preset xlarge`).
     "xlarge": {"n_users": 250000, "days": 10, "mean_followees": 100},
 }
 
