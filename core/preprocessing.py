@@ -40,10 +40,16 @@ class NumericSpec:
 
 @dataclass(frozen=True)
 class CategoricalSpec:
-    """One categorical feature: ids ``0..cardinality-1``; anything else maps to the OOV id."""
+    """One categorical feature: ids ``0..cardinality-1``; anything else maps to the OOV id.
+
+    ``hashed``: the feature is an open-ended id (a user or an author), folded into
+    ``cardinality`` buckets by :func:`hash_bucket` (the hashing trick), so ids
+    unseen in training still get a row, shared with whichever ids collide with them.
+    """
 
     name: str
     cardinality: int
+    hashed: bool = False
 
     @property
     def oov(self) -> int:
@@ -106,6 +112,11 @@ class Preprocessor:
         """Embedding rows per categorical feature (its cardinality plus the OOV row)."""
         return tuple(s.cardinality + 1 for s in self.categorical)
 
+    @property
+    def hashed(self) -> tuple[bool, ...]:
+        """Per categorical feature: is it a hashed id (:attr:`CategoricalSpec.hashed`)?"""
+        return tuple(s.hashed for s in self.categorical)
+
     @classmethod
     def fit(
         cls,
@@ -113,6 +124,7 @@ class Preprocessor:
         numeric: Sequence[str],
         categorical: Sequence[str],
         clamp: float = 5.0,
+        hashed: Mapping[str, int] | None = None,
     ) -> Preprocessor:
         """Learn the transform from the training split.
 
@@ -121,6 +133,8 @@ class Preprocessor:
             numeric: numeric feature names, in the order the model will read them.
             categorical: categorical feature names (non-negative integer ids).
             clamp: standardised values are clipped to ``[-clamp, clamp]``.
+            hashed: id columns (e.g. ``user_id``) to their number of hash buckets,
+                embedded after the categorical features.
         """
         specs = []
         for name in numeric:
@@ -144,6 +158,9 @@ class Preprocessor:
             values = np.asarray(columns[name], dtype=np.float64)
             present = values[~np.isnan(values) & (values >= 0)]
             cats.append(CategoricalSpec(name, int(present.max()) + 1 if present.size else 0))
+        cats += [
+            CategoricalSpec(name, buckets, hashed=True) for name, buckets in (hashed or {}).items()
+        ]
         return cls(specs, cats, clamp)
 
     def transform(self, columns: Mapping[str, np.ndarray]) -> Batch:
@@ -175,6 +192,9 @@ class Preprocessor:
         ids = np.empty((len(self.categorical), n))
         for j, cat in enumerate(self.categorical):
             ids[j] = _as_float(columns[cat.name])
+            if cat.hashed:
+                known = ~np.isnan(ids[j]) & (ids[j] >= 0)
+                ids[j][known] = hash_bucket(ids[j][known], cat.cardinality)
         limit = np.array([c.cardinality for c in self.categorical], dtype=np.int64)[:, None]
         known = ~np.isnan(ids) & (ids >= 0) & (ids < limit)
         categorical = np.where(known, np.nan_to_num(ids), limit).astype(np.int64).T.copy()
@@ -212,6 +232,17 @@ class Preprocessor:
     def load(cls, path: Path) -> Preprocessor:
         """Read what :meth:`save` wrote."""
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def hash_bucket(ids: np.ndarray, buckets: int) -> np.ndarray:
+    """Non-negative integer ids to ``0..buckets-1``: Fibonacci hashing, stable across runs.
+
+    Multiplying by 2^64 / golden ratio spreads consecutive ids over the
+    buckets; the high 32 bits of the product are the well-mixed ones.
+    """
+    with np.errstate(over="ignore"):
+        mixed = np.asarray(ids).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(32)) % np.uint64(buckets)).astype(np.float64)
 
 
 def _as_float(values: object) -> np.ndarray:

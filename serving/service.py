@@ -565,7 +565,7 @@ class FeedRanker:  # pylint: disable=too-many-instance-attributes  # the loaded 
             return None, None, reason
         mark = time.perf_counter()
         try:
-            probs = self.model.ranker.predict_proba(features)
+            probs = self.model.ranker.predict_proba({**entities, **features})
             if probs.shape != (len(cands), len(self.weights)) or not np.isfinite(probs).all():
                 raise ValueError(f"model output of shape {probs.shape} is not usable")
         except Exception:  # pylint: disable=broad-exception-caught  # any model failure: fall back

@@ -71,6 +71,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        """What the model reads: the features and the row's ids (hashed id embeddings)."""
+        return {**self.keys, **self.columns}
+
 
 @dataclass(frozen=True)
 class Splits:

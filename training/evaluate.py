@@ -192,7 +192,7 @@ def evaluate(
     actions = actions or load_actions()
     if tuple(ranker.actions) != actions.names:
         raise ValueError(f"model heads {ranker.actions} differ from actions {actions.names}")
-    probs = ranker.predict_proba(test.columns)
+    probs = ranker.predict_proba(test.inputs)
     oracle = read_oracle(workspace.truth, test.keys["impression_id"], actions)
     metrics = head_metrics(probs, test.labels, oracle, actions)
     created = tables.tweet_created(workspace.world, test.keys["tweet_id"])

@@ -51,7 +51,7 @@ def run_training_pipeline(
         )
         summary: dict[str, Any] = {
             "train_seconds": round(result.seconds, 1),
-            "best_epoch": result.best_epoch,
+            "best_epochs": result.best_epochs,
             "epochs": len(result.history),
             "train_rows": len(result.splits.train),
             "weights_sha256": result.weights_sha256,

@@ -115,15 +115,18 @@ def _log_training_set(dataset: Path, result: TrainResult) -> None:
 
 
 def log_epoch(row: Mapping[str, float]) -> None:
-    """One epoch's losses and speed on the active run, at step ``epoch``.
+    """One epoch's losses and speed on the active run, at step ``step``.
+
+    ``step`` counts epochs over the ensemble's members, one after the other;
+    the ``member`` metric says whose epoch a step is.
 
     A tracking server that fails here costs a point of the live curve, not
     the training (under torchrun the other ranks would hang on rank 0): the
     failure is logged as a warning and training goes on.
     """
-    metrics = _clean({k: v for k, v in row.items() if k != "epoch"})
+    metrics = _clean({k: v for k, v in row.items() if k not in ("epoch", "step")})
     try:
-        mlflow.log_metrics(metrics, step=int(row["epoch"]))
+        mlflow.log_metrics(metrics, step=int(row["step"]))
     except (MlflowException, OSError) as exc:
         log.warning("epoch %s not logged to MLflow: %s", row["epoch"], exc)
 
@@ -191,7 +194,12 @@ def log_training(
     mlflow.log_param("resolved_precision", result.precision)
     _log_training_set(dataset, result)
     mlflow.log_metrics(_clean(evaluation.metrics))
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+    mlflow.log_metrics(
+        {
+            **{f"best_epoch_member_{m}": e for m, e in enumerate(result.best_epochs)},
+            "train_seconds": result.seconds,
+        }
+    )
     for plot in evaluation.plots:
         mlflow.log_artifact(str(plot), artifact_path="plots")
     mlflow.log_dict(
@@ -218,7 +226,7 @@ def log_training(
         code = Path(tmp) / "feed_ranker_model.py"
         code.write_text(model_registry.MODEL_CODE, encoding="utf-8")
         example = pd.DataFrame(
-            {n: result.splits.test.columns[n][:5] for n in ranker.preprocessor.feature_names}
+            {n: result.splits.test.inputs[n][:5] for n in ranker.preprocessor.feature_names}
         )
         output = pd.DataFrame(
             ranker.predict_proba(example.to_dict("series")),

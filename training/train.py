@@ -65,6 +65,12 @@ class TrainConfig(BaseModel):
         6, ge=1, description="Upper bound on epochs (the cosine schedule ends here)."
     )
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
+    ensemble: int = Field(
+        3,
+        ge=1,
+        description="Members of the deep ensemble: the network trained with seeds seed, "
+        "seed+1, ...; the model averages their probabilities (1: a single network).",
+    )
     batch_size: int = Field(2048, ge=1, description="Rows per optimiser step (over all ranks).")
     learning_rate: float = Field(2e-3, gt=0, description="AdamW peak learning rate.")
     schedule: Literal["constant", "cosine"] = Field(
@@ -95,6 +101,14 @@ class TrainConfig(BaseModel):
     categorical: tuple[str, ...] = Field(
         ("tweet_topic", "tweet_media_type"), description="Features embedded as categories."
     )
+    hashed_ids: tuple[Literal["user_id", "author_id"], ...] = Field(
+        (),
+        description="Ids embedded through hash buckets, so the model learns each user's or "
+        "author's own offsets. Off: on the demo world they overfit (docs/training.md).",
+    )
+    id_buckets: int = Field(
+        16_384, ge=1, description="Hash buckets per hashed id (rows of its embedding)."
+    )
     exclude: tuple[str, ...] = Field(
         ("tweet_created_s",),
         description="Features not fed to the model (raw timestamps: the age feature carries it).",
@@ -110,7 +124,7 @@ class TrainResult:
 
     ranker: Ranker
     history: list[dict[str, float]]
-    best_epoch: int
+    best_epochs: list[int]
     seconds: float
     data_sha256: str
     splits: Splits
@@ -248,6 +262,100 @@ def train_epoch(
     return total / max(steps, 1)
 
 
+@dataclass(frozen=True)
+class _Run:  # pylint: disable=too-many-instance-attributes  # one call's fixed inputs
+    """What every ensemble member of one :func:`train` call trains and validates on."""
+
+    config: TrainConfig
+    actions: ActionSet
+    train_x: Batch
+    train_y: torch.Tensor
+    val: tuple[Batch, np.ndarray]
+    neg_weight: torch.Tensor
+    precision: Dtype
+    rank: int
+    world: int
+    progress: bool
+    on_epoch: Callable[[dict[str, float]], None] | None
+
+
+def _fit_member(
+    run: _Run, net: RankerNet, ranker: Ranker, member: int, history: list[dict[str, float]]
+) -> int:
+    """Train one member (seed ``config.seed + member``) early-stopped on validation.
+
+    Appends its epochs to ``history`` (``step`` counts epochs over all members,
+    the MLflow step) and leaves ``net`` at its best epoch, which it returns.
+    """
+    config, actions = run.config, run.actions
+    model: nn.Module = nn.parallel.DistributedDataParallel(net) if run.world > 1 else net
+    optimizer = make_optimizer(model.parameters(), config)
+    steps_per_epoch = len(run.train_y) // config.batch_size + 1
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_epochs * steps_per_epoch)
+        if config.schedule == "cosine"
+        else None
+    )
+    generator = torch.Generator().manual_seed(config.seed + member)
+    val_x, val_y = run.val
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(net.state_dict())
+    label = f"member {member + 1}/{config.ensemble} " if config.ensemble > 1 else ""
+    for epoch in range(1, config.max_epochs + 1):
+        progress_bar = tqdm(
+            total=len(run.train_y),
+            desc=f"{label}epoch {epoch}/{config.max_epochs}",
+            unit="row",
+            unit_scale=True,
+            leave=False,
+            disable=not run.progress or run.rank != 0,
+        )
+
+        def on_step(rows: int, loss: float, shown: tqdm = progress_bar) -> None:
+            shown.update(rows)
+            shown.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        epoch_start = time.perf_counter()
+        train_loss = train_epoch(
+            model,
+            optimizer,
+            run.train_x,
+            run.train_y,
+            run.neg_weight,
+            config.batch_size // run.world,
+            generator,
+            run.rank,
+            run.world,
+            on_step,
+            scheduler,
+            run.precision,
+        )
+        seconds = time.perf_counter() - epoch_start
+        progress_bar.close()
+        val_probs = ranker.predict_batch(val_x)
+        val_nce = normalized_entropy(val_probs, val_y)
+        history.append(
+            {
+                "member": member,
+                "epoch": epoch,
+                "step": len(history) + 1,
+                "train_loss": train_loss,
+                "val_loss": float(val_nce.mean()),
+                **{f"val_nce_{a}": float(v) for a, v in zip(actions.names, val_nce, strict=True)},
+                **head_curves(val_probs, val_y, actions),
+                "train_rows_per_s": len(run.train_y) / seconds,
+            }
+        )
+        if run.on_epoch is not None:
+            run.on_epoch(history[-1])
+        if history[-1]["val_loss"] < best_loss - 1e-5:
+            best_loss, best_epoch = history[-1]["val_loss"], epoch
+            best_state = copy.deepcopy(net.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    net.load_state_dict(best_state)
+    return best_epoch
+
+
 def train(
     dataset: Path,
     config: TrainConfig | None = None,
@@ -278,86 +386,53 @@ def train(
     splits = load_splits(dataset, config, actions)
     numeric = [f for f in splits.features if f not in config.exclude + config.categorical]
     categorical = [f for f in config.categorical if f in splits.features]
-    pre = Preprocessor.fit(splits.train.columns, numeric, categorical, config.clamp)
-    rates = negative_rates(splits.train.labels.mean(axis=0).tolist(), config.target_rate)
-    net = RankerNet(pre.numeric_width, pre.cardinalities, len(actions.names), config.model, rates)
-    model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    optimizer = make_optimizer(model.parameters(), config)
-    steps_per_epoch = len(splits.train) // config.batch_size + 1
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_epochs * steps_per_epoch)
-        if config.schedule == "cosine"
-        else None
+    pre = Preprocessor.fit(
+        splits.train.inputs,
+        numeric,
+        categorical,
+        config.clamp,
+        hashed={name: config.id_buckets for name in config.hashed_ids},
     )
-    train_x = pre.transform(splits.train.columns)
-    train_y = torch.from_numpy(splits.train.labels)
-    val_x = pre.transform(splits.val.columns)
-    neg_weight = torch.tensor(rates, dtype=torch.float32)
-    ranker = Ranker(pre, net, actions.names, feature_service)
-    generator = torch.Generator().manual_seed(config.seed)
+    rates = negative_rates(splits.train.labels.mean(axis=0).tolist(), config.target_rate)
+    run = _Run(
+        config=config,
+        actions=actions,
+        train_x=pre.transform(splits.train.inputs),
+        train_y=torch.from_numpy(splits.train.labels),
+        val=(pre.transform(splits.val.inputs), splits.val.labels),
+        neg_weight=torch.tensor(rates, dtype=torch.float32),
+        precision=precision,
+        rank=rank,
+        world=world,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
+    nets: list[RankerNet] = []
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(net.state_dict())
-    for epoch in range(1, config.max_epochs + 1):
-        progress_bar = tqdm(
-            total=len(train_y),
-            desc=f"epoch {epoch}/{config.max_epochs}",
-            unit="row",
-            unit_scale=True,
-            leave=False,
-            disable=not progress or rank != 0,
+    best_epochs: list[int] = []
+    for member in range(config.ensemble):
+        torch.manual_seed(config.seed + member)
+        net = RankerNet(
+            pre.numeric_width,
+            pre.cardinalities,
+            len(actions.names),
+            config.model,
+            rates,
+            pre.hashed,
         )
-
-        def on_step(rows: int, loss: float, shown: tqdm = progress_bar) -> None:
-            shown.update(rows)
-            shown.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-        epoch_start = time.perf_counter()
-        train_loss = train_epoch(
-            model,
-            optimizer,
-            train_x,
-            train_y,
-            neg_weight,
-            config.batch_size // world,
-            generator,
-            rank,
-            world,
-            on_step,
-            scheduler,
-            precision,
-        )
-        seconds = time.perf_counter() - epoch_start
-        progress_bar.close()
-        val_probs = ranker.predict_batch(val_x)
-        val_nce = normalized_entropy(val_probs, splits.val.labels)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": float(val_nce.mean()),
-                **{f"val_nce_{a}": float(v) for a, v in zip(actions.names, val_nce, strict=True)},
-                **head_curves(val_probs, splits.val.labels, actions),
-                "train_rows_per_s": len(train_y) / seconds,
-            }
-        )
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        if history[-1]["val_loss"] < best_loss - 1e-5:
-            best_loss, best_epoch = history[-1]["val_loss"], epoch
-            best_state = copy.deepcopy(net.state_dict())
-        elif epoch - best_epoch >= config.patience:
-            break
-    net.load_state_dict(best_state)
-    digest = weights_sha256(net)
+        alone = Ranker(pre, (net,), actions.names, feature_service)  # validates this member
+        best_epochs.append(_fit_member(run, net, alone, member, history))
+        nets.append(net)
+    digest = weights_sha256(nn.ModuleList(nets))
     digests = [digest]
     if world > 1:
         gathered: list[str | None] = [None] * world
         dist.all_gather_object(gathered, digest)
         digests = [str(d) for d in gathered]
     return TrainResult(
-        ranker=ranker,
+        ranker=Ranker(pre, tuple(nets), actions.names, feature_service),
         history=history,
-        best_epoch=best_epoch,
+        best_epochs=best_epochs,
         seconds=time.perf_counter() - start,
         data_sha256=file_sha256(dataset),
         splits=splits,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from training.train import TrainConfig, TrainResult, train, weighted_bce
 
 pytestmark = pytest.mark.unit
 
-FAST = TrainConfig(max_epochs=6, batch_size=512, learning_rate=5e-3)
+FAST = TrainConfig(max_epochs=6, batch_size=512, learning_rate=5e-3, ensemble=1)
 
 
 def _net(width: int, heads: int, rates: list[float] | None = None, arch: str = "shared_bottom"):
@@ -70,11 +71,56 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     columns = {"a": np.arange(10.0), "t": np.arange(10.0) % 3}
     pre = Preprocessor.fit(columns, ["a"], ["t"])
     net = RankerNet(pre.numeric_width, pre.cardinalities, 2, ModelConfig(), [1.0, 0.1])
-    ranker = Ranker(pre, net, ("x", "y"), "svc")
+    ranker = Ranker(pre, (net,), ("x", "y"), "svc")
     ranker.save(tmp_path / "m")
     again = Ranker.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict_proba(columns), ranker.predict_proba(columns))
     assert again.feature_service == "svc"
+
+
+def test_ensemble_averages_its_members_and_round_trips(tmp_path: Path) -> None:
+    columns = {"a": np.arange(10.0), "t": np.arange(10.0) % 3}
+    pre = Preprocessor.fit(columns, ["a"], ["t"])
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets.append(RankerNet(pre.numeric_width, pre.cardinalities, 2, ModelConfig(), [1.0, 0.1]))
+    ranker = Ranker(pre, tuple(nets), ("x", "y"), "svc")
+    alone = [Ranker(pre, (net,), ("x", "y"), "svc").predict_proba(columns) for net in nets]
+    assert not np.allclose(alone[0], alone[1])
+    np.testing.assert_allclose(ranker.predict_proba(columns), (alone[0] + alone[1]) / 2, rtol=1e-6)
+    ranker.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").glob("weights*.pt")} == {"weights.pt", "weights-1.pt"}
+    again = Ranker.load(tmp_path / "m")
+    assert len(again.nets) == 2
+    np.testing.assert_array_equal(again.predict_proba(columns), ranker.predict_proba(columns))
+
+
+def test_a_model_saved_before_ensembles_loads_as_one_net(tmp_path: Path) -> None:
+    columns = {"a": np.arange(10.0), "t": np.arange(10.0) % 3}
+    pre = Preprocessor.fit(columns, ["a"], ["t"])
+    net = RankerNet(pre.numeric_width, pre.cardinalities, 2, ModelConfig(), [1.0, 0.1])
+    Ranker(pre, (net,), ("x", "y"), "svc").save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    del meta["members"]
+    del meta["config"]["id_embedding_dim"]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    assert len(Ranker.load(tmp_path / "m").nets) == 1
+
+
+@pytest.mark.slow
+def test_ensemble_members_train_from_their_own_seeds(tiny_workspace: Workspace) -> None:
+    result = train(
+        training_set_path(tiny_workspace),
+        FAST.model_copy(update={"ensemble": 2, "max_epochs": 2}),
+        progress=False,
+    )
+    nets = result.ranker.nets
+    assert len(nets) == 2 and len(result.best_epochs) == 2
+    assert not torch.equal(nets[0].towers.weights[0], nets[1].towers.weights[0])
+    assert [row["member"] for row in result.history] == [0, 0, 1, 1]
+    assert [row["step"] for row in result.history] == [1, 2, 3, 4]
 
 
 @pytest.fixture(name="tiny_model", scope="module")
@@ -128,4 +174,4 @@ def test_author_report_rate_raises_p_report(tiny_workspace: Workspace, tmp_path:
 def test_training_is_deterministic(tiny_workspace: Workspace, tiny_model: TrainResult) -> None:
     again = train(training_set_path(tiny_workspace), FAST, progress=False)
     assert again.weights_sha256 == tiny_model.weights_sha256
-    assert again.best_epoch == tiny_model.best_epoch
+    assert again.best_epochs == tiny_model.best_epochs

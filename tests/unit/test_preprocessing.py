@@ -127,3 +127,19 @@ def test_whole_matrix_transform_is_bit_identical_to_per_column() -> None:
         known = ~np.isnan(topic) & (topic >= 0) & (topic < pre.categorical[0].cardinality)
         expected_ids = np.where(known, np.nan_to_num(topic), pre.categorical[0].oov)
         assert got.categorical[:, 0].tolist() == expected_ids.astype(np.int64).tolist()
+
+
+def test_hashed_ids_fold_any_id_into_buckets_and_round_trip() -> None:
+    """Any non-negative id gets a bucket (unseen ones too); missing and negative ids the OOV row."""
+    train_ids = np.arange(1000, dtype=np.float64)
+    pre = Preprocessor.fit({"user_id": train_ids}, [], [], hashed={"user_id": 64})
+    assert pre.hashed == (True,) and pre.cardinalities == (65,)
+    asked = np.array([3.0, 10.0**12, np.nan, -1.0, 3.0])
+    got = pre.transform({"user_id": asked}).categorical[:, 0].numpy()
+    assert 0 <= got[0] < 64 and 0 <= got[1] < 64
+    assert got[0] == got[4]  # the same id, the same row
+    assert list(got[2:4]) == [64, 64]
+    spread = pre.transform({"user_id": train_ids}).categorical[:, 0].numpy()
+    assert len(np.unique(spread)) == 64  # consecutive ids reach every bucket
+    again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert np.array_equal(again.transform({"user_id": asked}).categorical.numpy(), got[:, None])
