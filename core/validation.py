@@ -54,8 +54,9 @@ def _count() -> pa.Column:
     return pa.Column("int64", pa.Check.ge(0), nullable=False)
 
 
-def _rate() -> pa.Column:
-    return pa.Column("float32", pa.Check.in_range(0.0, 1.0), nullable=False)
+def _rate(high: float = 1.0) -> pa.Column:
+    """A smoothed rate: in [0, 1], or [0, ``high``] for actions per impression."""
+    return pa.Column("float32", pa.Check.in_range(0.0, high), nullable=False)
 
 
 def _values() -> pa.Column:
@@ -94,7 +95,9 @@ def _same_lengths(*columns: str) -> pa.Check:
 
 def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[str, pa.Column]]:
     """Every feature table's columns and their rules (the action rates from actions.yaml)."""
-    names = (actions or load_actions()).names
+    actions = actions or load_actions()
+    names = actions.names
+    per_impression = float(len(actions.positive))  # ua_positive_rate: positive actions each
     return {
         "user_stats": {
             "user_id": _id(),
@@ -133,7 +136,7 @@ def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[st
             "author_id": _id(),
             "event_timestamp": _time(),
             "ua_impressions": _count(),
-            "ua_positive_rate": _rate(),
+            "ua_positive_rate": _rate(per_impression),
             "ua_negative_count": _count(),
         },
         "user_top_authors": {
@@ -141,7 +144,9 @@ def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[st
             "event_timestamp": _time(),
             "top_author_ids": _list_of("ids_non_negative", lambda v: v >= 0),
             "top_author_impressions": _list_of("counts_non_negative", lambda v: v >= 0),
-            "top_author_positive_rate": _list_of("rates_in_0_1", lambda v: (v >= 0) & (v <= 1)),
+            "top_author_positive_rate": _list_of(
+                f"rates_in_0_{per_impression:g}", lambda v: (v >= 0) & (v <= per_impression)
+            ),
             "top_author_negative_count": _list_of("counts_non_negative", lambda v: v >= 0),
         },
     }
@@ -344,10 +349,13 @@ def validate_training_set(
 
 
 def rate_ranges(actions: ActionSet | None = None) -> dict[str, tuple[float, float]]:
-    """The [0, 1] rate columns of the feature tables (they keep their range in the training set)."""
-    return {
+    """The rate columns of the feature tables and their ranges (kept in the training set):
+    [0, 1], and [0, the number of positive actions] for ``ua_positive_rate``."""
+    actions = actions or load_actions()
+    ranges = {
         column: (0.0, 1.0)
         for table in feature_table_columns(actions).values()
         for column in table
-        if column.endswith("_rate_7d") or column == "ua_positive_rate"
+        if column.endswith("_rate_7d")
     }
+    return ranges | {"ua_positive_rate": (0.0, float(len(actions.positive)))}

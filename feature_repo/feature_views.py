@@ -113,7 +113,8 @@ user_author_affinity = FeatureView(
         Field(
             name="ua_positive_rate",
             dtype=Float32,
-            description="Smoothed share of the pair's impressions with a positive action.",
+            description="Smoothed positive actions per impression, pair (a like and a long "
+            "dwell count 2).",
         ),
         Field(name="ua_negative_count", dtype=Int64, description="Hides and reports, pair."),
     ],
