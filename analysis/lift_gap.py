@@ -52,10 +52,12 @@ HIDDEN_TERMS = {
 }
 
 
-def fit_and_score(dataset: Path, ws: Workspace) -> dict[str, float]:
-    """Train with the default config on ``dataset`` and evaluate on its test day."""
+def fit_and_score(
+    dataset: Path, ws: Workspace, config: TrainConfig | None = None
+) -> dict[str, float]:
+    """Train on ``dataset`` (default config unless given) and evaluate on its test day."""
     start = time.perf_counter()
-    result = train(dataset, TrainConfig(), progress=False)
+    result = train(dataset, config or TrainConfig(), progress=False)
     metrics = evaluate(result.ranker, result.splits.test, ws).metrics
     return {
         "lift_share_at_50": metrics["oracle_lift_share_at_50"],
