@@ -166,7 +166,7 @@ class Ranker:
     ``nets`` are the members of a deep ensemble (Lakshminarayanan et al. 2017):
     the same network trained from different seeds, their calibrated
     probabilities averaged. On the demo world three members lift the share of
-    ``joint_posterior``'s lift from 0.984 to 0.989 (``docs/training.md``).
+    ``joint_posterior``'s lift from 0.984 to 0.9885 (``docs/training.md``).
     """
 
     preprocessor: Preprocessor
