@@ -193,8 +193,6 @@ class Ranker:
                     for net in self.nets
                 ]
             ).mean(dim=0)
-            if len(self.nets) > 1
-            else torch.sigmoid(self.nets[0].calibrated_logits(part.numeric, part.categorical))
             for part in parts
         ]
         return torch.cat(out).numpy()

@@ -279,15 +279,14 @@ class _Run:  # pylint: disable=too-many-instance-attributes  # one call's fixed 
     on_epoch: Callable[[dict[str, float]], None] | None
 
 
-def _fit_member(
-    run: _Run, net: RankerNet, ranker: Ranker, member: int, history: list[dict[str, float]]
-) -> int:
-    """Train one member (seed ``config.seed + member``) early-stopped on validation.
+def _fit_member(run: _Run, ranker: Ranker, member: int, history: list[dict[str, float]]) -> int:
+    """Train one member (seed ``config.seed + member``), the one net of ``ranker``,
+    early-stopped on validation.
 
     Appends its epochs to ``history`` (``step`` counts epochs over all members,
-    the MLflow step) and leaves ``net`` at its best epoch, which it returns.
+    the MLflow step) and leaves the net at its best epoch, which it returns.
     """
-    config, actions = run.config, run.actions
+    config, actions, (net,) = run.config, run.actions, ranker.nets
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if run.world > 1 else net
     optimizer = make_optimizer(model.parameters(), config)
     steps_per_epoch = len(run.train_y) // config.batch_size + 1
@@ -380,7 +379,6 @@ def train(
     start = time.perf_counter()
     rank, world = _distributed()
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True)
     precision = resolve_precision(config.precision)
     splits = load_splits(dataset, config, actions)
@@ -421,7 +419,7 @@ def train(
             pre.hashed,
         )
         alone = Ranker(pre, (net,), actions.names, feature_service)  # validates this member
-        best_epochs.append(_fit_member(run, net, alone, member, history))
+        best_epochs.append(_fit_member(run, alone, member, history))
         nets.append(net)
     digest = weights_sha256(nn.ModuleList(nets))
     digests = [digest]
