@@ -16,8 +16,9 @@ For each preset (tiny and demo; ``--large`` adds large), on one world:
   what the embedded store serves (``get_online_features`` on a sample);
 - on tiny, Feast's own Ray offline store joining a 1,000-row sample next to
   DuckDB on the same rows (why the cluster profile does not join with it);
-- training, one epoch: in this process and with 2 Ray Train workers, training
-  rows/s (from the loop's own clock, not Ray's start-up);
+- training, one network's epoch: in this process and with 2 Ray Train workers,
+  training rows/s (from the loop's own clock, not Ray's start-up), and the
+  larger worker's peak RSS (each worker reads its shard of the training set);
 - on large, only the world and the feature tables (its 12M-row join and
   fills take hours here);
 - the driver's peak RSS (each preset runs in a child process of its own), and
@@ -145,8 +146,9 @@ def _world_on_ray(
 
 
 def _training(ws: Workspace) -> dict[str, float]:
-    """One epoch in this process and with 2 Ray Train workers (Ray of 2 CPUs is up)."""
-    config = TrainConfig(max_epochs=1)
+    """One network's epoch in this process and with 2 Ray Train workers (Ray of 2 CPUs is up),
+    and the larger worker's peak memory (each reads its shard of the training set)."""
+    config = TrainConfig(max_epochs=1, ensemble=1)
     local, _ = _timed(
         "train one epoch: this process",
         run_training_pipeline,
@@ -168,6 +170,7 @@ def _training(ws: Workspace) -> dict[str, float]:
     return {
         "train_rows_per_s_local": local["train_rows"] / local["train_seconds"],
         "train_rows_per_s_ray2": on_ray["train_rows"] / on_ray["train_seconds"],
+        "train_peak_rss_mb_ray2_per_worker": max(on_ray["peak_rss_mb_per_rank"]),
     }
 
 
@@ -355,6 +358,7 @@ def main() -> None:
         "duckdb_join_rows_per_s_tiny_sample": tiny["duckdb_rows_per_s"],
         "train_rows_per_s_local": demo["train_rows_per_s_local"],
         "train_rows_per_s_ray2": demo["train_rows_per_s_ray2"],
+        "train_peak_rss_mb_ray2_per_worker": demo["train_peak_rss_mb_ray2_per_worker"],
         "driver_peak_rss_mb_demo": demo["driver_peak_rss_mb"],
         "driver_peak_rss_mb_by_stage_demo": demo["driver_peak_rss_mb_by_stage"],
         "parity_ok": all(f["parity_ok"] for f in figures.values()),

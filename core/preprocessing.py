@@ -17,14 +17,65 @@ tells the network that the 0 is not an observation.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 FORMAT_VERSION = 1
+
+Gather = Callable[[Any], list[Any]]
+"""Every process's value of an object, in rank order (``torch.distributed.all_gather_object``)."""
+
+
+def alone(value: Any) -> list[Any]:
+    """The :data:`Gather` of a single process: its own value."""
+    return [value]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and summed squared deviation of a sample, combinable across shards.
+
+    ``a + b`` is the moments of both samples together (Chan, Golub and LeVeque's
+    pairwise update), so shards fitted apart give the whole sample's mean and
+    deviation; one sample's are numpy's ``mean`` and ``std`` to the bit.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        """The moments of ``values`` (no NaN)."""
+        if not values.size:
+            return cls()
+        mean = float(values.mean())
+        deviation = values - mean
+        return cls(int(values.size), mean, float((deviation * deviation).sum()))
+
+    def __add__(self, other: Moments) -> Moments:
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        return Moments(
+            count,
+            self.mean + delta * other.count / count,
+            self.m2 + other.m2 + delta * delta * self.count * other.count / count,
+        )
+
+    @property
+    def std(self) -> float:
+        """The population standard deviation (numpy's ``std``, ``ddof=0``)."""
+        return math.sqrt(self.m2 / self.count)
 
 
 @dataclass(frozen=True)
@@ -118,13 +169,14 @@ class Preprocessor:
         return tuple(s.hashed for s in self.categorical)
 
     @classmethod
-    def fit(
+    def fit(  # pylint: disable=too-many-arguments  # one keyword per fitted choice
         cls,
         columns: Mapping[str, np.ndarray],
         numeric: Sequence[str],
         categorical: Sequence[str],
         clamp: float = 5.0,
         hashed: Mapping[str, int] | None = None,
+        gather: Gather = alone,
     ) -> Preprocessor:
         """Learn the transform from the training split.
 
@@ -135,29 +187,48 @@ class Preprocessor:
             clamp: standardised values are clipped to ``[-clamp, clamp]``.
             hashed: id columns (e.g. ``user_id``) to their number of hash buckets,
                 embedded after the categorical features.
+            gather: when ``columns`` is one shard of the split (a process of a
+                distributed run), every process's value of an object, in rank
+                order. Each shard's counts, minima, maxima and :class:`Moments`
+                are gathered and combined in that order, so every process fits
+                the same transform, the whole split's. One process: ``[value]``.
         """
+        values = {n: np.asarray(columns[n], dtype=np.float64) for n in (*numeric, *categorical)}
+        present = {n: v[~np.isnan(v)] for n, v in values.items()}
+        # Round 1: sizes and minima (is the column non-negative?), category ranges.
+        shards = gather(
+            {
+                n: (p.size, values[n].size, float(p.min()) if p.size else np.inf)
+                for n, p in present.items()
+                if n in numeric
+            }
+            | {n: int(present[n][present[n] >= 0].max(initial=-1)) for n in categorical}
+        )
+        log = {}
+        for name in numeric:
+            sizes = [shard[name] for shard in shards]
+            log[name] = sum(s[0] for s in sizes) > 0 and min(s[2] for s in sizes) >= 0
+        # Round 2: the moments of each column as the model will see it.
+        moments = gather(
+            {n: Moments.of(np.log1p(present[n]) if log[n] else present[n]) for n in numeric}
+        )
         specs = []
         for name in numeric:
-            values = np.asarray(columns[name], dtype=np.float64)
-            present = values[~np.isnan(values)]
-            log = bool(present.size) and bool(present.min() >= 0)
-            shaped = np.log1p(present) if log else present
-            mean = float(shaped.mean()) if shaped.size else 0.0
-            std = float(shaped.std()) if shaped.size else 1.0
+            total = sum((shard[name] for shard in moments), Moments())
+            count = sum(shard[name][0] for shard in shards)
+            std = total.std if total.count else 1.0
             specs.append(
                 NumericSpec(
                     name=name,
-                    log=log,
-                    mean=mean,
+                    log=log[name],
+                    mean=total.mean,
                     std=std if std > 1e-12 else 1.0,
-                    has_missing=bool(present.size < values.size),
+                    has_missing=count < sum(shard[name][1] for shard in shards),
                 )
             )
-        cats = []
-        for name in categorical:
-            values = np.asarray(columns[name], dtype=np.float64)
-            present = values[~np.isnan(values) & (values >= 0)]
-            cats.append(CategoricalSpec(name, int(present.max()) + 1 if present.size else 0))
+        cats = [
+            CategoricalSpec(name, max(shard[name] for shard in shards) + 1) for name in categorical
+        ]
         cats += [
             CategoricalSpec(name, buckets, hashed=True) for name, buckets in (hashed or {}).items()
         ]

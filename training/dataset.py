@@ -16,6 +16,7 @@ metric.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,21 @@ class SplitDays(Protocol):
 
 
 @dataclass(frozen=True)
+class Shard:
+    """One process's share of a training set read by a distributed run.
+
+    Of the training rows, numbered in file order, rank ``r`` of ``world`` reads
+    rows ``r``, ``r + world``, ``r + 2 world``, ..., and the same of the
+    validation rows: every shard spans every day, and the shards of a split
+    differ in size by one row at most. Rank 0, which alone evaluates, also reads
+    the whole test split; the other ranks read none of it.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
 class Split:
     """One time split: named feature columns, labels (n, heads) and the row keys."""
 
@@ -86,6 +102,8 @@ class Splits:
     test: Split
     features: tuple[str, ...]
     days: dict[str, list[str]]
+    rows: dict[str, int]
+    """Rows of each split in the whole file (a shard's splits hold fewer)."""
 
 
 @dataclass(frozen=True)
@@ -195,24 +213,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_splits(path: Path, config: SplitDays, actions: ActionSet | None = None) -> Splits:
+def load_splits(
+    path: Path,
+    config: SplitDays,
+    actions: ActionSet | None = None,
+    shard: Shard | None = None,
+) -> Splits:
     """Read the training set and split it by UTC day.
+
+    With ``shard`` (a process of a distributed run), the file is streamed and
+    only this process's rows are kept: its share of the training and validation
+    days (see :class:`Shard`), and on rank 0 the whole test split. The days and
+    :attr:`Splits.rows` are the whole file's on every process.
 
     Raises:
         ValueError: fewer days than ``val_days + test_days + 1``.
     """
     actions = actions or load_actions()
+    shard = shard or Shard()
     schema = pq.read_schema(path)
     features = feature_columns(schema, actions)
-    table = pq.read_table(
-        path, columns=[*KEY_COLUMNS, "event_timestamp", *features, *actions.names]
-    )
-    # Types, label nulls, missing shares and rate ranges, before any epoch (core/validation.py).
-    frame = table.select([*features, *actions.names]).to_pandas()
-    validate_training_set(frame, path, features, actions.names, rate_ranges(actions))
-    del frame
-    day = pc.divide(table["event_timestamp"].cast(pa.int64()), DAY_US).to_numpy()
-    days = np.unique(day)
+    day_rows = _rows_per_day(path)
+    days = np.array(sorted(day_rows), dtype=np.int64)
     if len(days) < config.val_days + config.test_days + 1:
         raise InputError(
             f"{path}: {len(days)} day(s) of data; need more than "
@@ -220,11 +242,25 @@ def load_splits(path: Path, config: SplitDays, actions: ActionSet | None = None)
         )
     test_from = days[-config.test_days]
     val_from = days[-config.test_days - config.val_days]
-    masks = {
-        "train": day < val_from,
-        "val": (day >= val_from) & (day < test_from),
-        "test": day >= test_from,
-    }
+    table = _read_rows(
+        path,
+        [*KEY_COLUMNS, "event_timestamp", *features, *actions.names],
+        shard,
+        val_from,
+        test_from,
+    )
+    # Types, label nulls, missing shares and rate ranges, before any epoch (core/validation.py).
+    frame = table.select([*features, *actions.names]).to_pandas()
+    validate_training_set(frame, path, features, actions.names, rate_ranges(actions))
+    del frame
+
+    def split_masks(day: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "train": day < val_from,
+            "val": (day >= val_from) & (day < test_from),
+            "test": day >= test_from,
+        }
+
     columns = {
         name: table[name].to_numpy(zero_copy_only=False).astype(np.float64) for name in features
     }
@@ -240,17 +276,53 @@ def load_splits(path: Path, config: SplitDays, actions: ActionSet | None = None)
             {n: k[mask] for n, k in keys.items()},
         )
 
-    def dates(mask: np.ndarray) -> list[str]:
-        return [
-            str(np.datetime64(int(d) * DAY_US, "us").astype("M8[D]"))
-            for d in days
-            if mask[day == d].any()
-        ]
-
+    row_masks, day_masks = split_masks(_days(table["event_timestamp"])), split_masks(days)
     return Splits(
-        train=take(masks["train"]),
-        val=take(masks["val"]),
-        test=take(masks["test"]),
+        train=take(row_masks["train"]),
+        val=take(row_masks["val"]),
+        test=take(row_masks["test"]),
         features=features,
-        days={name: dates(mask) for name, mask in masks.items()},
+        days={
+            name: [str(np.datetime64(int(d) * DAY_US, "us").astype("M8[D]")) for d in days[mask]]
+            for name, mask in day_masks.items()
+        },
+        rows={name: sum(day_rows[int(d)] for d in days[mask]) for name, mask in day_masks.items()},
     )
+
+
+def _days(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The UTC day number of each ``event_timestamp``."""
+    return pc.divide(timestamps.cast(pa.int64()), DAY_US).to_numpy()
+
+
+def _rows_per_day(path: Path) -> dict[int, int]:
+    """Rows of each UTC day, from the ``event_timestamp`` column streamed batch by batch."""
+    counts: Counter[int] = Counter()
+    for batch in pq.ParquetFile(path).iter_batches(columns=["event_timestamp"]):
+        values, rows = np.unique(_days(batch.column(0)), return_counts=True)
+        counts.update(dict(zip(values.tolist(), rows.tolist(), strict=True)))
+    return dict(counts)
+
+
+def _read_rows(
+    path: Path, columns: list[str], shard: Shard, val_from: int, test_from: int
+) -> pa.Table:
+    """The columns of ``shard``'s rows: the whole file for one process, else streamed.
+
+    The training and validation rows are each numbered in file order, and
+    row ``i`` of a split goes to rank ``i % world``.
+    """
+    if shard.world == 1:
+        return pq.read_table(path, columns=columns)
+    reader = pq.ParquetFile(path)
+    parts, seen = [], np.zeros(2, dtype=np.int64)  # training and validation rows so far
+    for batch in reader.iter_batches(columns=columns):
+        split = np.searchsorted([val_from, test_from], _days(batch["event_timestamp"]), "right")
+        keep = split == 2 if shard.rank == 0 else np.zeros(batch.num_rows, dtype=bool)
+        for index in (0, 1):
+            mine = split == index
+            number = seen[index] + np.cumsum(mine) - 1
+            keep[mine] = number[mine] % shard.world == shard.rank
+            seen[index] += mine.sum()
+        parts.append(batch.filter(pa.array(keep)))
+    return pa.Table.from_batches(parts, pa.schema([reader.schema_arrow.field(c) for c in columns]))

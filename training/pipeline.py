@@ -53,7 +53,9 @@ def run_training_pipeline(
             "train_seconds": round(result.seconds, 1),
             "best_epochs": result.best_epochs,
             "epochs": len(result.history),
-            "train_rows": len(result.splits.train),
+            "train_rows": result.splits.rows["train"],
+            "train_rows_per_rank": result.shard_rows,
+            "peak_rss_mb_per_rank": result.peak_rss_mb,
             "weights_sha256": result.weights_sha256,
         }
         if int(rank()) != 0:

@@ -107,9 +107,7 @@ def _log_training_set(dataset: Path, result: TrainResult) -> None:
             "sha256": result.data_sha256,
             "first_day": min(days),
             "last_day": max(days),
-            "rows": str(
-                len(result.splits.train) + len(result.splits.val) + len(result.splits.test)
-            ),
+            "rows": str(sum(result.splits.rows.values())),
         },
     )
 

@@ -11,9 +11,13 @@ to zero at ``max_epochs``: the validation loss of the rare heads is noisy
 from epoch to epoch at a constant rate, and the decay settled it (share of
 the oracle's lift @50 on the demo 0.760 -> 0.776, mean of 3 seeds).
 
-Under ``torchrun`` the same entry point runs DistributedDataParallel: every
-rank draws the same permutation and takes every ``world_size``-th batch,
-gradients are averaged, so all ranks hold the same weights after each step.
+Under ``torchrun`` (or Ray Train) the same entry point runs
+DistributedDataParallel on a training set read in shards: each rank reads
+its share of the rows (:class:`training.dataset.Shard`), the preprocessing,
+the label rates and the validation curves are computed from every shard's
+statistics, gathered, so every rank fits the same transform and takes the same
+early-stopping decision; every rank takes the same number of steps, gradients
+are averaged, and all ranks hold the same weights after each step.
 
 ``position`` is deliberately not a feature. The logging policy shuffled
 candidates, so position is independent of the tweet and the model learns the
@@ -29,11 +33,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,9 +51,11 @@ from tqdm import tqdm
 from core.actions import ActionSet, load_actions
 from core.feast_store import FEATURE_SERVICE
 from core.model import ModelConfig, Ranker, RankerNet, negative_rates
-from core.preprocessing import Batch, Preprocessor
-from training.dataset import Splits, file_sha256, load_splits
+from core.preprocessing import Batch, Gather, Preprocessor, alone
+from training.dataset import Shard, Splits, file_sha256, load_splits
 
+RANK_SEED_STRIDE = 1_000_003
+"""Rank ``r`` shuffles with seed ``seed + member + r * RANK_SEED_STRIDE`` (rank 0: the seed)."""
 Dtype = Literal["float32", "bfloat16"]
 """The dtype a forward pass runs in."""
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -129,6 +136,11 @@ class TrainResult:
     data_sha256: str
     splits: Splits
     weights_sha256: list[str] = field(default_factory=list)
+    """Every rank's digest of the weights, in rank order."""
+    shard_rows: list[int] = field(default_factory=list)
+    """The training rows each rank read, in rank order."""
+    peak_rss_mb: list[float] = field(default_factory=list)
+    """Each rank's peak resident memory when training ended (MB), in rank order."""
     precision: Dtype = "float32"
 
 
@@ -190,6 +202,29 @@ def weights_sha256(net: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _gatherer(world: int) -> Gather:
+    """Every rank's value of an object, in rank order (one process: its own)."""
+    if world == 1:
+        return alone
+
+    def gather(value: Any) -> list[Any]:
+        values: list[Any] = [None] * world
+        dist.all_gather_object(values, value)
+        return values
+
+    return gather
+
+
+def label_rates(labels: np.ndarray, gather: Gather = alone) -> np.ndarray:
+    """Each head's positive rate over every shard of the training split.
+
+    The shards' label counts are summed exactly; the rate is float32, as numpy's
+    ``labels.mean(axis=0)`` of the whole split gives it.
+    """
+    shards = gather((labels.sum(axis=0, dtype=np.float64), len(labels)))
+    return (sum(s for s, _ in shards) / sum(n for _, n in shards)).astype(np.float32)
+
+
 def resolve_precision(precision: Precision) -> Dtype:
     """``auto`` becomes bfloat16 on CPUs with native bfloat16 (AVX-512 BF16 or AMX), else float32.
 
@@ -220,31 +255,29 @@ def train_epoch(
     neg_weight: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
-    rank: int = 0,
-    world: int = 1,
+    steps: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     precision: Dtype = "float32",
 ) -> float:
     """One pass over shuffled batches; returns the mean training loss.
 
-    Every rank draws the same permutation and takes batches ``rank``,
-    ``rank + world``, ...; the count is trimmed to a multiple of ``world`` so
-    that every rank joins every gradient all-reduce. A rank's rows are gathered
-    once per epoch, so each batch is a contiguous slice (a gather per batch
-    cost 11% of a step). ``precision="bfloat16"`` runs the forward under CPU
-    autocast (matmuls in bfloat16, weights, loss and optimiser in float32).
+    ``steps`` caps the batches: every rank of a distributed run takes the same
+    count, so that each joins every gradient all-reduce (the shards differ by
+    a row at most; the larger ones leave a few rows out of this epoch's draw).
+    The rows are gathered once per epoch, so each batch is a contiguous slice
+    (a gather per batch cost 11% of a step). ``precision="bfloat16"`` runs the
+    forward under CPU autocast (matmuls in bfloat16, weights, loss and
+    optimiser in float32).
     """
     model.train()
-    order = torch.randperm(len(labels), generator=generator)
-    batches = order.split(batch_size)
-    batches = batches[: len(batches) - len(batches) % world] if world > 1 else batches
-    mine = batches[rank::world]
-    if not mine:
+    rows = torch.randperm(len(labels), generator=generator)
+    if steps is not None:
+        rows = rows[: steps * batch_size]
+    if not len(rows):
         return 0.0
-    rows = torch.cat(mine)
     shuffled, shuffled_labels = inputs.index(rows), labels.index_select(0, rows)
-    total, steps = 0.0, 0
+    total, taken = 0.0, 0
     for lo in range(0, len(rows), batch_size):
         part = shuffled.index(slice(lo, lo + batch_size))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
@@ -256,25 +289,32 @@ def train_epoch(
         if scheduler is not None:
             scheduler.step()
         total += loss.item()
-        steps += 1
+        taken += 1
         if on_step:
-            on_step(len(part) * world, total / steps)
-    return total / max(steps, 1)
+            on_step(len(part), total / taken)
+    return total / max(taken, 1)
 
 
 @dataclass(frozen=True)
 class _Run:  # pylint: disable=too-many-instance-attributes  # one call's fixed inputs
-    """What every ensemble member of one :func:`train` call trains and validates on."""
+    """What every ensemble member of one :func:`train` call trains and validates on.
+
+    ``train_x``/``train_y`` are this rank's shard (``train_rows`` is every shard's);
+    ``val`` is this rank's inputs and every shard's labels, in rank order.
+    """
 
     config: TrainConfig
     actions: ActionSet
     train_x: Batch
     train_y: torch.Tensor
+    train_rows: int
+    steps: int
     val: tuple[Batch, np.ndarray]
     neg_weight: torch.Tensor
     precision: Dtype
     rank: int
     world: int
+    gather: Gather
     progress: bool
     on_epoch: Callable[[dict[str, float]], None] | None
 
@@ -289,19 +329,22 @@ def _fit_member(run: _Run, ranker: Ranker, member: int, history: list[dict[str, 
     config, actions, (net,) = run.config, run.actions, ranker.nets
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if run.world > 1 else net
     optimizer = make_optimizer(model.parameters(), config)
-    steps_per_epoch = len(run.train_y) // config.batch_size + 1
+    steps_per_epoch = run.train_rows // config.batch_size + 1
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_epochs * steps_per_epoch)
         if config.schedule == "cosine"
         else None
     )
-    generator = torch.Generator().manual_seed(config.seed + member)
+    # Each rank its own order: drawn from one seed, the ranks would take the same
+    # positions of their shards, and rows r and r + 1 of the file (mostly one
+    # visit's impressions) would share every batch.
+    generator = torch.Generator().manual_seed(config.seed + member + RANK_SEED_STRIDE * run.rank)
     val_x, val_y = run.val
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(net.state_dict())
     label = f"member {member + 1}/{config.ensemble} " if config.ensemble > 1 else ""
     for epoch in range(1, config.max_epochs + 1):
         progress_bar = tqdm(
-            total=len(run.train_y),
+            total=run.train_rows,
             desc=f"{label}epoch {epoch}/{config.max_epochs}",
             unit="row",
             unit_scale=True,
@@ -310,7 +353,7 @@ def _fit_member(run: _Run, ranker: Ranker, member: int, history: list[dict[str, 
         )
 
         def on_step(rows: int, loss: float, shown: tqdm = progress_bar) -> None:
-            shown.update(rows)
+            shown.update(rows * run.world)
             shown.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
         epoch_start = time.perf_counter()
@@ -322,15 +365,14 @@ def _fit_member(run: _Run, ranker: Ranker, member: int, history: list[dict[str, 
             run.neg_weight,
             config.batch_size // run.world,
             generator,
-            run.rank,
-            run.world,
+            run.steps,
             on_step,
             scheduler,
             run.precision,
         )
         seconds = time.perf_counter() - epoch_start
         progress_bar.close()
-        val_probs = ranker.predict_batch(val_x)
+        val_probs = np.concatenate(run.gather(ranker.predict_batch(val_x)))
         val_nce = normalized_entropy(val_probs, val_y)
         history.append(
             {
@@ -341,7 +383,7 @@ def _fit_member(run: _Run, ranker: Ranker, member: int, history: list[dict[str, 
                 "val_loss": float(val_nce.mean()),
                 **{f"val_nce_{a}": float(v) for a, v in zip(actions.names, val_nce, strict=True)},
                 **head_curves(val_probs, val_y, actions),
-                "train_rows_per_s": len(run.train_y) / seconds,
+                "train_rows_per_s": run.train_rows / seconds,
             }
         )
         if run.on_epoch is not None:
@@ -378,10 +420,11 @@ def train(
     actions = actions or load_actions()
     start = time.perf_counter()
     rank, world = _distributed()
+    gather = _gatherer(world)
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
     precision = resolve_precision(config.precision)
-    splits = load_splits(dataset, config, actions)
+    splits = load_splits(dataset, config, actions, Shard(rank, world))
     numeric = [f for f in splits.features if f not in config.exclude + config.categorical]
     categorical = [f for f in config.categorical if f in splits.features]
     pre = Preprocessor.fit(
@@ -390,18 +433,24 @@ def train(
         categorical,
         config.clamp,
         hashed={name: config.id_buckets for name in config.hashed_ids},
+        gather=gather,
     )
-    rates = negative_rates(splits.train.labels.mean(axis=0).tolist(), config.target_rate)
+    rates = negative_rates(label_rates(splits.train.labels, gather).tolist(), config.target_rate)
+    shard_rows = gather(len(splits.train))
+    batch = config.batch_size // world
     run = _Run(
         config=config,
         actions=actions,
         train_x=pre.transform(splits.train.inputs),
         train_y=torch.from_numpy(splits.train.labels),
-        val=(pre.transform(splits.val.inputs), splits.val.labels),
+        train_rows=splits.rows["train"],
+        steps=min(-(-rows // batch) for rows in shard_rows),
+        val=(pre.transform(splits.val.inputs), np.concatenate(gather(splits.val.labels))),
         neg_weight=torch.tensor(rates, dtype=torch.float32),
         precision=precision,
         rank=rank,
         world=world,
+        gather=gather,
         progress=progress,
         on_epoch=on_epoch,
     )
@@ -421,12 +470,6 @@ def train(
         alone = Ranker(pre, (net,), actions.names, feature_service)  # validates this member
         best_epochs.append(_fit_member(run, alone, member, history))
         nets.append(net)
-    digest = weights_sha256(nn.ModuleList(nets))
-    digests = [digest]
-    if world > 1:
-        gathered: list[str | None] = [None] * world
-        dist.all_gather_object(gathered, digest)
-        digests = [str(d) for d in gathered]
     return TrainResult(
         ranker=Ranker(pre, tuple(nets), actions.names, feature_service),
         history=history,
@@ -434,6 +477,8 @@ def train(
         seconds=time.perf_counter() - start,
         data_sha256=file_sha256(dataset),
         splits=splits,
-        weights_sha256=digests,
+        weights_sha256=gather(weights_sha256(nn.ModuleList(nets))),
+        shard_rows=shard_rows,
+        peak_rss_mb=gather(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),
         precision=precision,
     )

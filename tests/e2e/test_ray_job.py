@@ -119,6 +119,8 @@ def test_foundation_runs_as_a_ray_job_across_two_nodes(
         summary = json.loads(lines[-1].removeprefix("RESULT "))
         digests = summary["weights_sha256"]
         assert len(digests) == 2 and digests[0] == digests[1]  # the ranks stayed in step
+        halves = summary["train_rows_per_rank"]  # each rank read its own half of the rows
+        assert sum(halves) == summary["train_rows"] and max(halves) - min(halves) <= 1
         assert summary["promotion"] == "promoted", summary
         assert summary["version"]
     finally:

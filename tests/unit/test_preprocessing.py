@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from core.preprocessing import Preprocessor
+from core.preprocessing import Gather, Moments, Preprocessor
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +145,63 @@ def test_hashed_ids_fold_any_id_into_buckets_and_round_trip() -> None:
     assert len(np.unique(spread)) == 64  # consecutive ids reach every bucket
     again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
     assert np.array_equal(again.transform({"user_id": asked}).categorical.numpy(), got[:, None])
+
+
+def test_moments_of_shards_add_up_to_the_whole_samples() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(2.0, 1.5, 10_001)
+    whole = Moments.of(values)
+    assert whole.mean == float(values.mean()) and whole.std == float(values.std())  # to the bit
+    parts = sum((Moments.of(part) for part in np.array_split(values, [3, 3, 4000])), Moments())
+    assert parts.count == whole.count
+    assert parts.mean == pytest.approx(whole.mean, rel=1e-13)
+    assert parts.std == pytest.approx(whole.std, rel=1e-12)
+
+
+class ThreadGather:  # pylint: disable=too-few-public-methods  # a test double of all_gather_object
+    """``world`` threads exchanging objects in rank order, as ``all_gather_object`` does."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier = threading.Barrier(world)
+        self.slots: list[object] = [None] * world
+
+    def of(self, rank: int) -> Gather:
+        def gather(value: object) -> list[object]:
+            self.slots[rank] = value
+            self.barrier.wait()
+            values = list(self.slots)
+            self.barrier.wait()
+            return values
+
+        return gather
+
+
+def test_a_fit_over_shards_is_the_whole_splits_fit(columns: dict[str, np.ndarray]) -> None:
+    row = np.arange(1000.0)
+    # Present on shard 0 alone: shards 1 and 2 see only missing values.
+    columns = {**columns, "late": np.where((row >= 900) & (row % 3 == 0), row, np.nan)}
+    columns["signed"][-1] = -1.0  # one shard's only negative: none of the shards may log it
+    whole = Preprocessor.fit(columns, ["count", "signed", "late"], ["topic"])
+    world = 3
+    shards = [{name: v[rank::world] for name, v in columns.items()} for rank in range(world)]
+    exchange = ThreadGather(world)
+    with ThreadPoolExecutor(world) as pool:
+        fitted = list(
+            pool.map(
+                lambda rank: Preprocessor.fit(
+                    shards[rank], ["count", "signed", "late"], ["topic"], gather=exchange.of(rank)
+                ),
+                range(world),
+            )
+        )
+    assert all(pre.to_dict() == fitted[0].to_dict() for pre in fitted)  # every rank the same
+    assert fitted[0].categorical == whole.categorical
+    for sharded, spec in zip(fitted[0].numeric, whole.numeric, strict=True):
+        assert (sharded.name, sharded.log, sharded.has_missing) == (
+            spec.name,
+            spec.log,
+            spec.has_missing,
+        )
+        assert sharded.mean == pytest.approx(spec.mean, rel=1e-12)
+        assert sharded.std == pytest.approx(spec.std, rel=1e-12)
+    assert [s.log for s in whole.numeric] == [True, False, True]
