@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import Checkpoint, RunConfig, ScalingConfig, WorkerGroupError
 from ray.train.torch import TorchTrainer
 
+from core.errors import UserError
 from core.feast_store import RAY_ADDRESS_ENV
 from core.workspace import Workspace
 from training.pipeline import run_training_pipeline
@@ -79,7 +80,16 @@ def train_on_ray(
             name="feed-ranker", storage_path=str(Workspace(workspace).data / "ray-train")
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except WorkerGroupError as exc:
+        # A rank's bad input (its shard of the training set breaks a rule) is raised
+        # as it was, so the command prints its one line naming the file, column and
+        # rule; the other ranks' failures (their collectives cut short) follow from it.
+        for failure in exc.worker_failures.values():
+            if isinstance(failure, UserError):
+                raise failure from exc
+        raise
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train reported no summary: {result.error}")
     with result.checkpoint.as_directory() as folder:

@@ -6,7 +6,10 @@ and the SQL registry on PostgreSQL. The two-node cluster and `ray job submit`
 are tests/e2e/test_ray_job.py.
 """
 
+import os
 import shutil
+import subprocess  # nosec B404
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +36,8 @@ from feedrank.cli import main
 from simulation.config import world_config
 from simulation.world import generate_world, load_world_config, world_end
 from tests.conftest import new_workspace
-from training.dataset import build_training_set
+from training.dataset import build_training_set, load_splits
+from training.train import TrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +204,43 @@ def test_a_world_generated_in_ray_tasks_equals_the_local_one(tmp_path: Path) -> 
     for name in ("world/visits", "world/impressions", "world/events", "truth/oracle"):
         want = pq.read_table(tmp_path / "local" / f"{name}.parquet")
         assert pq.read_table(tmp_path / "ray" / f"{name}.parquet").equals(want), name
+
+
+def test_ray_train_names_the_bad_row_of_one_ranks_shard(
+    tiny_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Only rank 1 reads the broken row: the command still ends on its one line, not on
+    Ray's report of its workers' tracebacks."""
+    ws = new_workspace(tmp_path)
+    dataset = pq.read_table(tiny_workspace.datasets / f"{FEATURE_SERVICE}.parquet")
+    whole = load_splits(tiny_workspace.datasets / f"{FEATURE_SERVICE}.parquet", TrainConfig())
+    val_from = pd.Timestamp(whole.days["val"][0], tz="UTC")
+    training = (dataset["event_timestamp"].to_pandas() < val_from).to_numpy().nonzero()[0]
+    rates = dataset["ua_positive_rate"].to_numpy(zero_copy_only=False).copy()
+    rates[training[1]] = 9.0  # the second training row: rank 1 of 2 reads it
+    column = dataset.column_names.index("ua_positive_rate")
+    ws.datasets.mkdir(parents=True)
+    pq.write_table(
+        dataset.set_column(column, "ua_positive_rate", pa.array(rates)),
+        ws.datasets / f"{FEATURE_SERVICE}.parquet",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (RAY_ADDRESS_ENV, "RAY_ADDRESS")}
+    done = subprocess.run(  # nosec B603  # Ray Train starts its own Ray of this machine's CPUs
+        [
+            str(Path(sys.executable).with_name("feedrank")),
+            *("train", "--workspace", str(ws.root), "--ray-workers", "2"),
+            *("--max-epochs", "1", "--ensemble", "1", "--no-register"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [
+        f"Error: {ws.datasets / f'{FEATURE_SERVICE}.parquet'}: column 'ua_positive_rate': "
+        "rule in_range(0.0, 4.0) failed in 1 row(s) (e.g. 9.0)"
+    ]
+    assert "Traceback" not in done.stderr
