@@ -57,7 +57,8 @@ from features.online import apply_repo, fill_online, materialize_feast
 from features.pipelines import build_features, feature_shards
 from simulation.config import WorldConfig, world_config
 from simulation.world import generate_world, world_end
-from training.dataset import build_training_set, entity_frame
+from training.dataset import build_training_set
+from training.feature_join import entity_frame
 from training.pipeline import run_training_pipeline
 from training.ray_train import train_on_ray
 from training.train import TrainConfig

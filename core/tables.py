@@ -8,9 +8,10 @@ stage never leaves half a parquet file for the next stage to read.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,26 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
+def write_parts(parts: Iterable[pa.Table], path: Path, schema: pa.Schema | None = None) -> int:
+    """Stream the tables ``parts``, in order, into the parquet file ``path``; its rows.
+
+    One part is in memory at a time when ``parts`` yields them lazily. The
+    file's schema is ``schema``, else the first part's; every part is cast to
+    it. The file appears (atomically, by rename) only when every part is in.
+    """
+    parts = iter(parts)
+    first = next(parts, None)
+    schema = schema if schema is not None else first.schema if first is not None else None
+    if schema is None:
+        raise ValueError(f"{path}: no parts and no schema to write")
+    rows = 0
+    with _replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for table in itertools.chain([] if first is None else [first], parts):
+            writer.write_table(table.cast(schema))
+            rows += table.num_rows
+    return rows
+
+
 def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
     """Stream the Arrow IPC files ``parts``, in order, into ``folder/<spec>.parquet``; its rows.
 
@@ -262,13 +283,8 @@ def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
     (atomically, by rename) only when every part is in.
     """
     path = folder / spec.file_name
-    rows = 0
-    with _replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, spec.schema) as writer:
-        for part in parts:
-            table = validate(feather.read_table(part, memory_map=True), spec, path)
-            writer.write_table(table)
-            rows += table.num_rows
-    return rows
+    tables = (validate(feather.read_table(part, memory_map=True), spec, path) for part in parts)
+    return write_parts(tables, path, spec.schema)
 
 
 def _existing(spec: TableSpec, folder: Path) -> Path:
@@ -317,7 +333,7 @@ def read_shard(spec: TableSpec, folder: Path, key: str, shard: int, shards: int)
     try:
         reader = pq.ParquetFile(path)
         validate(reader.schema_arrow.empty_table(), spec, path)
-        columns = [name for name, _, _ in spec.columns]
+        columns = _names(spec)
         # A null key goes to shard 0, where the null check then names it.
         batches = [
             batch.filter(pc.fill_null(batch[key], 0).to_numpy() % shards == shard)
@@ -326,6 +342,38 @@ def read_shard(spec: TableSpec, folder: Path, key: str, shard: int, shards: int)
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
     return validate(pa.Table.from_batches(batches, reader.schema_arrow), spec, path)
+
+
+def read_rows(spec: TableSpec, folder: Path, start: int, stop: int) -> pa.Table:
+    """Rows ``start`` to ``stop - 1`` of ``folder/<spec>.parquet``, validated.
+
+    Reads only the row groups that hold them, so a shard's reader holds about
+    its own rows, not the file.
+
+    Raises:
+        TableError: the file is missing, not parquet, or off-schema (the column
+            checks before any row is read; the value checks on these rows).
+    """
+    path = _existing(spec, folder)
+    try:
+        reader = pq.ParquetFile(path)
+        validate(reader.schema_arrow.empty_table(), spec, path)
+        sizes = [reader.metadata.row_group(i).num_rows for i in range(reader.num_row_groups)]
+        ends = np.cumsum(sizes)
+        stop = min(stop, int(ends[-1]) if sizes else 0)
+        if stop <= start:
+            return validate(reader.schema_arrow.empty_table().select(_names(spec)), spec, path)
+        first = int(np.searchsorted(ends, start, side="right"))
+        last = int(np.searchsorted(ends, stop - 1, side="right"))
+        table = reader.read_row_groups(range(first, last + 1), columns=_names(spec))
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
+    offset = int(ends[first]) - sizes[first]
+    return validate(table.slice(start - offset, stop - start), spec, path)
+
+
+def _names(spec: TableSpec) -> list[str]:
+    return [name for name, _, _ in spec.columns]
 
 
 def tweet_created(world: Path, tweet_ids: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ metric.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
+from pyarrow import feather
 
 from core import tables
 from core.actions import ActionSet, load_actions
@@ -41,7 +42,7 @@ from core.validation import (
     world_last_event_us,
 )
 from core.workspace import Workspace
-from training.feature_join import join_features, join_on_ray
+from training.feature_join import join_ranges
 
 KEY_COLUMNS = ("impression_id", "visit_id", "user_id", "author_id", "tweet_id", "position")
 """Columns carried next to the features: ids for joins, the slot for position-aware evaluation."""
@@ -121,23 +122,6 @@ def feature_names(store: FeatureStore, service: str = FEATURE_SERVICE) -> list[s
     return [f.name for projection in fs.feature_view_projections for f in projection.features]
 
 
-def entity_frame(impressions: pa.Table) -> pd.DataFrame:
-    """``get_historical_features`` entity rows of impressions: keys, time, request fields."""
-    entity = pd.DataFrame(
-        {
-            "impression_id": impressions["impression_id"].to_numpy(),
-            "user_id": impressions["user_id"].to_numpy(),
-            "author_id": impressions["author_id"].to_numpy(),
-            "tweet_id": impressions["tweet_id"].to_numpy(),
-            "event_timestamp": impressions["impression_time"].to_pandas(),
-        }
-    )
-    # The request fields of the on-demand views (data_sources.py): at training, the impression's.
-    entity["request_ts"] = impressions["impression_time"].cast(pa.int64()).to_numpy() // 10**6
-    entity["candidate_author_id"] = entity["author_id"]
-    return entity
-
-
 def build_training_set(
     store: FeatureStore,
     workspace: Workspace,
@@ -165,34 +149,25 @@ def build_training_set(
         actions,
         key=world_key(workspace.world),
     )
-    impressions = tables.read_table(tables.IMPRESSIONS, workspace.world)
-    if max_rows is not None and impressions.num_rows > max_rows:
-        impressions = impressions.slice(impressions.num_rows - max_rows)
-    entity = entity_frame(impressions)
-    if store.config.offline_store.type == "ray":
-        # The cluster profile: the same join, one Ray task per user shard.
-        parts = join_on_ray(store, workspace, entity, chunk_rows, progress)
-    else:
-        parts = []
-        for lo in range(0, len(entity), chunk_rows):
-            parts.append(join_features(store, workspace, entity.iloc[lo : lo + chunk_rows]))
-            if progress:
-                progress(min(lo + chunk_rows, len(entity)), len(entity))
-    joined = pd.concat(parts, ignore_index=True).sort_values("impression_id", kind="stable")
-    labels = impressions.select(
-        ["impression_id", "visit_id", "position", *actions.names]
-    ).to_pandas()
-    dataset = joined.merge(labels, on="impression_id", how="inner", validate="one_to_one")
-    if len(dataset) != impressions.num_rows:
-        raise RuntimeError(
-            f"training set has {len(dataset)} rows for {impressions.num_rows} impressions"
-        )
+    total = tables.row_count(tables.IMPRESSIONS, workspace.world)
+    start = max(total - max_rows, 0) if max_rows is not None else 0
     names = feature_names(store)
-    ordered = [*KEY_COLUMNS, "event_timestamp", *names, *actions.names]
-    table = pa.Table.from_pandas(dataset[ordered], preserve_index=False)
+    columns = (*KEY_COLUMNS, "event_timestamp", *names, *actions.names)
     path = training_set_path(workspace)
-    tables.write_parquet_atomic(table, path)
-    return TrainingSet(path=path, rows=table.num_rows, features=tuple(names))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".parts-", dir=path.parent) as staging:
+        parts = join_ranges(
+            store,
+            workspace,
+            (start, total),
+            chunk_rows,
+            columns,
+            actions.names,
+            Path(staging),
+            progress,
+        )
+        rows = tables.write_parts((feather.read_table(p, memory_map=True) for p in parts), path)
+    return TrainingSet(path=path, rows=rows, features=tuple(names))
 
 
 def feature_columns(schema: pa.Schema, actions: ActionSet) -> tuple[str, ...]:

@@ -31,7 +31,8 @@ def dataset() -> None:
 def build(workspace: Path, profile: Profile, max_rows: int | None) -> None:
     """Point-in-time training set through the FeatureService of new models.
 
-    On the cluster profile the join runs as Ray tasks, one per user shard.
+    The join runs range by range of the impressions, streamed into the file; on the
+    cluster profile each range is a Ray task.
     """
     from core.feast_store import open_store
     from training.dataset import build_training_set

@@ -84,7 +84,7 @@ def test_foundation_runs_as_a_ray_job_across_two_nodes(
         # The feature shards and the join's shards ran on both nodes.
         from ray.util.state import list_tasks  # pylint: disable=import-outside-toplevel
 
-        for task in ("_shard_tables", "_join_shard"):
+        for task in ("_shard_tables", "join_range"):
             shards = list_tasks(
                 address=f"127.0.0.1:{cluster['FEEDRANK_RAY_PORT']}",
                 filters=[("func_or_class_name", "=", task)],

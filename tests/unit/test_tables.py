@@ -115,3 +115,27 @@ def test_read_shard_checks_columns_and_sends_null_keys_to_shard_zero(tmp_path: P
     assert tables.read_shard(tables.USERS, tmp_path, "user_id", 1, 2)["user_id"].to_pylist() == [1]
     with pytest.raises(tables.TableError, match=r"column 'user_id' has 1 null"):
         tables.read_shard(tables.USERS, tmp_path, "user_id", 0, 2)
+
+
+def test_read_rows_reads_a_range_across_row_groups(tmp_path: Path) -> None:
+    pq.write_table(_users(10), tmp_path / "users.parquet", row_group_size=3)
+    ids = [
+        tables.read_rows(tables.USERS, tmp_path, lo, hi)["user_id"].to_pylist()
+        for lo, hi in ((0, 3), (2, 7), (9, 10), (8, 20), (5, 5))
+    ]
+    assert ids == [[0, 1, 2], [2, 3, 4, 5, 6], [9], [8, 9], []]
+    assert tables.read_rows(tables.USERS, tmp_path, 4, 6).schema == tables.USERS.schema
+    pq.write_table(_users().drop_columns(["created_at"]), tmp_path / "users.parquet")
+    with pytest.raises(tables.TableError, match=r"users\.parquet: missing column 'created_at'"):
+        tables.read_rows(tables.USERS, tmp_path, 0, 2)
+
+
+def test_write_parts_streams_parts_in_order_cast_to_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "parts.parquet"
+    parts = [pa.table({"x": pa.array([1, 2], pa.int64())}), pa.table({"x": pa.array([3.0])})]
+    assert tables.write_parts(iter(parts), path) == 3
+    assert pq.read_table(path).equals(pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
+    broken = [parts[0], pa.table({"x": pa.array([0.5])})]  # not an integer: nothing written
+    with pytest.raises(pa.ArrowInvalid):
+        tables.write_parts(broken, tmp_path / "broken.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.parquet"]
