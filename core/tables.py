@@ -235,24 +235,25 @@ def write_table(table: pa.Table, spec: TableSpec, folder: Path) -> Path:
 
 
 @contextmanager
-def _replaced_atomically(path: Path) -> Iterator[str]:
+def replaced_atomically(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` to write; renamed onto ``path`` if the block ends
-    normally, removed otherwise."""
+    normally, removed otherwise (several nest in a ``contextlib.ExitStack``: all or none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are shared readable
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write a parquet file through a temporary file and a rename."""
-    with _replaced_atomically(path) as tmp:
+    with replaced_atomically(path) as tmp:
         pq.write_table(table, tmp)
 
 
@@ -261,7 +262,7 @@ def write_parts(parts: Iterable[pa.Table], path: Path, schema: pa.Schema | None 
 
     One part is in memory at a time when ``parts`` yields them lazily. The
     file's schema is ``schema``, else the first part's; every part is cast to
-    it. The file appears (atomically, by rename) only when every part is in.
+    it. ``path`` is written in place: give it :func:`replaced_atomically`'s file.
     """
     parts = iter(parts)
     first = next(parts, None)
@@ -269,7 +270,7 @@ def write_parts(parts: Iterable[pa.Table], path: Path, schema: pa.Schema | None 
     if schema is None:
         raise ValueError(f"{path}: no parts and no schema to write")
     rows = 0
-    with _replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with pq.ParquetWriter(path, schema) as writer:
         for table in itertools.chain([] if first is None else [first], parts):
             writer.write_table(table.cast(schema))
             rows += table.num_rows
@@ -284,7 +285,8 @@ def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
     """
     path = folder / spec.file_name
     tables = (validate(feather.read_table(part, memory_map=True), spec, path) for part in parts)
-    return write_parts(tables, path, spec.schema)
+    with replaced_atomically(path) as tmp:
+        return write_parts(tables, tmp, spec.schema)
 
 
 def _existing(spec: TableSpec, folder: Path) -> Path:
@@ -317,31 +319,30 @@ def read_table(spec: TableSpec, folder: Path) -> pa.Table:
     return validate(table, spec, path)
 
 
-def read_shard(spec: TableSpec, folder: Path, key: str, shard: int, shards: int) -> pa.Table:
-    """The rows of ``folder/<spec>.parquet`` with ``key % shards == shard``, validated.
+def read_key_range(spec: TableSpec, folder: Path, key: str, lo: int, hi: int) -> pa.Table:
+    """The rows of ``folder/<spec>.parquet`` with ``lo <= key < hi``, validated.
 
     Streams the file batch by batch, so a shard's reader holds about its own
-    rows, not the file. One shard is :func:`read_table`.
+    rows, not the file.
 
     Raises:
         TableError: the file is missing, not parquet, or off-schema (the column
-            checks before any row is read; the value checks on the shard's rows).
+            checks before any row is read; the value checks on the range's rows).
     """
-    if shards == 1:
-        return read_table(spec, folder)
     path = _existing(spec, folder)
     try:
         reader = pq.ParquetFile(path)
         validate(reader.schema_arrow.empty_table(), spec, path)
-        columns = _names(spec)
-        # A null key goes to shard 0, where the null check then names it.
-        batches = [
-            batch.filter(pc.fill_null(batch[key], 0).to_numpy() % shards == shard)
-            for batch in reader.iter_batches(columns=columns)
-        ]
+        names = _names(spec)
+        batches = []
+        for batch in reader.iter_batches(columns=names):
+            # A null key goes to the range from 0, where the null check then names it.
+            keys = pc.fill_null(batch[key], 0).to_numpy()
+            batches.append(batch.filter((keys >= lo) & (keys < hi)))
+        schema = pa.schema([reader.schema_arrow.field(name) for name in names])
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
-    return validate(pa.Table.from_batches(batches, reader.schema_arrow), spec, path)
+    return validate(pa.Table.from_batches(batches, schema), spec, path)
 
 
 def read_rows(spec: TableSpec, folder: Path, start: int, stop: int) -> pa.Table:

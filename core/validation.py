@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,22 +159,69 @@ DAILY_SNAPSHOTS = frozenset(
 """Tables written once per day boundary: every day between the first and last has rows."""
 
 
-def _table_checks(name: str, last_event_us: int) -> list[pa.Check]:
-    fresh_from = pd.Timestamp(last_event_us - FRESH_DAYS * US_PER_DAY, unit="us", tz="UTC")
-    checks = [
-        pa.Check(lambda df: len(df) > 0, name="not_empty"),
-        pa.Check(
-            lambda df: len(df) == 0 or df["event_timestamp"].max() >= fresh_from,
-            name=f"fresh (newest row on or after {fresh_from:%Y-%m-%d %H:%M})",
+@dataclass(frozen=True)
+class TableSummary:
+    """What a feature table's own rules read: its rows, newest time and days with rows.
+
+    ``a + b`` summarises both parts together, so a table written part by part
+    is checked as a whole (:func:`check_table_rules`) without being held whole.
+    """
+
+    rows: int = 0
+    newest_us: int | None = None
+    days: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, table: pd.DataFrame | pa_arrow.Table) -> TableSummary:
+        """The summary of one table (or part)."""
+        if isinstance(table, pd.DataFrame):
+            table = pa_arrow.Table.from_pandas(table[["event_timestamp"]], preserve_index=False)
+        if table.num_rows == 0:
+            return cls()
+        times = table["event_timestamp"].cast(pa_arrow.int64()).to_numpy()
+        return cls(table.num_rows, int(times.max()), frozenset(np.unique(times // US_PER_DAY)))
+
+    def __add__(self, other: TableSummary) -> TableSummary:
+        newest = [t for t in (self.newest_us, other.newest_us) if t is not None]
+        return TableSummary(
+            self.rows + other.rows, max(newest, default=None), self.days | other.days
+        )
+
+
+def _table_rules(name: str, last_event_us: int) -> dict[str, Callable[[TableSummary], bool]]:
+    """Feature table ``name``'s rules of the whole table, by name."""
+    fresh_from = last_event_us - FRESH_DAYS * US_PER_DAY
+    stamp = pd.Timestamp(fresh_from, unit="us", tz="UTC")
+    rules: dict[str, Callable[[TableSummary], bool]] = {
+        "not_empty": lambda t: t.rows > 0,
+        f"fresh (newest row on or after {stamp:%Y-%m-%d %H:%M})": lambda t: (
+            t.newest_us is None or t.newest_us >= fresh_from
         ),
-    ]
+    }
     if name in DAILY_SNAPSHOTS:
+        rules["no_missing_daily_snapshot"] = lambda t: (
+            not t.days or len(t.days) == max(t.days) - min(t.days) + 1
+        )
+    return rules
 
-        def every_day(df: pd.DataFrame) -> bool:
-            days = df["event_timestamp"].dt.floor("D").unique()
-            return len(df) == 0 or len(days) == (days.max() - days.min()).days + 1
 
-        checks.append(pa.Check(every_day, name="no_missing_daily_snapshot"))
+def check_table_rules(
+    summary: TableSummary, name: str, path: Path | str, last_event_us: int
+) -> None:
+    """Raise :class:`ValidationError` if feature table ``name`` (as ``summary``) breaks a
+    rule of the whole table: not empty, fresh, no missing daily snapshot."""
+    failed = [
+        rule for rule, holds in _table_rules(name, last_event_us).items() if not holds(summary)
+    ]
+    if failed:
+        more = f"; {len(failed) - 1} other failure(s)" if len(failed) > 1 else ""
+        raise ValidationError(f"{path}: table rule {failed[0]} failed{more}")
+
+
+def feature_schema(name: str, actions: ActionSet | None = None) -> pa.DataFrameSchema:
+    """The row rules of feature table ``name``: its columns, types, nulls and ranges, which
+    hold part by part (the table's own rules: :func:`check_table_rules`)."""
+    checks = []
     if name == "user_top_authors":
         checks.append(
             _same_lengths(
@@ -183,18 +231,8 @@ def _table_checks(name: str, last_event_us: int) -> list[pa.Check]:
                 "top_author_negative_count",
             )
         )
-    return checks
-
-
-def feature_schema(
-    name: str, last_event_us: int, actions: ActionSet | None = None
-) -> pa.DataFrameSchema:
-    """The schema of feature table ``name``; freshness is measured from ``last_event_us``."""
     return pa.DataFrameSchema(
-        feature_table_columns(actions)[name],
-        checks=_table_checks(name, last_event_us),
-        strict=True,
-        name=name,
+        feature_table_columns(actions)[name], checks=checks, strict=True, name=name
     )
 
 
@@ -228,6 +266,22 @@ def _raise(path: Path | str, errors: pa.errors.SchemaErrors) -> None:
     ) from None
 
 
+def validate_feature_part(
+    frame: pd.DataFrame | pa_arrow.Table,
+    name: str,
+    path: Path | str,
+    actions: ActionSet | None = None,
+) -> None:
+    """Raise :class:`ValidationError` unless every row of ``frame``, a part of feature table
+    ``name``, meets the table's row rules (:func:`feature_schema`)."""
+    if isinstance(frame, pa_arrow.Table):
+        frame = frame.to_pandas()
+    try:
+        feature_schema(name, actions).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        _raise(path, errors)
+
+
 def validate_feature_table(
     frame: pd.DataFrame | pa_arrow.Table,
     name: str,
@@ -235,13 +289,10 @@ def validate_feature_table(
     last_event_us: int,
     actions: ActionSet | None = None,
 ) -> None:
-    """Raise :class:`ValidationError` unless ``frame`` meets feature table ``name``'s schema."""
-    if isinstance(frame, pa_arrow.Table):
-        frame = frame.to_pandas()
-    try:
-        feature_schema(name, last_event_us, actions).validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        _raise(path, errors)
+    """Raise :class:`ValidationError` unless ``frame`` meets feature table ``name``'s schema:
+    its row rules, then the rules of the whole table."""
+    validate_feature_part(frame, name, path, actions)
+    check_table_rules(TableSummary.of(frame), name, path, last_event_us)
 
 
 def world_last_event_us(world: Path) -> int:

@@ -15,21 +15,28 @@ impressions does not get a like rate of 50%.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyarrow import feather
 from scipy import sparse
 
 from core import tables
 from core.actions import ActionSet, load_actions
 from core.ray_tasks import Runner, run_local
 from core.validation import (
+    TableSummary,
     check_row_counts,
+    check_table_rules,
     record_row_counts,
-    validate_feature_table,
+    validate_feature_part,
     world_key,
 )
 
@@ -93,16 +100,10 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "author": ("author_id", ("author_stats",)),
     "tweet": ("tweet_id", ("tweet_content", "tweet_engagement")),
 }
-"""Shard families: the key their rows are partitioned by, and the tables they write."""
-SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "user_stats": ("user_id",),
-    "author_stats": ("author_id",),
-    "tweet_content": ("tweet_id",),
-    "tweet_engagement": ("tweet_id",),
-    "user_author_affinity": ("user_id", "author_id"),
-    "user_top_authors": ("user_id",),
-}
-"""Each table's entity keys: rows are in (keys, event_timestamp) order."""
+"""Shard families: the key their rows are partitioned by, and the tables they write.
+
+A family's shard writes its rows in (keys, event_timestamp) order, and the
+shards are contiguous key ranges: the parts, in range order, are the sorted table."""
 SHARD_IMPRESSIONS = 4_000_000
 """About this many impressions per shard: what bounds one shard's memory."""
 
@@ -177,10 +178,13 @@ def build_features(
 ) -> FeatureBuild:
     """Compute every feature table from ``world_dir`` into ``out_dir``.
 
-    Users, authors and tweets are split into ``shards`` by ``id % shards``;
-    ``run`` computes the shards (:func:`core.ray_tasks.run_local` in this
+    Users, authors and tweets are cut into ``shards`` contiguous id ranges;
+    ``run`` computes the ranges (:func:`core.ray_tasks.run_local` in this
     process, :func:`core.ray_tasks.run_on_ray` on Ray) from the same shard
-    functions, and the tables are the same row for row either way.
+    functions, each staging its part of each table as an Arrow IPC file, and
+    the tables are the same row for row either way. The parts are streamed,
+    in id order, into the tables' files (:func:`_write_tables`), so no table
+    is ever whole in memory.
 
     Args:
         workers: what ``run`` runs on (see :func:`core.ray_tasks.profile_runner`).
@@ -189,37 +193,65 @@ def build_features(
     actions = actions or load_actions()
     shards = shards or feature_shards(world_dir, workers)
     frame, last_event_us = _world_frame(world_dir, actions, run, shards)
-    jobs = [(family, shard, shards) for family in FAMILIES for shard in range(shards)]
-    parts = run(_shard_tables, (world_dir, frame), jobs)
-    written = {
-        name: _combine([part[name] for part in parts if name in part], SORT_KEYS[name])
-        for name in tables.FEATURE_TABLES
-    }
-    for name, table in written.items():  # every table valid before any is written
-        validate_feature_table(table, name, out_dir / f"{name}.parquet", last_event_us, actions)
-    rows = {name: table.num_rows for name, table in written.items()}
+    entities = {"user": frame.n_users, "author": frame.n_users, "tweet": len(frame.tweet_topic)}
+    jobs = [(family, *ids) for family in FAMILIES for ids in _ranges(entities[family], shards)]
+    out_dir.mkdir(parents=True, exist_ok=True)
     key = world_key(world_dir)
-    check_row_counts(out_dir, key, rows)
-    for name, table in written.items():
-        tables.write_parquet_atomic(table, out_dir / f"{name}.parquet")
+    with tempfile.TemporaryDirectory(prefix=".parts-", dir=out_dir) as staging:
+        parts = run(_shard_tables, (world_dir, frame, Path(staging)), jobs)
+        rows = _write_tables(parts, out_dir, key, last_event_us, actions)
     record_row_counts(out_dir, key, rows)
     return FeatureBuild(rows=rows, snapshots=frame.n_days, shards=shards)
 
 
-def _combine(parts: list[pa.Table], keys: tuple[str, ...]) -> pa.Table:
-    """One table from its shards, in (keys, event_timestamp) order as one shard writes it."""
-    if len(parts) == 1:
-        return parts[0]
-    table = pa.concat_tables(parts)
-    return table.sort_by([(k, "ascending") for k in (*keys, "event_timestamp")])
+def _ranges(n: int, shards: int) -> list[tuple[int, int]]:
+    """``shards`` contiguous ranges ``(lo, hi)`` of the ids ``0..n-1``, in order."""
+    return list(itertools.pairwise(np.linspace(0, n, shards + 1).round().astype(int).tolist()))
+
+
+def _write_tables(
+    parts: list[dict[str, Path]],
+    out_dir: Path,
+    key: str,
+    last_event_us: int,
+    actions: ActionSet,
+) -> dict[str, int]:
+    """Stream each table's parts, in order, into its file; the rows of each.
+
+    Every part meets the table's row rules as it is written, and every table
+    its own rules (from the parts' :class:`TableSummary`) and its row count
+    against the last build: only then are the files renamed into place, all
+    of them, so a failure leaves the previous tables.
+    """
+    rows = {}
+    with contextlib.ExitStack() as files:
+        for name in tables.FEATURE_TABLES:
+            path = out_dir / f"{name}.parquet"
+            summary = TableSummary()
+
+            def checked(name: str = name, path: Path = path) -> Iterator[pa.Table]:
+                nonlocal summary
+                for part in parts:
+                    if name in part:
+                        table = feather.read_table(part[name], memory_map=True)
+                        validate_feature_part(table, name, path, actions)
+                        summary += TableSummary.of(table)
+                        yield table
+
+            tables.write_parts(checked(), files.enter_context(tables.replaced_atomically(path)))
+            check_table_rules(summary, name, path, last_event_us)
+            rows[name] = summary.rows
+        check_row_counts(out_dir, key, rows)
+    return rows
 
 
 def _impression_days(
-    shared: tuple[Path, ActionSet], shard: int, shards: int
+    shared: tuple[Path, ActionSet], lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """A shard's impressions and actions per calendar day: (days since 1970, sums, last time)."""
+    """The impressions and actions per calendar day of the users ``lo..hi-1``:
+    (days since 1970, sums, last time)."""
     world_dir, actions = shared
-    impressions = tables.read_shard(tables.IMPRESSIONS, world_dir, "user_id", shard, shards)
+    impressions = tables.read_key_range(tables.IMPRESSIONS, world_dir, "user_id", lo, hi)
     times = impressions["impression_time"].cast(pa.int64()).to_numpy()
     days, inverse = np.unique(times // US_PER_DAY, return_inverse=True)
     sums = np.zeros((len(days), 1 + len(actions.names)))
@@ -231,7 +263,8 @@ def _world_frame(
     world_dir: Path, actions: ActionSet, run: Runner, shards: int
 ) -> tuple[WorldFrame, int]:
     """The :class:`WorldFrame` and the last impression time, from every shard's day sums."""
-    parts = run(_impression_days, (world_dir, actions), [(s, shards) for s in range(shards)])
+    n_users = tables.row_count(tables.USERS, world_dir)
+    parts = run(_impression_days, (world_dir, actions), _ranges(n_users, shards))
     lasts = [last for _, _, last in parts if last is not None]
     if not lasts:
         raise tables.TableError(f"{world_dir / tables.IMPRESSIONS.file_name}: no impressions")
@@ -244,7 +277,6 @@ def _world_frame(
     daily = np.zeros((1, n_days, 1 + len(actions.names)))
     np.add.at(daily[0], days - first_day, np.concatenate([s for _, s, _ in parts]))
     snap_days = np.arange(1, n_days + 1)
-    n_users = tables.read_table(tables.USERS, world_dir).num_rows
     topic = tweets["topic"].to_numpy()
     frame = WorldFrame(
         actions=actions,
@@ -259,49 +291,55 @@ def _world_frame(
 
 
 def _shard_tables(
-    shared: tuple[Path, WorldFrame], family: str, shard: int, shards: int
-) -> dict[str, pa.Table]:
-    """One shard of one family's tables: every entity with ``id % shards == shard``."""
-    world_dir, frame = shared
+    shared: tuple[Path, WorldFrame, Path], family: str, lo: int, hi: int
+) -> dict[str, Path]:
+    """One range of one family's tables, every entity with ``lo <= id < hi``, staged as
+    Arrow IPC parts in the shared staging folder; their paths."""
+    world_dir, frame, staging = shared
     key = FAMILIES[family][0]
-    impressions = tables.read_shard(tables.IMPRESSIONS, world_dir, key, shard, shards)
+    impressions = tables.read_key_range(tables.IMPRESSIONS, world_dir, key, lo, hi)
     per_imp = _per_impression(impressions, frame.actions)
     times = impressions["impression_time"].cast(pa.int64()).to_numpy()
     day = _day_index(times, frame.start_us)
-    ids = np.arange(shard, frame.n_users, shards, dtype=np.int64)
+    ids = np.arange(lo, hi, dtype=np.int64)
     if family == "tweet":
-        return {
+        built = {
             "tweet_content": _tweet_content(
-                tables.read_shard(tables.TWEETS, world_dir, key, shard, shards)
+                tables.read_key_range(tables.TWEETS, world_dir, key, lo, hi)
             ),
             "tweet_engagement": _tweet_engagement(
                 frame.actions, per_imp, impressions["tweet_id"].to_numpy(), times
             ),
         }
-    follows = tables.read_shard(tables.FOLLOWS, world_dir, key, shard, shards)
-    if family == "author":
-        tweets = tables.read_shard(tables.TWEETS, world_dir, key, shard, shards)
-        local = impressions["author_id"].to_numpy() // shards
-        return {
-            "author_stats": _author_stats(frame, per_imp, local, day, follows, tweets, ids, shards)
+    elif family == "author":
+        follows = tables.read_key_range(tables.FOLLOWS, world_dir, key, lo, hi)
+        tweets = tables.read_key_range(tables.TWEETS, world_dir, key, lo, hi)
+        local = impressions["author_id"].to_numpy() - lo
+        built = {"author_stats": _author_stats(frame, per_imp, local, day, follows, tweets, ids)}
+    else:
+        follows = tables.read_key_range(tables.FOLLOWS, world_dir, key, lo, hi)
+        imp_user = impressions["user_id"].to_numpy()
+        affinity = _user_author_affinity(
+            frame, per_imp[:, 1:], imp_user, impressions["author_id"].to_numpy(), day
+        )
+        built = {
+            "user_stats": _user_stats(
+                frame,
+                np.concatenate([per_imp, impressions["dwell_seconds"].to_numpy()[:, None]], axis=1),
+                imp_user - lo,
+                day,
+                frame.tweet_topic[impressions["tweet_id"].to_numpy()],
+                _follow_topics(follows, frame.topic_mix, ids),
+                ids,
+            ),
+            "user_author_affinity": affinity,
+            "user_top_authors": user_top_authors(affinity, TOP_AUTHORS),
         }
-    imp_user = impressions["user_id"].to_numpy()
-    affinity = _user_author_affinity(
-        frame, per_imp[:, 1:], imp_user, impressions["author_id"].to_numpy(), day
-    )
-    return {
-        "user_stats": _user_stats(
-            frame,
-            np.concatenate([per_imp, impressions["dwell_seconds"].to_numpy()[:, None]], axis=1),
-            imp_user // shards,
-            day,
-            frame.tweet_topic[impressions["tweet_id"].to_numpy()],
-            _follow_topics(follows, frame.topic_mix, shards, len(ids)),
-            ids,
-        ),
-        "user_author_affinity": affinity,
-        "user_top_authors": user_top_authors(affinity, TOP_AUTHORS),
-    }
+    staged = {}
+    for name, table in built.items():
+        staged[name] = staging / f"{name}-{lo:012d}.arrow"
+        feather.write_feather(table, staged[name], compression="uncompressed")
+    return staged
 
 
 def _user_stats(
@@ -366,14 +404,13 @@ def _author_stats(
     follows: pa.Table,
     tweets: pa.Table,
     ids: np.ndarray,
-    shards: int,
 ) -> pa.Table:
     """What an author's tweets received over the last week, the author's reach and topics.
 
-    ``ids`` are the shard's authors (``author_id % shards == shard``);
-    ``local_author`` indexes them, as ``author_id // shards`` does for the
-    shard's ``follows`` and ``tweets``.
+    ``ids`` are the range's authors, consecutive; ``local_author`` indexes
+    them, as ``author_id - ids[0]`` does for the range's ``follows`` and ``tweets``.
     """
+    first = int(ids[0]) if len(ids) else 0
     n_authors, n_days, snap_days = len(ids), frame.n_days, frame.snap_days
     counts = _window(_daily_counts(local_author, day, per_imp, n_authors, n_days), WINDOW_DAYS)[
         :, snap_days
@@ -381,7 +418,7 @@ def _author_stats(
     tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), frame.start_us)
     posted = _window(
         _daily_counts(
-            tweets["author_id"].to_numpy() // shards,
+            tweets["author_id"].to_numpy() - first,
             np.clip(tweet_day, 0, n_days - 1),
             np.ones((tweets.num_rows, 1)),
             n_authors,
@@ -389,7 +426,7 @@ def _author_stats(
         ),
         WINDOW_DAYS,
     )[:, snap_days, 0]
-    followers = np.bincount(follows["author_id"].to_numpy() // shards, minlength=n_authors)
+    followers = np.bincount(follows["author_id"].to_numpy() - first, minlength=n_authors)
     columns = {
         "author_followers": np.repeat(followers[:, None], len(snap_days), axis=1),
         "author_tweets_7d": posted.astype(np.int64),
@@ -439,19 +476,19 @@ def _author_topic_mix(
     return (counts + TOPIC_PRIOR_TWEETS * prior[None]) / (total + TOPIC_PRIOR_TWEETS)
 
 
-def _follow_topics(
-    follows: pa.Table, topic_mix: np.ndarray, shards: int, n_local: int
-) -> np.ndarray:
+def _follow_topics(follows: pa.Table, topic_mix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The mean topic mix of the authors each user follows (users without follows: the mean
     over all authors). Shape (users, snapshots, topics), like ``topic_mix``.
 
-    ``follows`` are the shard's users' rows (``user_id // shards`` indexes the
-    shard's ``n_local`` users); ``topic_mix`` has every author.
+    ``follows`` are the rows of the range's users ``ids`` (consecutive);
+    ``topic_mix`` has every author.
     """
+    n_local = len(ids)
+    first = int(ids[0]) if n_local else 0
     graph = sparse.csr_matrix(
         (
             np.ones(follows.num_rows),
-            (follows["user_id"].to_numpy() // shards, follows["author_id"].to_numpy()),
+            (follows["user_id"].to_numpy() - first, follows["author_id"].to_numpy()),
         ),
         shape=(n_local, topic_mix.shape[0]),
     )

@@ -166,7 +166,8 @@ def build_training_set(
             Path(staging),
             progress,
         )
-        rows = tables.write_parts((feather.read_table(p, memory_map=True) for p in parts), path)
+        with tables.replaced_atomically(path) as tmp:
+            rows = tables.write_parts((feather.read_table(p, memory_map=True) for p in parts), tmp)
     return TrainingSet(path=path, rows=rows, features=tuple(names))
 
 

@@ -126,7 +126,7 @@ class TrainConfig(BaseModel):
 
 
 @dataclass
-class TrainResult:
+class TrainResult:  # pylint: disable=too-many-instance-attributes  # the run and each rank's share
     """A trained model and how it got there."""
 
     ranker: Ranker
@@ -274,7 +274,7 @@ def train_epoch(
     rows = torch.randperm(len(labels), generator=generator)
     if steps is not None:
         rows = rows[: steps * batch_size]
-    if not len(rows):
+    if rows.numel() == 0:
         return 0.0
     shuffled, shuffled_labels = inputs.index(rows), labels.index_select(0, rows)
     total, taken = 0.0, 0
@@ -467,8 +467,8 @@ def train(
             rates,
             pre.hashed,
         )
-        alone = Ranker(pre, (net,), actions.names, feature_service)  # validates this member
-        best_epochs.append(_fit_member(run, alone, member, history))
+        one_net = Ranker(pre, (net,), actions.names, feature_service)  # validates this member
+        best_epochs.append(_fit_member(run, one_net, member, history))
         nets.append(net)
     return TrainResult(
         ranker=Ranker(pre, tuple(nets), actions.names, feature_service),

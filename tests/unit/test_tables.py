@@ -98,23 +98,33 @@ def test_nulls_ranges_and_time_order_are_checked(tmp_path: Path) -> None:
         tables.write_table(visits, tables.VISITS, tmp_path)
 
 
-def test_read_shard_reads_the_rows_of_its_keys_across_row_groups(tmp_path: Path) -> None:
-    pq.write_table(_users(10), tmp_path / "users.parquet", row_group_size=3)
-    shards = [tables.read_shard(tables.USERS, tmp_path, "user_id", s, 3) for s in range(3)]
-    assert [t["user_id"].to_pylist() for t in shards] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
-    assert shards[0].schema == tables.USERS.schema  # validated, descriptions kept
-    assert tables.read_shard(tables.USERS, tmp_path, "user_id", 0, 1).num_rows == 10
+def test_read_key_range_reads_the_rows_of_its_keys_across_row_groups(tmp_path: Path) -> None:
+    pq.write_table(
+        _users(10).take([3, 0, 9, 4, 1, 8, 2, 7, 5, 6]),
+        tmp_path / "users.parquet",
+        row_group_size=3,
+    )
+    ranges = [
+        tables.read_key_range(tables.USERS, tmp_path, "user_id", lo, hi)
+        for lo, hi in ((0, 4), (4, 7), (7, 10))
+    ]
+    assert [t["user_id"].to_pylist() for t in ranges] == [[3, 0, 1, 2], [4, 5, 6], [9, 8, 7]]
+    assert ranges[0].schema == tables.USERS.schema  # validated, descriptions kept
 
 
-def test_read_shard_checks_columns_and_sends_null_keys_to_shard_zero(tmp_path: Path) -> None:
+def test_read_key_range_checks_columns_and_sends_null_keys_to_the_first_range(
+    tmp_path: Path,
+) -> None:
     pq.write_table(_users().drop_columns(["created_at"]), tmp_path / "users.parquet")
     with pytest.raises(tables.TableError, match=r"users\.parquet: missing column 'created_at'"):
-        tables.read_shard(tables.USERS, tmp_path, "user_id", 1, 2)
+        tables.read_key_range(tables.USERS, tmp_path, "user_id", 1, 2)
     nulls = _users().set_column(0, "user_id", pa.array([None, 1, 2], pa.int64()))
     pq.write_table(nulls, tmp_path / "users.parquet")
-    assert tables.read_shard(tables.USERS, tmp_path, "user_id", 1, 2)["user_id"].to_pylist() == [1]
+    assert tables.read_key_range(tables.USERS, tmp_path, "user_id", 1, 3)[
+        "user_id"
+    ].to_pylist() == [1, 2]
     with pytest.raises(tables.TableError, match=r"column 'user_id' has 1 null"):
-        tables.read_shard(tables.USERS, tmp_path, "user_id", 0, 2)
+        tables.read_key_range(tables.USERS, tmp_path, "user_id", 0, 1)
 
 
 def test_read_rows_reads_a_range_across_row_groups(tmp_path: Path) -> None:
@@ -133,9 +143,11 @@ def test_read_rows_reads_a_range_across_row_groups(tmp_path: Path) -> None:
 def test_write_parts_streams_parts_in_order_cast_to_the_first(tmp_path: Path) -> None:
     path = tmp_path / "parts.parquet"
     parts = [pa.table({"x": pa.array([1, 2], pa.int64())}), pa.table({"x": pa.array([3.0])})]
-    assert tables.write_parts(iter(parts), path) == 3
+    with tables.replaced_atomically(path) as tmp:
+        assert tables.write_parts(iter(parts), tmp) == 3
     assert pq.read_table(path).equals(pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
     broken = [parts[0], pa.table({"x": pa.array([0.5])})]  # not an integer: nothing written
-    with pytest.raises(pa.ArrowInvalid):
-        tables.write_parts(broken, tmp_path / "broken.parquet")
+    with pytest.raises(pa.ArrowInvalid), tables.replaced_atomically(path) as tmp:
+        tables.write_parts(broken, tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.parquet"]
+    assert pq.read_table(path).num_rows == 3  # the previous file stays
