@@ -323,7 +323,9 @@ def read_key_range(spec: TableSpec, folder: Path, key: str, lo: int, hi: int) ->
     """The rows of ``folder/<spec>.parquet`` with ``lo <= key < hi``, validated.
 
     Streams the file batch by batch, so a shard's reader holds about its own
-    rows, not the file.
+    rows, not the file, and skips the row groups whose ``key`` statistics
+    (min, max) lie outside the range: the world writes its impressions by
+    blocks of users, so a range of users reads about its share of the file.
 
     Raises:
         TableError: the file is missing, not parquet, or off-schema (the column
@@ -334,8 +336,14 @@ def read_key_range(spec: TableSpec, folder: Path, key: str, lo: int, hi: int) ->
         reader = pq.ParquetFile(path)
         validate(reader.schema_arrow.empty_table(), spec, path)
         names = _names(spec)
+        column = reader.metadata.schema.names.index(key)
+        groups = [
+            group
+            for group in range(reader.num_row_groups)
+            if _may_hold(reader.metadata.row_group(group).column(column).statistics, lo, hi)
+        ]
         batches = []
-        for batch in reader.iter_batches(columns=names):
+        for batch in reader.iter_batches(columns=names, row_groups=groups):
             # A null key goes to the range from 0, where the null check then names it.
             keys = pc.fill_null(batch[key], 0).to_numpy()
             batches.append(batch.filter((keys >= lo) & (keys < hi)))
@@ -343,6 +351,14 @@ def read_key_range(spec: TableSpec, folder: Path, key: str, lo: int, hi: int) ->
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{path}: not a readable parquet file: {exc}") from exc
     return validate(pa.Table.from_batches(batches, schema), spec, path)
+
+
+def _may_hold(stats: pq.Statistics | None, lo: int, hi: int) -> bool:
+    """Can a row group with these key statistics hold a key in ``lo..hi-1`` (or a null key,
+    which belongs to the range from 0)?"""
+    if stats is None or not stats.has_min_max:
+        return True
+    return (lo == 0 and stats.null_count != 0) or (stats.max >= lo and stats.min < hi)
 
 
 def read_rows(spec: TableSpec, folder: Path, start: int, stop: int) -> pa.Table:

@@ -151,3 +151,20 @@ def test_write_parts_streams_parts_in_order_cast_to_the_first(tmp_path: Path) ->
         tables.write_parts(broken, tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.parquet"]
     assert pq.read_table(path).num_rows == 3  # the previous file stays
+
+
+def test_read_key_range_skips_row_groups_outside_the_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq.write_table(_users(9), tmp_path / "users.parquet", row_group_size=3)  # ids 0-2, 3-5, 6-8
+    read: list[list[int]] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def recorded(self: pq.ParquetFile, *args: object, **kwargs: object) -> object:
+        read.append(list(kwargs["row_groups"]))  # type: ignore[call-overload]
+        return iter_batches(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", recorded)
+    got = tables.read_key_range(tables.USERS, tmp_path, "user_id", 4, 7)
+    assert got["user_id"].to_pylist() == [4, 5, 6]
+    assert read == [[1, 2]]
