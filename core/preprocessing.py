@@ -194,23 +194,27 @@ class Preprocessor:
                 the same transform, the whole split's. One process: ``[value]``.
         """
         values = {n: np.asarray(columns[n], dtype=np.float64) for n in (*numeric, *categorical)}
-        present = {n: v[~np.isnan(v)] for n, v in values.items()}
+
+        def present(name: str) -> np.ndarray:  # one column's copy at a time, not all at once
+            return values[name][~np.isnan(values[name])]
+
+        def sizes(name: str) -> tuple[int, int, float]:
+            kept = present(name)
+            return kept.size, values[name].size, float(kept.min()) if kept.size else np.inf
+
+        def top(name: str) -> int:
+            kept = present(name)
+            return int(kept[kept >= 0].max(initial=-1))
+
         # Round 1: sizes and minima (is the column non-negative?), category ranges.
-        shards = gather(
-            {
-                n: (p.size, values[n].size, float(p.min()) if p.size else np.inf)
-                for n, p in present.items()
-                if n in numeric
-            }
-            | {n: int(present[n][present[n] >= 0].max(initial=-1)) for n in categorical}
-        )
+        shards = gather({n: sizes(n) for n in numeric} | {n: top(n) for n in categorical})
         log = {}
         for name in numeric:
             sizes = [shard[name] for shard in shards]
             log[name] = sum(s[0] for s in sizes) > 0 and min(s[2] for s in sizes) >= 0
         # Round 2: the moments of each column as the model will see it.
         moments = gather(
-            {n: Moments.of(np.log1p(present[n]) if log[n] else present[n]) for n in numeric}
+            {n: Moments.of(np.log1p(present(n)) if log[n] else present(n)) for n in numeric}
         )
         specs = []
         for name in numeric:

@@ -277,6 +277,17 @@ def write_parts(parts: Iterable[pa.Table], path: Path, schema: pa.Schema | None 
     return rows
 
 
+def parts_schema(parts: list[Path]) -> pa.Schema:
+    """One schema for the Arrow IPC files ``parts``: theirs, unified with numeric
+    promotion (a part whose integer column had a missing value holds it as float64,
+    as one concatenation of every part would)."""
+    schemas = []
+    for part in parts:
+        with pa.memory_map(str(part)) as source:
+            schemas.append(pa.ipc.open_file(source).schema)
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
 def concat_parts(parts: list[Path], spec: TableSpec, folder: Path) -> int:
     """Stream the Arrow IPC files ``parts``, in order, into ``folder/<spec>.parquet``; its rows.
 

@@ -197,7 +197,10 @@ def build_features(
     jobs = [(family, *ids) for family in FAMILIES for ids in _ranges(entities[family], shards)]
     out_dir.mkdir(parents=True, exist_ok=True)
     key = world_key(world_dir)
-    with tempfile.TemporaryDirectory(prefix=".parts-", dir=out_dir) as staging:
+    # Ray tasks may still write when one fails: their leftovers must not hide its error.
+    with tempfile.TemporaryDirectory(
+        prefix=".parts-", dir=out_dir, ignore_cleanup_errors=True
+    ) as staging:
         parts = run(_shard_tables, (world_dir, frame, Path(staging)), jobs)
         rows = _write_tables(parts, out_dir, key, last_event_us, actions)
     record_row_counts(out_dir, key, rows)
@@ -220,8 +223,8 @@ def _write_tables(
 
     Every part meets the table's row rules as it is written, and every table
     its own rules (from the parts' :class:`TableSummary`) and its row count
-    against the last build: only then are the files renamed into place, all
-    of them, so a failure leaves the previous tables.
+    against the last build: only then are the files renamed into place, one
+    after the other, so a failed check leaves the previous tables.
     """
     rows = {}
     with contextlib.ExitStack() as files:
@@ -238,7 +241,10 @@ def _write_tables(
                         summary += TableSummary.of(table)
                         yield table
 
-            tables.write_parts(checked(), files.enter_context(tables.replaced_atomically(path)))
+            schema = tables.parts_schema([part[name] for part in parts if name in part])
+            tables.write_parts(
+                checked(), files.enter_context(tables.replaced_atomically(path)), schema
+            )
             check_table_rules(summary, name, path, last_event_us)
             rows[name] = summary.rows
         check_row_counts(out_dir, key, rows)

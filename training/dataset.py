@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -136,7 +136,7 @@ def build_training_set(
         store: the Feast store (its registry must hold ``FEATURE_SERVICE``).
         workspace: where the world is read and the dataset written.
         actions: label columns (default: core/actions.yaml).
-        max_rows: keep only the latest ``max_rows`` impressions (None: all).
+        max_rows: keep only the last ``max_rows`` impressions of the world file (None: all).
         chunk_rows: entity rows per ``get_historical_features`` call (bounds memory), or
             about per Ray task on the cluster profile.
         progress: called with (rows done, rows total).
@@ -155,7 +155,12 @@ def build_training_set(
     columns = (*KEY_COLUMNS, "event_timestamp", *names, *actions.names)
     path = training_set_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".parts-", dir=path.parent) as staging:
+    if total <= start:
+        raise InputError(f"{workspace.world / tables.IMPRESSIONS.file_name}: no impressions")
+    # Ray tasks may still write when one fails: their leftovers must not hide its error.
+    with tempfile.TemporaryDirectory(
+        prefix=".parts-", dir=path.parent, ignore_cleanup_errors=True
+    ) as staging:
         parts = join_ranges(
             store,
             workspace,
@@ -167,8 +172,24 @@ def build_training_set(
             progress,
         )
         with tables.replaced_atomically(path) as tmp:
-            rows = tables.write_parts((feather.read_table(p, memory_map=True) for p in parts), tmp)
+            rows = tables.write_parts(in_impression_order(parts), tmp, tables.parts_schema(parts))
     return TrainingSet(path=path, rows=rows, features=tuple(names))
+
+
+def in_impression_order(parts: list[Path]) -> Iterator[pa.Table]:
+    """The staged parts, checked to follow each other in ``impression_id`` order (the
+    world's file order, which the join relies on instead of sorting across parts)."""
+    last = -1
+    for part in parts:
+        table = feather.read_table(part, memory_map=True)
+        ids = table["impression_id"].to_numpy()
+        if len(ids) and ids[0] <= last:
+            raise tables.TableError(
+                "impressions are not in impression_id order in the world file "
+                f"(id {ids[0]} after {last})"
+            )
+        last = int(ids[-1]) if len(ids) else last
+        yield table
 
 
 def feature_columns(schema: pa.Schema, actions: ActionSet) -> tuple[str, ...]:

@@ -109,7 +109,7 @@ def join_ranges(  # pylint: disable=too-many-arguments  # the plan's parts, name
     store: FeatureStore,
     workspace: Workspace,
     rows: tuple[int, int],
-    shard_rows: int,
+    range_rows: int,
     columns: Sequence[str],
     labels: Sequence[str],
     staging: Path,
@@ -120,14 +120,14 @@ def join_ranges(  # pylint: disable=too-many-arguments  # the plan's parts, name
     Args:
         store: its profile decides where: Ray tasks when its offline store is Ray
             (the cluster profile; at least one range per CPU), else this process.
-        shard_rows: about this many impressions per range.
+        range_rows: about this many impressions per range.
         progress: called with (rows done, rows total) as ranges finish.
     """
     start, stop = rows
     on_ray = store.config.offline_store.type == "ray"
     runner = run_on_ray if on_ray else run_local
     workers = init_cluster_ray(workspace, store.project) if on_ray else 1
-    cuts = np.linspace(start, stop, max(workers, math.ceil((stop - start) / shard_rows)) + 1)
+    cuts = np.linspace(start, stop, max(workers, math.ceil((stop - start) / range_rows)) + 1)
     bounds = cuts.round().astype(int).tolist()
     ranges = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 

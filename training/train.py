@@ -219,7 +219,8 @@ def label_rates(labels: np.ndarray, gather: Gather = alone) -> np.ndarray:
     """Each head's positive rate over every shard of the training split.
 
     The shards' label counts are summed exactly; the rate is float32, as numpy's
-    ``labels.mean(axis=0)`` of the whole split gives it.
+    ``labels.mean(axis=0)`` of the whole split gives it while its float32 sums
+    are exact (fewer than 2**24 rows; beyond, this is the more exact of the two).
     """
     shards = gather((labels.sum(axis=0, dtype=np.float64), len(labels)))
     return (sum(s for s, _ in shards) / sum(n for _, n in shards)).astype(np.float32)

@@ -26,7 +26,7 @@ def dataset() -> None:
     "--max-rows",
     type=click.IntRange(min=1),
     default=None,
-    help="Keep only the latest N impressions (default: all).",
+    help="Keep only the last N impressions of the world file (default: all).",
 )
 def build(workspace: Path, profile: Profile, max_rows: int | None) -> None:
     """Point-in-time training set through the FeatureService of new models.
