@@ -230,25 +230,34 @@ def _write_tables(
     with contextlib.ExitStack() as files:
         for name in tables.FEATURE_TABLES:
             path = out_dir / f"{name}.parquet"
-            summary = TableSummary()
-
-            def checked(name: str = name, path: Path = path) -> Iterator[pa.Table]:
-                nonlocal summary
-                for part in parts:
-                    if name in part:
-                        table = feather.read_table(part[name], memory_map=True)
-                        validate_feature_part(table, name, path, actions)
-                        summary += TableSummary.of(table)
-                        yield table
-
-            schema = tables.parts_schema([part[name] for part in parts if name in part])
+            paths = [part[name] for part in parts if name in part]
+            summaries: list[TableSummary] = []
             tables.write_parts(
-                checked(), files.enter_context(tables.replaced_atomically(path)), schema
+                _checked_parts(paths, name, path, actions, summaries),
+                files.enter_context(tables.replaced_atomically(path)),
+                tables.parts_schema(paths),
             )
+            summary = sum(summaries, TableSummary())
             check_table_rules(summary, name, path, last_event_us)
             rows[name] = summary.rows
         check_row_counts(out_dir, key, rows)
     return rows
+
+
+def _checked_parts(
+    paths: list[Path],
+    name: str,
+    path: Path,
+    actions: ActionSet,
+    summaries: list[TableSummary],
+) -> Iterator[pa.Table]:
+    """The staged parts of table ``name``, in order, each checked by the table's row rules
+    (errors name ``path``) as it is read; each part's summary is appended to ``summaries``."""
+    for part in paths:
+        table = feather.read_table(part, memory_map=True)
+        validate_feature_part(table, name, path, actions)
+        summaries.append(TableSummary.of(table))
+        yield table
 
 
 def _impression_days(
