@@ -118,6 +118,14 @@ class Batch:
     def __len__(self) -> int:
         return int(self.numeric.shape[0])
 
+    @staticmethod
+    def concat(first: Batch, second: Batch) -> Batch:
+        """The rows of ``first``, then those of ``second``."""
+        return Batch(
+            torch.cat([first.numeric, second.numeric]),
+            torch.cat([first.categorical, second.categorical]),
+        )
+
     def index(self, rows: torch.Tensor | slice) -> Batch:
         """The rows ``rows`` of both tensors (a view for a slice, a gather for indices).
 

@@ -53,6 +53,7 @@ def run_training_pipeline(
             "train_seconds": round(result.seconds, 1),
             "best_epochs": result.best_epochs,
             "epochs": len(result.history),
+            "refit_epochs": len(result.refit_history),
             "train_rows": result.splits.rows["train"],
             "train_rows_per_rank": result.shard_rows,
             "peak_rss_mb_per_rank": result.peak_rss_mb,

@@ -103,6 +103,9 @@ def test_the_run_is_what_mlflow_users_expect(trained: tuple[Workspace, dict]) ->
     assert run.info.end_time - run.info.start_time >= summary["train_seconds"] * 1000 * 0.9
     epochs = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in epochs] == list(range(1, summary["epochs"] + 1))
+    refit = client.get_metric_history(run.info.run_id, "refit_train_loss")
+    assert summary["refit_epochs"] == sum(summary["best_epochs"]) > 0
+    assert [m.step for m in refit] == list(range(1, summary["refit_epochs"] + 1))
     assert run.info.start_time <= epochs[0].timestamp < epochs[-1].timestamp
     assert any(key.startswith("system/cpu") for key in run.data.metrics), sorted(run.data.metrics)
     (logged,) = run.inputs.dataset_inputs

@@ -16,7 +16,7 @@ from core.feast_store import training_set_path
 from core.model import ModelConfig, Ranker, RankerNet
 from core.preprocessing import Preprocessor
 from core.workspace import Workspace
-from training.train import TrainConfig, TrainResult, train, weighted_bce
+from training.train import TrainConfig, TrainResult, train, train_epoch, weighted_bce
 
 pytestmark = pytest.mark.unit
 
@@ -121,6 +121,44 @@ def test_ensemble_members_train_from_their_own_seeds(tiny_workspace: Workspace) 
     assert not torch.equal(nets[0].towers.weights[0], nets[1].towers.weights[0])
     assert [row["member"] for row in result.history] == [0, 0, 1, 1]
     assert [row["step"] for row in result.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_refit_trains_each_member_again_on_the_training_and_validation_days(
+    tiny_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = FAST.model_copy(update={"ensemble": 2, "max_epochs": 2})
+    validated = train(
+        training_set_path(tiny_workspace),
+        config.model_copy(update={"refit": False}),
+        progress=False,
+    )
+    epoch_rows: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> float:
+        epoch_rows.append(len(args[3]))  # type: ignore[arg-type]  # the epoch's labels
+        return train_epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("training.train.train_epoch", counted)
+    refitted = train(training_set_path(tiny_workspace), config, progress=False)
+    # The validated epochs are the same run, then each member trains again for its best count.
+    assert refitted.history == [
+        {**row, "train_rows_per_s": new["train_rows_per_s"]}
+        for row, new in zip(validated.history, refitted.history, strict=True)
+    ]
+    assert refitted.best_epochs == validated.best_epochs
+    assert [row["refit_member"] for row in refitted.refit_history] == [
+        m for m, best in enumerate(refitted.best_epochs) for _ in range(best)
+    ]
+    assert not validated.refit_history
+    splits = refitted.splits
+    train_rows, both = len(splits.train), len(splits.train) + len(splits.val)
+    expected = []  # max_epochs 2 < patience: every member runs both validated epochs
+    for best in refitted.best_epochs:
+        expected += [train_rows] * config.max_epochs + [both] * best
+    assert epoch_rows == expected
+    for old, new in zip(validated.ranker.nets, refitted.ranker.nets, strict=True):
+        assert not torch.equal(old.towers.weights[0], new.towers.weights[0])
 
 
 @pytest.fixture(name="tiny_model", scope="module")
