@@ -2,11 +2,12 @@
 
 A workspace is a folder holding ``feature_repo/`` (the declarative Feast repo)
 and ``data/`` (what the stages write). The default is the repository root;
-tests use temporary copies.
+``feedrank demo`` and the tests start new ones with a copy of its feature repo.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,19 @@ class Workspace:
     """Where the feature repo and the data of one pipeline live."""
 
     root: Path
+
+    @classmethod
+    def new(cls, root: Path) -> Workspace:
+        """The workspace at ``root``, given a copy of the repository's ``feature_repo/``
+        if it has none (``feedrank demo --workspace DIR`` on a new folder)."""
+        workspace = cls(root)
+        if not workspace.repo.exists():
+            shutil.copytree(
+                REPO_ROOT / "feature_repo",
+                workspace.repo,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+        return workspace
 
     @property
     def repo(self) -> Path:

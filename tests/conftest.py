@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -20,12 +19,7 @@ POSTGRES = ("127.0.0.1", 5432)
 
 def new_workspace(root: Path) -> Workspace:
     """An empty workspace with a copy of the feature repo."""
-    shutil.copytree(
-        REPO_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    return Workspace(root)
+    return Workspace.new(root)
 
 
 def require_service(name: str, address: tuple[str, int]) -> None:

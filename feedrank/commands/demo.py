@@ -16,7 +16,10 @@ from simulation.config import Preset
 @workspace_option
 @preset_option
 def demo(workspace: Path, preset: Preset) -> None:
-    """Run the whole pipeline on the embedded defaults and print a summary."""
+    """Run the whole pipeline on the embedded defaults and print a summary.
+
+    A new --workspace folder gets a copy of the repository's feature_repo/.
+    """
     from feedrank.demo import run_demo  # pylint: disable=import-outside-toplevel  # every stage
 
-    run_demo(Workspace(workspace), preset, stage=stage, progress_bar=progress_bar)
+    run_demo(Workspace.new(workspace), preset, stage=stage, progress_bar=progress_bar)
