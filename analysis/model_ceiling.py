@@ -67,6 +67,7 @@ from training.evaluate import (
     TOP_K,
     head_metrics,
     ranking_metrics,
+    weighted_auc,
 )
 from training.train import TrainConfig
 
@@ -258,16 +259,6 @@ def scores(
     out[f"{prefix}ece_max"] = heads["ece_max"]
     out |= {f"{share}_at_{k}": ranking[f"oracle_lift_share_at_{k}"] for k in TOP_K}
     return out
-
-
-def weighted_auc(
-    groups: np.ndarray, n_groups: int, labels: np.ndarray, weights: np.ndarray
-) -> float:
-    """AUC with row weights; ``groups`` ranks the scores (ties share a group, counted half)."""
-    pos = np.bincount(groups, weights * labels, n_groups)
-    neg = np.bincount(groups, weights * (1.0 - labels), n_groups)
-    below = np.cumsum(neg) - neg
-    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
 def _auc_gap(ranks: list, labels: np.ndarray, weights: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.gate import GATE_METRIC, OffPolicyEvidence, gate
+from training.gate import GATE_METRIC, HEAD_METRIC, OffPolicyEvidence, gate
 
 pytestmark = pytest.mark.unit
 
@@ -12,8 +12,15 @@ HEADS = ("like", "reply")
 
 
 def _metrics(share: float, **aucs: float) -> dict[str, float]:
-    """Gate metric and per-head AUCs; heads not named get AUC 0.75."""
-    return {GATE_METRIC: share, **{f"auc_{h}": aucs.get(h, 0.75) for h in HEADS}}
+    """Gate metric and per-head expected AUCs; heads not named get 0.75.
+
+    The AUCs against the labels are all 0.5: the gate must not read them.
+    """
+    return {
+        GATE_METRIC: share,
+        **{f"{HEAD_METRIC}_{h}": aucs.get(h, 0.75) for h in HEADS},
+        **{f"auc_{h}": 0.5 for h in HEADS},
+    }
 
 
 def test_a_better_share_with_no_worse_head_is_promoted() -> None:
@@ -38,7 +45,7 @@ def test_a_gain_within_min_gain_is_refused() -> None:
 def test_one_head_worse_than_the_tolerance_refuses_despite_the_share() -> None:
     decision = gate(_metrics(0.9, reply=0.5), _metrics(0.7), HEADS, auc_tolerance=0.125)
     assert not decision.passed
-    assert decision.reason == "AUC worse by more than 0.125: reply 0.5000 < 0.7500"
+    assert decision.reason == "expected AUC worse by more than 0.125: reply 0.5000 < 0.7500"
 
 
 def test_a_head_exactly_at_the_tolerance_is_not_worse() -> None:

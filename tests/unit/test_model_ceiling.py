@@ -1,35 +1,16 @@
-"""The model's AUC gap to joint_posterior: a weighted AUC and its paired bootstrap interval."""
+"""The model's AUC gap to joint_posterior and its paired bootstrap interval, against the
+test day's labels and against the true probabilities."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
-from analysis.model_ceiling import auc_gaps_vs_joint, weighted_auc
+from analysis.model_ceiling import auc_gaps_vs_joint
 from core.actions import load_actions
 from training.dataset import Split
 
 pytestmark = pytest.mark.unit
-
-
-def _ranked(scores: np.ndarray) -> tuple[np.ndarray, int]:
-    uniq, groups = np.unique(scores, return_inverse=True)
-    return groups, len(uniq)
-
-
-def test_weighted_auc_is_sklearns_with_ties_and_weights() -> None:
-    rng = np.random.default_rng(0)
-    scores = np.round(rng.random(500), 1)  # many ties
-    labels = (rng.random(500) < 0.3).astype(np.float64)
-    weights = rng.poisson(1.0, 500).astype(np.float64)
-    groups, n = _ranked(scores)
-    assert weighted_auc(groups, n, labels, np.ones(500)) == pytest.approx(
-        roc_auc_score(labels, scores)
-    )
-    assert weighted_auc(groups, n, labels, weights) == pytest.approx(
-        roc_auc_score(labels, scores, sample_weight=weights)
-    )
 
 
 def test_gap_interval_covers_the_gap_and_names_the_worst_head() -> None:
