@@ -31,7 +31,7 @@ reverse-chronological at K = 10 and 50. With the model and ``joint_posterior``
 both scored, also the model against that scorer (issue 22's bars):
 ``lift_share_vs_joint_at_50``, and per head ``auc_gap_vs_joint_<head>`` with
 its 95% interval, against the test day's engagements and, as
-``expected_auc_gap_vs_joint_<head>``, against the oracle's probabilities (the
+``expected_auc_gap_vs_joint_<head>``, against the labels' expectation (the
 AUC expected over the day's label draws: see :func:`auc_gaps_vs_joint`).
 """
 
@@ -66,6 +66,7 @@ from training.dataset import Split, load_splits
 from training.evaluate import (
     TOP_K,
     head_metrics,
+    label_expectation,
     ranking_metrics,
     weighted_auc,
 )
@@ -246,7 +247,7 @@ def scores(
     ``feedrank evaluate``. The oracle only gets its AUCs: its gaps are 0 and its
     share 1 by definition.
     """
-    heads = head_metrics(probs, test.labels, oracle, actions)
+    heads = head_metrics(probs, test.labels, oracle, test.keys["position"], actions)
     if name == "oracle":
         return {f"oracle_auc_{a}": heads[f"oracle_auc_{a}"] for a in actions.names}
     ranking = ranking_metrics(test.keys["visit_id"], probs, oracle, created, actions)
@@ -285,12 +286,13 @@ def auc_gaps_vs_joint(  # pylint: disable=too-many-arguments  # the labels and k
     every visit by a Poisson(1) count, the same weights for both scorers, so
     the interval is of the gap itself (the rows of a visit are not independent).
 
-    ``labels`` default to the test day's engagements. Given the oracle's true
-    probabilities instead, each row counts as ``p`` of a positive and ``1 - p``
-    of a negative: the AUC expected over every draw of the day's labels, with
-    the noise of those draws taken out (a head with 66 positives has an
-    interval of about +-0.05 against its labels). The interval then holds
-    what is left, the sampling of the day's visits. Keys start with ``key``.
+    ``labels`` default to the test day's engagements. Given their expectation
+    instead (:func:`training.evaluate.label_expectation`), each row counts as
+    ``p`` of a positive and ``1 - p`` of a negative: the AUC expected over
+    every draw of the day's labels, with the noise of those draws taken out
+    (a head with 66 positives has an interval of about +-0.05 against its
+    labels). The interval then holds what is left, the sampling of the day's
+    visits. Keys start with ``key``.
     """
     labels = test.labels if labels is None else labels
     _, visit = np.unique(test.keys["visit_id"], return_inverse=True)
@@ -386,7 +388,8 @@ def main() -> None:
     if "model" in probs and "joint_posterior" in probs:
         pair = (probs["model"], probs["joint_posterior"], test, actions)
         against = auc_gaps_vs_joint(*pair)
-        against |= auc_gaps_vs_joint(*pair, labels=oracle, key="expected_auc_gap_vs_joint")
+        expected = label_expectation(oracle, test.keys["position"])
+        against |= auc_gaps_vs_joint(*pair, labels=expected, key="expected_auc_gap_vs_joint")
         against["lift_share_vs_joint_at_50"] = (
             result["oracle_lift_share_at_50"] / result["joint_posterior_lift_share_at_50"]
         )

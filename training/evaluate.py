@@ -92,23 +92,35 @@ def weighted_auc(
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def expected_auc(true_probs: np.ndarray, scores: np.ndarray) -> float:
-    """The AUC of ``scores`` against the true probabilities instead of sampled labels.
+def label_expectation(oracle: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each logged row's probability of each label: the true probability at its slot
+    (the oracle's, at slot 0, times the position bias of the slot it was shown in)."""
+    return oracle.astype(np.float64) * position_bias(positions)[:, None]
 
-    Each row counts ``p`` of a positive and ``1 - p`` of a negative: the AUC
-    expected over every draw of the rows' labels, without the noise of the one
-    draw the test day holds (a head with 66 positives moves by +-0.05 from draw
-    to draw; this by the sampling of the rows only).
+
+def expected_auc(expected_labels: np.ndarray, scores: np.ndarray) -> float:
+    """The AUC of ``scores`` against the labels' expectation instead of their one draw.
+
+    Each row counts ``p`` of a positive and ``1 - p`` of a negative (``p`` from
+    :func:`label_expectation`): the AUC expected over every draw of the rows'
+    labels, without the noise of the one draw the test day holds (a head with
+    66 positives moves by +-0.05 from draw to draw; this by the sampling of
+    the rows only).
     """
     values, groups = np.unique(scores, return_inverse=True)
-    return weighted_auc(groups, len(values), true_probs.astype(np.float64), np.ones(len(scores)))
+    return weighted_auc(groups, len(values), expected_labels, np.ones(len(scores)))
 
 
 def head_metrics(
-    probs: np.ndarray, labels: np.ndarray, oracle: np.ndarray, actions: ActionSet
+    probs: np.ndarray,
+    labels: np.ndarray,
+    oracle: np.ndarray,
+    positions: np.ndarray,
+    actions: ActionSet,
 ) -> dict[str, float]:
     """AUC, log loss, RCE, ECE per head, the oracle's AUC on the same labels, and the
-    AUC against the oracle's probabilities (``expected_auc_<head>``, the gate's)."""
+    AUC against the labels' expectation (``expected_auc_<head>``, the gate's)."""
+    expected = label_expectation(oracle, positions)
     out: dict[str, float] = {}
     for j, name in enumerate(actions.names):
         y, p = labels[:, j], probs[:, j]
@@ -116,7 +128,7 @@ def head_metrics(
         loss = _log_loss(p, y)
         out[f"auc_{name}"] = _auc(y, p)
         out[f"oracle_auc_{name}"] = _auc(y, oracle[:, j])
-        out[f"expected_auc_{name}"] = expected_auc(oracle[:, j], p)
+        out[f"expected_auc_{name}"] = expected_auc(expected[:, j], p)
         out[f"log_loss_{name}"] = loss
         out[f"rce_{name}"] = 100.0 * (1.0 - loss / _log_loss(base, y))
         out[f"ece_{name}"] = expected_calibration_error(p, y)[0]
@@ -222,7 +234,7 @@ def evaluate(
         raise ValueError(f"model heads {ranker.actions} differ from actions {actions.names}")
     probs = ranker.predict_proba(test.inputs)
     oracle = read_oracle(workspace.truth, test.keys["impression_id"], actions)
-    metrics = head_metrics(probs, test.labels, oracle, actions)
+    metrics = head_metrics(probs, test.labels, oracle, test.keys["position"], actions)
     created = tables.tweet_created(workspace.world, test.keys["tweet_id"])
     metrics.update(ranking_metrics(test.keys["visit_id"], probs, oracle, created, actions))
     metrics["test_rows"] = float(len(test))

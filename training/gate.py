@@ -9,8 +9,8 @@ than the champion and no head's AUC is worse by more than a tolerance (or
 there is no champion yet). The AUC check comes first: a model that wins on
 the weighted feed value by giving up a head is refused for that head.
 
-The AUC is the expected one, against the oracle's probabilities
-(:func:`training.evaluate.expected_auc`), as the lift share is the oracle's:
+The AUC is the expected one, against the labels' expectation from the oracle's
+probabilities (:func:`training.evaluate.expected_auc`), as the lift share is the oracle's:
 against the test day's labels, a head with 66 positives (report, on the demo)
 moves by about +-0.05 from one draw of the labels to the next, ten times the
 tolerance, and the gate refused a better model on that noise alone.

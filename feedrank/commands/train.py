@@ -362,8 +362,8 @@ def _publish(outcome: dict[str, object], outputs: Path | None) -> None:
     type=click.FloatRange(min=0),
     default=0.005,
     show_default=True,
-    help="Refuse when any head's expected AUC (against the oracle's probabilities, "
-    "not the test day's labels) is lower than the champion's by more than this.",
+    help="Refuse when any head's expected AUC (against the oracle's probabilities at "
+    "each row's slot, not the test day's labels) is lower than the champion's by more than this.",
 )
 @click.option(
     "--min-gain",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.evaluate import expected_auc, weighted_auc
+from simulation.truth import position_bias
+from training.evaluate import expected_auc, label_expectation, weighted_auc
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +44,11 @@ def test_expected_auc_counts_each_row_as_p_of_a_positive_and_1_minus_p_of_a_nega
     draws = [roc_auc_score(rng.random(300) < truth, scores) for _ in range(2000)]
     assert expected_auc(truth, scores) == pytest.approx(np.mean(draws), abs=0.01)
     assert expected_auc(truth, truth) > expected_auc(truth, scores)
+
+
+def test_the_label_expectation_is_the_true_probability_at_the_rows_slot() -> None:
+    oracle = np.array([[0.5, 0.2], [0.5, 0.2]])
+    expected = label_expectation(oracle, np.array([0, 9]))
+    np.testing.assert_allclose(expected[0], oracle[0] * position_bias(np.array([0]))[0])
+    np.testing.assert_allclose(expected[1], oracle[1] * position_bias(np.array([9]))[0])
+    assert expected[1, 0] < expected[0, 0]  # a lower slot is examined less
