@@ -29,7 +29,7 @@ RAY_ADDRESS_ENV = "FEEDRANK_RAY_ADDRESS"
 """The Ray cluster of the cluster profile (``ray://host:10001``, ``host:port`` or ``auto``).
 Unset, Ray's own ``RAY_ADDRESS`` (set in a ``ray job submit`` job) is used; neither set,
 Ray starts in the process, capped to the machine."""
-FEATURE_SERVICE = "ranker_v3"
+FEATURE_SERVICE = "ranker_v4"
 """The FeatureService new models are trained on (each model records its own)."""
 
 

@@ -106,6 +106,8 @@ def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[st
             "user_impressions_7d": _count(),
             **{f"user_{a}_rate_7d": _rate() for a in names},
             "user_mean_dwell_7d": pa.Column("float32", pa.Check.ge(0.0), nullable=False),
+            "user_impressions_all": _count(),
+            **{f"user_{a}_rate_all": _rate() for a in names},
             "user_topic_rates": _values(),
             "user_follow_topics": _values(),
         },
@@ -116,6 +118,8 @@ def feature_table_columns(actions: ActionSet | None = None) -> dict[str, dict[st
             "author_tweets_7d": _count(),
             "author_impressions_7d": _count(),
             **{f"author_{a}_rate_7d": _rate() for a in names},
+            "author_impressions_all": _count(),
+            **{f"author_{a}_rate_all": _rate() for a in names},
             "author_topic_mix": _values(),
         },
         "tweet_content": {
@@ -407,6 +411,6 @@ def rate_ranges(actions: ActionSet | None = None) -> dict[str, tuple[float, floa
         column: (0.0, 1.0)
         for table in feature_table_columns(actions).values()
         for column in table
-        if column.endswith("_rate_7d")
+        if column.endswith(("_rate_7d", "_rate_all"))
     }
     return ranges | {"ua_positive_rate": (0.0, float(len(actions.positive)))}

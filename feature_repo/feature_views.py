@@ -33,6 +33,15 @@ user_stats = FeatureView(
             for a in ACTIONS
         ],
         Field(name="user_mean_dwell_7d", dtype=Float32, description="Mean seconds per view, 7d."),
+        Field(name="user_impressions_all", dtype=Int64, description="Tweets shown, all history."),
+        *[
+            Field(
+                name=f"user_{a}_rate_all",
+                dtype=Float32,
+                description=f"Smoothed {a} rate, all history.",
+            )
+            for a in ACTIONS
+        ],
         Field(
             name="user_topic_rates",
             dtype=Array(Float32),
@@ -61,6 +70,15 @@ author_stats = FeatureView(
                 name=f"author_{a}_rate_7d",
                 dtype=Float32,
                 description=f"Smoothed {a} rate received, 7d.",
+            )
+            for a in ACTIONS
+        ],
+        Field(name="author_impressions_all", dtype=Int64, description="Times shown, all history."),
+        *[
+            Field(
+                name=f"author_{a}_rate_all",
+                dtype=Float32,
+                description=f"Smoothed {a} rate received, all history.",
             )
             for a in ACTIONS
         ],

@@ -366,8 +366,8 @@ def _user_stats(
     follow_topics: np.ndarray,
     ids: np.ndarray,
 ) -> pa.Table:
-    """A user's own behaviour over the last week, their engagement rate per topic, and
-    the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics).
+    """A user's own behaviour over the last week and over all history, their engagement
+    rate per topic, and the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics).
 
     Args:
         values: per impression, 1 + actions + dwell seconds.
@@ -375,14 +375,17 @@ def _user_stats(
         topics: each impression's tweet topic.
     """
     n_users, n_days, n_topics, snap_days = len(ids), frame.n_days, frame.n_topics, frame.snap_days
-    counts = _window(_daily_counts(local_user, day, values, n_users, n_days), WINDOW_DAYS)
-    counts = counts[:, snap_days]
+    daily = _daily_counts(local_user, day, values, n_users, n_days)
+    counts = _window(daily, WINDOW_DAYS)[:, snap_days]
+    every = _window(daily, None)[:, snap_days]
     n_act = len(frame.actions.names)
     shown = counts[..., 0]
     columns = {
         "user_impressions_7d": shown.astype(np.int64),
         **_rate_columns("user", counts[..., : 1 + n_act], frame, "_7d"),
         "user_mean_dwell_7d": (counts[..., -1] / np.maximum(shown, 1.0)).astype(np.float32),
+        "user_impressions_all": every[..., 0].astype(np.int64),
+        **_rate_columns("user", every[..., : 1 + n_act], frame, "_all"),
     }
     # Topic affinity over all history: positive engagements per impression, per topic.
     positive = _summed(values[:, 1 : 1 + n_act], frame.actions, POSITIVE)
@@ -420,16 +423,17 @@ def _author_stats(
     tweets: pa.Table,
     ids: np.ndarray,
 ) -> pa.Table:
-    """What an author's tweets received over the last week, the author's reach and topics.
+    """What an author's tweets received over the last week and over all history, the
+    author's reach and topics.
 
     ``ids`` are the range's authors, consecutive; ``local_author`` indexes
     them, as ``author_id - ids[0]`` does for the range's ``follows`` and ``tweets``.
     """
     first = int(ids[0]) if len(ids) else 0
     n_authors, n_days, snap_days = len(ids), frame.n_days, frame.snap_days
-    counts = _window(_daily_counts(local_author, day, per_imp, n_authors, n_days), WINDOW_DAYS)[
-        :, snap_days
-    ]
+    daily = _daily_counts(local_author, day, per_imp, n_authors, n_days)
+    counts = _window(daily, WINDOW_DAYS)[:, snap_days]
+    every = _window(daily, None)[:, snap_days]
     tweet_day = _day_index(tweets["created_at"].cast(pa.int64()).to_numpy(), frame.start_us)
     posted = _window(
         _daily_counts(
@@ -447,6 +451,8 @@ def _author_stats(
         "author_tweets_7d": posted.astype(np.int64),
         "author_impressions_7d": counts[..., 0].astype(np.int64),
         **_rate_columns("author", counts, frame, "_7d"),
+        "author_impressions_all": every[..., 0].astype(np.int64),
+        **_rate_columns("author", every, frame, "_all"),
     }
     return pa.table(
         {
