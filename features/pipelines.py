@@ -367,7 +367,8 @@ def _user_stats(
     ids: np.ndarray,
 ) -> pa.Table:
     """A user's own behaviour over the last week and over all history, their engagement
-    rate per topic, and the topic mix of the authors they follow (``follow_topics``: users, snapshots, topics).
+    rate per topic, and the topic mix of the authors they follow (``follow_topics``:
+    users, snapshots, topics).
 
     Args:
         values: per impression, 1 + actions + dwell seconds.
