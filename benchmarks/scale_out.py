@@ -149,7 +149,7 @@ def _world_on_ray(
 def _training(ws: Workspace) -> dict[str, float]:
     """One network's epoch in this process and with 2 Ray Train workers (Ray of 2 CPUs is up),
     and the larger worker's peak memory (each reads its shard of the training set)."""
-    config = TrainConfig(max_epochs=1, ensemble=1)
+    config = TrainConfig(max_epochs=1, ensemble=1, refit=False)  # one epoch, as measured before
     local, _ = _timed(
         "train one epoch: this process",
         run_training_pipeline,

@@ -13,7 +13,9 @@ warmed with 100 other requests before anything is timed. Measured:
   user-author pair, not from the user's top-author list), and the ``HMGET``
   commands Redis executed per request for each (``*_v2``, ``hmget_per_rank*``);
   ``--ab-rounds N`` alternates the two N times and reports the median ratios
-  (``redis_p50_ratio_over_v2``, ``redis_p99_ratio_over_v2``);
+  (``redis_p50_ratio_over_v2``, ``redis_p99_ratio_over_v2``). Skipped, with
+  the reason printed and no ``*_v2`` keys, when the champion reads features
+  ``ranker_v2`` does not serve (a ``ranker_v4`` model's all-history rates);
 - concurrency 8 on the SQLite profile: requests per second and p99;
 - the SQLite sequential phase again with ``FEEDRANK_AUTH=off``: the cost of the
   API key check and rate limit (``*_auth_off``);
@@ -291,25 +293,65 @@ def _print_bars(result: dict[str, float]) -> None:
         print(f"bar {name}: {value} (bar {op} {target}) {'met' if met else 'missed'}", flush=True)
 
 
+def _against_previous(runs: Mapping[str, Mapping[str, Any]], rounds: int) -> dict[str, float]:
+    """The ``*_v2`` keys: the twin's figures and the median ratios over alternated rounds."""
+    ratios = {
+        q: float(
+            np.median(
+                [runs[f"current{i}"]["lean"][q] / runs[f"v2{i}"]["lean"][q] for i in range(rounds)]
+            )
+        )
+        for q in ("p50_ms", "p99_ms")
+    }
+    print(
+        f"redis p50 / p99, current service over {PREVIOUS_SERVICE}, median of "
+        f"{rounds} alternated round(s): {ratios['p50_ms']:.2f}x / {ratios['p99_ms']:.2f}x",
+        flush=True,
+    )
+    previous = runs["v20"]
+    return {
+        "p50_ms_redis_v2": previous["lean"]["p50_ms"],
+        "p99_ms_redis_v2": previous["lean"]["p99_ms"],
+        "server_cpu_ms_redis_v2": previous["cpu"],
+        "hmget_per_rank_redis_v2": previous["hmget_per_rank"],
+        "redis_p50_ratio_over_v2": round(ratios["p50_ms"], 3),
+        "redis_p99_ratio_over_v2": round(ratios["p99_ms"], 3),
+    }
+
+
 def _client_cpu_s() -> float:
     """CPU seconds this process (the clients) has used, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _twin(ws: Workspace, service: str) -> str:
+def _twin(ws: Workspace, service: str) -> str | None:
     """The champion's network recorded with FeatureService ``service``, as a BentoML model.
 
     ``ranker_v2`` and ``ranker_v3`` hand the model the same feature names
     (v3 computes the pair features from the user's top-author list), so the
     twin serves the same network through the older feature read: an A/B of
-    the two feature paths alone. Returns its tag.
+    the two feature paths alone. Returns its tag, or None (and says why) when
+    the champion reads features ``service`` does not serve, as a ``ranker_v4``
+    model does (its all-history rates): every answer of that twin would be a
+    degraded one, which times the fallback, not the feature read.
     """
     import bentoml  # pylint: disable=import-outside-toplevel
 
     from core.model_registry import load_ranker  # pylint: disable=import-outside-toplevel
+    from training.dataset import feature_names  # pylint: disable=import-outside-toplevel
 
     ranker = load_ranker(ws, "champion")
+    missing = sorted(
+        set(ranker.preprocessor.feature_names) - set(feature_names(open_store(ws), service))
+    )
+    if missing:
+        print(
+            f"A/B against {service} skipped: the champion ({ranker.feature_service}) reads "
+            f"{len(missing)} features it does not serve ({', '.join(missing[:3])}, ...)",
+            flush=True,
+        )
+        return None
     ranker.feature_service = service
     tag = f"{BENTO_MODEL}:{service.replace('_', '-')}-twin"
     with bentoml.models.create(tag, metadata={"feature_service": service}) as model:
@@ -424,11 +466,14 @@ def main() -> None:
         )
         per_request = 1000 / len(requests[50:])
 
-        twin = {MODEL_SOURCE_ENV: "bentoml", MODEL_TAG_ENV: _twin(ws, PREVIOUS_SERVICE)}
+        twin_tag = _twin(ws, PREVIOUS_SERVICE)
+        twin = {MODEL_SOURCE_ENV: "bentoml", MODEL_TAG_ENV: twin_tag or ""}
         # Alternated, so that the machine's drift falls on both sides alike.
         variants = {}
-        for i in range(args.ab_rounds):
-            variants |= {f"current{i}": settings, f"v2{i}": settings | twin}
+        for i in range(args.ab_rounds if twin_tag else 1):
+            variants |= {f"current{i}": settings}
+            if twin_tag:
+                variants |= {f"v2{i}": settings | twin}
         runs = _redis_profile(ws, variants, requests, warmup, headers)
         for name, run in runs.items():
             print(
@@ -438,24 +483,7 @@ def main() -> None:
                 flush=True,
             )
         redis_seq, redis_lean = runs["current0"]["sequential"], runs["current0"]["lean"]
-        previous = runs["v20"]["lean"]
-        ratios = {
-            q: float(
-                np.median(
-                    [
-                        runs[f"current{i}"]["lean"][q] / runs[f"v2{i}"]["lean"][q]
-                        for i in range(args.ab_rounds)
-                    ]
-                )
-            )
-            for q in ("p50_ms", "p99_ms")
-        }
-        print(
-            f"redis p50 / p99, current service over {PREVIOUS_SERVICE}, median of "
-            f"{args.ab_rounds} alternated round(s): {ratios['p50_ms']:.2f}x / "
-            f"{ratios['p99_ms']:.2f}x",
-            flush=True,
-        )
+        against_previous = _against_previous(runs, args.ab_rounds) if twin_tag else {}
 
         naive = _naive(ws, requests[: args.naive_requests])
         print(f"naive (get_online_features + model) {naive}", flush=True)
@@ -482,12 +510,7 @@ def main() -> None:
             "server_cpu_ms_sqlite": cpu_sqlite,
             "server_cpu_ms_redis": runs["current0"]["cpu"],
             "hmget_per_rank_redis": runs["current0"]["hmget_per_rank"],
-            "p50_ms_redis_v2": previous["p50_ms"],
-            "p99_ms_redis_v2": previous["p99_ms"],
-            "server_cpu_ms_redis_v2": runs["v20"]["cpu"],
-            "hmget_per_rank_redis_v2": runs["v20"]["hmget_per_rank"],
-            "redis_p50_ratio_over_v2": round(ratios["p50_ms"], 3),
-            "redis_p99_ratio_over_v2": round(ratios["p99_ms"], 3),
+            **against_previous,
             "p50_ms_sqlite_auth_off": open_lean["p50_ms"],
             "p99_ms_sqlite_auth_off": open_lean["p99_ms"],
             "server_cpu_ms_sqlite_auth_off": cpu_open,

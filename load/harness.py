@@ -133,7 +133,7 @@ def ensure_champion(ws: Workspace) -> None:
     except model_registry.ModelNotFound:
         pass
     print("no champion: training a quick one (1 epoch)", flush=True)
-    run_training_pipeline(ws.root, TrainConfig(max_epochs=1), progress=False)
+    run_training_pipeline(ws.root, TrainConfig(max_epochs=1, refit=False), progress=False)
 
 
 @dataclass(frozen=True)

@@ -88,4 +88,6 @@ def test_two_ranks_end_with_identical_weights(tiny_workspace: Workspace, tmp_pat
     # Each rank trained on its own half of the rows.
     halves = result["train_rows_per_rank"]
     assert sum(halves) == result["train_rows"] and max(halves) - min(halves) <= 1
+    # The identical weights are the refit's: every member trained again on both days.
+    assert result["refit_epochs"] == sum(result["best_epochs"]) > 0
     assert "oracle_lift_share_at_50" in result

@@ -134,9 +134,11 @@ def test_refit_trains_each_member_again_on_the_training_and_validation_days(
         progress=False,
     )
     epoch_rows: list[int] = []
+    starts: list[torch.Tensor] = []  # a weight of the net as each epoch begins
 
     def counted(*args: object, **kwargs: object) -> float:
         epoch_rows.append(len(args[3]))  # type: ignore[arg-type]  # the epoch's labels
+        starts.append(args[0].towers.weights[0].detach().clone())  # type: ignore[attr-defined]
         return train_epoch(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("training.train.train_epoch", counted)
@@ -157,6 +159,12 @@ def test_refit_trains_each_member_again_on_the_training_and_validation_days(
     for best in refitted.best_epochs:
         expected += [train_rows] * config.max_epochs + [both] * best
     assert epoch_rows == expected
+    # Each member's refit starts from the weights its validated fit started from.
+    first = 0
+    for best in refitted.best_epochs:
+        assert torch.equal(starts[first], starts[first + config.max_epochs])
+        assert not torch.equal(starts[first], starts[first + config.max_epochs - 1])
+        first += config.max_epochs + best
     for old, new in zip(validated.ranker.nets, refitted.ranker.nets, strict=True):
         assert not torch.equal(old.towers.weights[0], new.towers.weights[0])
 
