@@ -146,7 +146,7 @@ def fixture_ui(tiny_workspace: Workspace, tmp_path_factory: pytest.TempPathFacto
         proc, url, log = _start_server(store, folder)
         try:
             summary = run_training_pipeline(
-                ws.root, TrainConfig(max_epochs=3, batch_size=1024), progress=False
+                ws.root, TrainConfig(max_epochs=3, batch_size=1024, refit=False), progress=False
             )
         except BaseException:
             _stop_server(proc)

@@ -63,8 +63,13 @@ def served_workspace(
     shutil.copytree(tiny_workspace.root, root, dirs_exist_ok=True)
     with pytest.MonkeyPatch.context() as env:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # The model serving tests read; the refit is tested with the training.
         summary = run_training_pipeline(
-            root, TrainConfig(max_epochs=2), register=True, promote=True, progress=False
+            root,
+            TrainConfig(max_epochs=2, refit=False),
+            register=True,
+            promote=True,
+            progress=False,
         )
     assert summary["promotion"] == "promoted", summary
     return Workspace(root)
